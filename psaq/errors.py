@@ -1,0 +1,51 @@
+"""Errors a user can fix. The command line prints them as one line, no traceback."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class PsaqError(Exception):
+    """Base class: a problem with the user's input, environment or artifacts."""
+
+
+class ConfigError(PsaqError, ValueError):
+    """A configuration value is out of range or of the wrong type."""
+
+
+class UnknownNameError(PsaqError, LookupError):
+    """A name that no registry knows."""
+
+    def __init__(self, kind: str, name: str, known: Iterable[str]):
+        known = sorted(known)
+        close = difflib.get_close_matches(name, known, n=5, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        if not close and len(known) <= 12:
+            hint = f"; known: {', '.join(known)}"
+        super().__init__(f"unknown {kind} '{name}'{hint}")
+        self.kind, self.name, self.suggestions = kind, name, close
+
+
+class CheckpointError(PsaqError):
+    """A checkpoint that is missing, unreadable, or for another architecture."""
+
+
+class DatasetError(PsaqError):
+    """A dataset path that is missing, empty, or not laid out as class folders."""
+
+
+class SampleSetError(PsaqError):
+    """A sample-set file that is truncated, corrupt, or made for another model."""
+
+
+class SynthesisDivergedError(PsaqError):
+    """A loss term became NaN or infinite during synthesis."""
+
+
+class DeviceError(PsaqError):
+    """A device was asked for that this machine does not have."""
+
+
+class NotCalibratedError(PsaqError):
+    """A quantized model was used or exported before calibration."""

@@ -1,0 +1,7 @@
+"""Fake quantization of timm vision transformers: ``quantize_`` then ``calibration``."""
+
+from psaq.quant.config import QuantConfig
+from psaq.quant.observers import OBSERVERS
+from psaq.quant.quantize import calibration, is_quantized, quantize_, require_calibrated, uncalibrated
+
+__all__ = ["OBSERVERS", "QuantConfig", "calibration", "is_quantized", "quantize_", "require_calibrated", "uncalibrated"]

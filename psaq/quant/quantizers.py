@@ -1,0 +1,77 @@
+"""Quantizer modules: the float layer stays as it is, quantizers sit beside it (as in Brevitas)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from psaq.quant.observers import make_observer
+from psaq.quant.primitives import channel_shape, fake_quantize, int_range
+
+
+class ActQuantizer(nn.Module):
+    """Asymmetric per-tensor activation quantizer.
+
+    Three states: pass-through (before calibration), observing (inside
+    ``calibration(model)``: records the float values, returns them unchanged) and
+    quantizing (after calibration: fake-quantizes with the frozen scale).
+    """
+
+    def __init__(self, bits: int, observer: str = "minmax", **observer_options):
+        super().__init__()
+        self.bits = bits
+        self.observer_name = observer
+        self.observer_options = observer_options
+        self.qmin, self.qmax = int_range(bits, signed=False)
+        self.register_buffer("scale", torch.ones(1))
+        self.register_buffer("zero_point", torch.zeros(1))
+        self.register_buffer("calibrated", torch.tensor(False))
+        self.observer = None
+
+    @property
+    def observing(self) -> bool:
+        return self.observer is not None
+
+    def start_observing(self) -> None:
+        self.observer = make_observer(self.observer_name, self.bits, symmetric=False, **self.observer_options)
+
+    def stop_observing(self, freeze: bool) -> None:
+        """Freeze the observed range into scale/zero point (if anything was seen), drop the observer."""
+        observer, self.observer = self.observer, None
+        if freeze and observer is not None and observer.seen:
+            scale, zero_point = observer.qparams()
+            self.scale.copy_(scale.reshape(1))
+            self.zero_point.copy_(zero_point.reshape(1))
+            self.calibrated.fill_(True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.observer is not None:
+            self.observer.update(x)
+            return x
+        if not self.calibrated:
+            return x
+        return fake_quantize(x, self.scale, self.zero_point, self.qmin, self.qmax).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        state = "observing" if self.observing else ("calibrated" if bool(self.calibrated) else "pass-through")
+        return f"bits={self.bits}, observer={self.observer_name}, {state}"
+
+
+class WeightQuantizer(nn.Module):
+    """Symmetric per-output-channel weight quantizer; needs no data, so qparams are set at wrap time."""
+
+    def __init__(self, weight: torch.Tensor, bits: int, observer: str = "minmax", axis: int = 0, **observer_options):
+        super().__init__()
+        self.bits, self.axis = bits, axis
+        self.qmin, self.qmax = int_range(bits, signed=True)
+        obs = make_observer(observer, bits, symmetric=True, axis=axis, **observer_options)
+        obs.update(weight)
+        scale, zero_point = obs.qparams()
+        self.register_buffer("scale", scale.reshape(channel_shape(weight, axis)).to(weight.device))
+        self.register_buffer("zero_point", zero_point.reshape(channel_shape(weight, axis)).to(weight.device))
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return fake_quantize(weight, self.scale, self.zero_point, self.qmin, self.qmax).to(weight.dtype)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, per-channel axis={self.axis}"
