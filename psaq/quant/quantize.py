@@ -118,3 +118,19 @@ def require_calibrated(model: nn.Module) -> None:
             f"{len(missing)} activation quantizer(s) were never calibrated (e.g. {missing[0]}); "
             "run the model on calibration data inside `with calibration(model):`"
         )
+
+
+def calibrate(
+    model: nn.Module,
+    images: "torch.Tensor",
+    batch_size: int = 64,
+    device: "str | torch.device" = "cpu",
+) -> nn.Module:
+    """Run the calibration images through the quantized model once and freeze every range."""
+    import torch
+
+    model.eval().to(device)
+    with torch.no_grad(), calibration(model):
+        for i in range(0, images.shape[0], batch_size):
+            model(images[i : i + batch_size].to(device))
+    return model

@@ -1,0 +1,72 @@
+"""Top-1 / top-5 and agreement with the full-precision model, batched on any device."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from psaq.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    batch_size: int = 128
+    limit: int | None = None  # evaluate only the first N images (quick looks)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ConfigError(f"eval.batch_size must be a positive integer, got {self.batch_size!r}")
+        if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
+            raise ConfigError(f"eval.limit must be a positive integer or null, got {self.limit!r}")
+
+
+@dataclass
+class EvalResult:
+    top1: float
+    top5: float
+    count: int
+    predictions: torch.Tensor  # top-1 class per image, on the CPU
+    agreement: float | None = None  # % of images whose top-1 equals the reference model's
+
+    def metrics(self) -> dict[str, float]:
+        out = {"top1": self.top1, "top5": self.top5, "count": float(self.count)}
+        if self.agreement is not None:
+            out["agreement"] = self.agreement
+        return out
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    data: DataLoader,
+    device: str | torch.device = "cpu",
+    reference_predictions: torch.Tensor | None = None,
+    limit: int | None = None,
+    progress: bool = False,
+) -> EvalResult:
+    model.eval().to(device)
+    correct1 = correct5 = seen = 0
+    preds = []
+    for images, labels in tqdm(data, desc="evaluate", disable=not progress, unit="batch"):
+        if limit is not None and seen >= limit:
+            break
+        if limit is not None:
+            images, labels = images[: limit - seen], labels[: limit - seen]
+        logits = model(images.to(device)).float().cpu()
+        k = min(5, logits.shape[1])
+        topk = logits.topk(k, dim=1).indices
+        correct1 += int((topk[:, 0] == labels).sum())
+        correct5 += int((topk == labels[:, None]).any(dim=1).sum())
+        seen += len(labels)
+        preds.append(topk[:, 0])
+    if seen == 0:
+        raise ConfigError("the evaluation dataset is empty")
+    predictions = torch.cat(preds)
+    agreement = None
+    if reference_predictions is not None:
+        agreement = 100.0 * float((predictions == reference_predictions[:seen]).float().mean())
+    return EvalResult(100.0 * correct1 / seen, 100.0 * correct5 / seen, seen, predictions, agreement)

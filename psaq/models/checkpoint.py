@@ -1,0 +1,93 @@
+"""Checkpoints: safetensors, or a torch state dict read with ``weights_only=True``. Never pickle."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from psaq.errors import CheckpointError
+
+SAFETENSORS_SUFFIXES = (".safetensors",)
+STATE_DICT_KEYS = ("state_dict", "model", "model_ema")  # common wrappers of a saved state dict
+
+
+def atomic_write(path: str | Path, write) -> Path:
+    """Call ``write(tmp_path)`` then rename over ``path``: a reader never sees a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_checkpoint(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    """Save the state dict as safetensors (tensors made contiguous; shared storage copied)."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    return atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=metadata or {}))
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a checkpoint file into a state dict; refuse what is missing or unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint '{path}' does not exist")
+    try:
+        if path.suffix in SAFETENSORS_SUFFIXES:
+            from safetensors.torch import load_file
+
+            return load_file(str(path), device="cpu")
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any parse failure means a corrupt file
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"checkpoint '{path}' is corrupt or not a weights file: {reason[:200]}") from exc
+    for key in STATE_DICT_KEYS:
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"checkpoint '{path}' holds no state dict of tensors")
+    return obj
+
+
+def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load strictly: a checkpoint for another architecture is refused with its key names."""
+    state = read_state_dict(path)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or mismatched:
+        parts = []
+        for label, keys in (("missing keys", missing), ("unexpected keys", unexpected)):
+            if keys:
+                parts.append(f"{label} ({len(keys)}): {', '.join(keys[:6])}{', …' if len(keys) > 6 else ''}")
+        if mismatched:
+            shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in mismatched[:4]]
+            parts.append(f"shape mismatches ({len(mismatched)}): {', '.join(shapes)}")
+        raise CheckpointError(
+            f"checkpoint '{path}' does not fit {type(model).__name__}: " + "; ".join(parts)
+        )
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,73 @@
+"""SynthesisConfig: the paper's defaults (DESIGN §1), each with a name, validated on construction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from psaq.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class SynthesisConfig:
+    """How to make calibration images.
+
+    ``method`` names an entry of ``SYNTH_METHODS``: psaq, psaq-noent, gaussian,
+    gaussian-clamped or real. ``lr=None`` takes the paper's per-family rate: 0.20 for
+    ViT/DeiT, 0.25 for Swin. ``jitter_px`` is per round and given at 224 px; it and the
+    TV target are scaled to the model's input (see ``psaq.synth.priors``).
+    """
+
+    method: str = "psaq"
+    num_samples: int = 32
+    seed: int = 0
+    rounds: int = 2
+    steps_per_round: int = 500
+    warmup_steps: int = 100
+    lr: float | None = None
+    betas: tuple[float, float] = (0.5, 0.9)
+    adam_eps: float = 1e-8
+    entropy_weight: float = 1.0
+    ce_weight: float = 1.0
+    tv_weight: float = 0.05
+    tv_target_range: tuple[float, float] = (2500.0, 3000.0)
+    jitter_px: tuple[int, ...] = (15, 30)
+    flip_prob: float = 0.5
+    kde_bandwidth: float = 0.01
+    kde_points: int = 10
+    kde_eps: float = 1e-4
+
+    def __post_init__(self) -> None:
+        from psaq.synth.methods import SYNTH_METHODS
+
+        SYNTH_METHODS.get(self.method)
+        object.__setattr__(self, "betas", tuple(self.betas))
+        object.__setattr__(self, "tv_target_range", tuple(self.tv_target_range))
+        object.__setattr__(self, "jitter_px", tuple(self.jitter_px))
+        for name in ("num_samples", "rounds", "steps_per_round", "kde_points"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if not 0 <= self.warmup_steps < self.steps_per_round:
+            raise ConfigError(f"warmup_steps must be in [0, steps_per_round), got {self.warmup_steps}")
+        if self.lr is not None and not self.lr > 0:
+            raise ConfigError(f"lr must be positive, got {self.lr}")
+        if len(self.jitter_px) != self.rounds:
+            raise ConfigError(f"jitter_px needs one offset per round ({self.rounds}), got {list(self.jitter_px)}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"betas must be two numbers in [0, 1), got {list(self.betas)}")
+        lo, hi = self.tv_target_range
+        if not 0 <= lo <= hi:
+            raise ConfigError(f"tv_target_range must be (low, high) with 0 <= low <= high, got {[lo, hi]}")
+        for name in ("entropy_weight", "ce_weight", "tv_weight", "kde_eps"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.kde_bandwidth > 0:
+            raise ConfigError(f"kde_bandwidth must be positive, got {self.kde_bandwidth}")
+        if not 0 <= self.flip_prob <= 1:
+            raise ConfigError(f"flip_prob must be in [0, 1], got {self.flip_prob}")
+
+    @property
+    def total_steps(self) -> int:
+        return self.rounds * self.steps_per_round

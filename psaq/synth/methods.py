@@ -1,0 +1,99 @@
+"""Calibration-set methods by name: psaq, psaq-noent, gaussian, gaussian-clamped, real."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from psaq.data import InputSpec
+from psaq.errors import ConfigError
+from psaq.registry import Registry
+
+RealSource = Callable[[int, int], tuple[torch.Tensor, torch.Tensor]]  # (n, seed) → (images, labels)
+
+
+@dataclass
+class SynthesisResult:
+    """Images in the model's normalized input space (N, C, H, W), float32 on the CPU."""
+
+    images: torch.Tensor
+    labels: torch.Tensor  # pseudo-labels for psaq, true labels for real, -1 for noise
+    history: dict[str, list[float]] = field(default_factory=dict)
+    wall_s: float = 0.0
+    steps: int = 0
+
+    @property
+    def steps_per_s(self) -> float:
+        return self.steps / self.wall_s if self.steps and self.wall_s > 0 else float("nan")
+
+    def final(self, term: str) -> float:
+        values = self.history.get(term, [])
+        return values[-1] if values else float("nan")
+
+
+@dataclass
+class SynthesisContext:
+    model: nn.Module
+    spec: InputSpec
+    device: torch.device
+    real_source: RealSource | None = None
+    progress: bool = True
+
+
+SynthMethod = Callable[["SynthesisConfig", SynthesisContext], SynthesisResult]  # noqa: F821
+SYNTH_METHODS: Registry[SynthMethod] = Registry("calibration mode")
+
+
+def _noise(config, ctx: SynthesisContext) -> torch.Tensor:
+    g = torch.Generator().manual_seed(config.seed)
+    return torch.randn((config.num_samples, *ctx.spec.input_size), generator=g)
+
+
+def _unlabeled(images: torch.Tensor, started: float) -> SynthesisResult:
+    labels = torch.full((images.shape[0],), -1, dtype=torch.long)
+    return SynthesisResult(images.float(), labels, wall_s=time.perf_counter() - started)
+
+
+@SYNTH_METHODS.register("gaussian")
+def gaussian(config, ctx: SynthesisContext) -> SynthesisResult:
+    """N(0, 1) in normalized space: the paper's noise baseline."""
+    started = time.perf_counter()
+    return _unlabeled(_noise(config, ctx), started)
+
+
+@SYNTH_METHODS.register("gaussian-clamped")
+def gaussian_clamped(config, ctx: SynthesisContext) -> SynthesisResult:
+    """N(0, 1) clipped to the normalized range of valid [0, 1] pixels."""
+    started = time.perf_counter()
+    lo, hi = ctx.spec.pixel_bounds()
+    return _unlabeled(torch.maximum(torch.minimum(_noise(config, ctx), hi), lo), started)
+
+
+@SYNTH_METHODS.register("real")
+def real(config, ctx: SynthesisContext) -> SynthesisResult:
+    """N real training images drawn by the seed: the upper baseline that needs data."""
+    if ctx.real_source is None:
+        raise ConfigError("calibration mode 'real' needs training images, and this model/dataset has none")
+    started = time.perf_counter()
+    images, labels = ctx.real_source(config.num_samples, config.seed)
+    return SynthesisResult(images.float().cpu(), labels.cpu(), wall_s=time.perf_counter() - started)
+
+
+@SYNTH_METHODS.register("psaq")
+def psaq(config, ctx: SynthesisContext) -> SynthesisResult:
+    """Patch-similarity entropy + cross-entropy + TV prior (PSAQ-ViT)."""
+    from psaq.synth.optimize import optimize_samples
+
+    return optimize_samples(config, ctx, use_entropy=True)
+
+
+@SYNTH_METHODS.register("psaq-noent")
+def psaq_noent(config, ctx: SynthesisContext) -> SynthesisResult:
+    """The ablation: the same optimization without the entropy term."""
+    from psaq.synth.optimize import optimize_samples
+
+    return optimize_samples(config, ctx, use_entropy=False)
