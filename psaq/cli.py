@@ -76,7 +76,7 @@ def _quantize(args: argparse.Namespace) -> int:
                             steps_per_round=steps, warmup_steps=min(100, max(0, steps // 5)))
     device = resolve_device(args.device)
     model_cfg = ModelConfig(args.model, args.checkpoint, args.pretrained, parse_model_args(args.model_arg), args.train_seed)
-    loaded = load_model(model_cfg, cache_dir=args.cache_dir, device=device)
+    loaded = load_model(model_cfg, cache_dir=args.cache_dir, device=device, progress=not args.quiet)
     result = quantize_model(loaded, quant, synth, device, args.dataset, EvalConfig(), progress=not args.quiet)
     fp, qr = result.fp32, result.quantized
     print(f"model      {loaded.name}  ({result.fp32.count} test images, device {device})")

@@ -83,21 +83,32 @@ def check_image_folder(root: str | Path) -> Path:
     return path
 
 
+def _timm_data_config(model: torch.nn.Module) -> dict:
+    """timm's data config, with the input size the model was built with (``img_size`` overrides
+    do not update the pretrained config)."""
+    from timm.data import resolve_data_config
+
+    args = {}
+    img_size = getattr(getattr(model, "patch_embed", None), "img_size", None)
+    if img_size is not None:
+        in_chans = getattr(model.patch_embed.proj, "in_channels", 3)
+        args["input_size"] = (in_chans, *tuple(img_size))
+    return resolve_data_config(args, model=model)
+
+
 def image_folder(root: str | Path, model: torch.nn.Module) -> Dataset:
     """Images evaluated with the model's own timm eval transform (resize, crop, normalize)."""
-    from timm.data import create_transform, resolve_data_config
+    from timm.data import create_transform
     from torchvision.datasets import ImageFolder
 
     path = check_image_folder(root)
-    transform = create_transform(**resolve_data_config(model=model), is_training=False)
+    transform = create_transform(**_timm_data_config(model), is_training=False)
     return ImageFolder(str(path), transform=transform)
 
 
 def spec_from_timm(model: torch.nn.Module) -> InputSpec:
-    """The input size and normalization from the model's pretrained config."""
-    from timm.data import resolve_data_config
-
-    cfg = resolve_data_config(model=model)
+    """The input size and normalization from the model's pretrained config and its build arguments."""
+    cfg = _timm_data_config(model)
     return InputSpec(tuple(cfg["input_size"]), tuple(cfg["mean"]), tuple(cfg["std"]), model.num_classes)
 
 

@@ -24,7 +24,7 @@ class ModelEntry:
     spec: InputSpec
     dataset: str
     # builds a checkpoint when the user gives none (the embedded default trains itself)
-    default_checkpoint: Callable[[int, Path], Path] | None = None
+    default_checkpoint: Callable[..., Path] | None = None
 
 
 MODELS: Registry[ModelEntry] = Registry("model")
@@ -120,6 +120,7 @@ def load_model(
     cache_dir: str | Path = ".psaq-cache",
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
+    progress: bool = True,
 ) -> LoadedModel:
     """Build the model by name, load its weights, and return it in eval mode on ``device``."""
     checkpoint = Path(config.checkpoint) if config.checkpoint else None
@@ -128,7 +129,7 @@ def load_model(
         model = entry.factory(**config.model_args)
         spec, dataset = entry.spec, entry.dataset
         if checkpoint is None and entry.default_checkpoint is not None and not config.pretrained:
-            checkpoint = entry.default_checkpoint(config.train_seed, Path(cache_dir))
+            checkpoint = entry.default_checkpoint(config.train_seed, Path(cache_dir), progress=progress)
     else:
         model = _create_timm(config.name, config.pretrained and checkpoint is None, config.model_args)
         spec, dataset = spec_from_timm(model), "imagenet"

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from timm.models.swin_transformer import SwinTransformerBlock, WindowAttention
+from timm.models.deit import VisionTransformerDistilled
 from timm.models.vision_transformer import Attention, Block, VisionTransformer
 from torch import nn
 
@@ -42,6 +43,7 @@ register_wrapper(WindowAttention)(QuantWindowAttention)
 register_wrapper(Block)(QuantViTBlock)
 register_wrapper(SwinTransformerBlock)(QuantSwinBlock)
 register_wrapper(VisionTransformer)(quantize_vit_sites)
+register_wrapper(VisionTransformerDistilled)(quantize_vit_sites)
 
 QUANT_TYPES = (QuantLinear, QuantConv2d, QuantViTAttention, QuantWindowAttention, QuantViTBlock, QuantSwinBlock)
 

@@ -69,9 +69,17 @@ class WeightQuantizer(nn.Module):
         scale, zero_point = obs.qparams()
         self.register_buffer("scale", scale.reshape(channel_shape(weight, axis)).to(weight.device))
         self.register_buffer("zero_point", zero_point.reshape(channel_shape(weight, axis)).to(weight.device))
+        self._cached: torch.Tensor | None = None
+        self._cache_key: tuple | None = None
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        return fake_quantize(weight, self.scale, self.zero_point, self.qmin, self.qmax).to(weight.dtype)
+        # The paper's scale maps the largest weight to exactly ±(qmax - qmin)/2, a rounding tie;
+        # float64 breaks ties the way the integer reference does. Cached: weights are fixed in PTQ.
+        key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
+        if self._cache_key != key:
+            q = fake_quantize(weight.detach().double(), self.scale.double(), self.zero_point.double(), self.qmin, self.qmax)
+            self._cached, self._cache_key = q.to(weight.dtype), key
+        return self._cached
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, per-channel axis={self.axis}"

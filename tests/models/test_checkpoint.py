@@ -1,0 +1,75 @@
+"""Checkpoints round-trip through files; mismatched, corrupt and missing ones are refused."""
+
+import pytest
+import torch
+
+from psaq.errors import CheckpointError
+from psaq.models import ModelConfig, load_checkpoint, load_model, save_checkpoint
+from tests.conftest import tiny_swin, tiny_vit
+
+TINY_VIT_ARGS = dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3, num_classes=10)
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "pt", "pt-wrapped"])
+def test_round_trip_through_a_file(tmp_path, fmt, images):
+    torch.manual_seed(0)
+    src = tiny_vit()
+    if fmt == "safetensors":
+        path = save_checkpoint(src, tmp_path / "w.safetensors")
+    else:
+        path = tmp_path / "w.pt"
+        state = src.state_dict()
+        torch.save({"model": state} if fmt == "pt-wrapped" else state, path)
+    torch.manual_seed(1)
+    dst = load_checkpoint(tiny_vit(), path)
+    torch.testing.assert_close(dst(images), src(images))
+
+
+def test_timm_name_with_overrides_and_local_checkpoint(tmp_path, images):
+    torch.manual_seed(0)
+    src = tiny_vit()
+    path = save_checkpoint(src, tmp_path / "vit.safetensors")
+    loaded = load_model(ModelConfig("vit_tiny_patch16_224", str(path), model_args=TINY_VIT_ARGS))
+    assert loaded.dataset == "imagenet" and loaded.spec.input_size == (3, 32, 32)
+    assert loaded.checkpoint_sha256 and len(loaded.checkpoint_sha256) == 64
+    torch.testing.assert_close(loaded.model(images), src(images))
+
+
+def test_checkpoint_for_another_architecture_names_its_keys(tmp_path):
+    path = save_checkpoint(tiny_swin(), tmp_path / "swin.safetensors")
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(tiny_vit(), path)
+    msg = str(info.value)
+    assert "missing keys" in msg and "unexpected keys" in msg
+    assert "blocks.0" in msg and "layers.0" in msg
+
+
+def test_shape_mismatch_is_reported(tmp_path):
+    path = save_checkpoint(tiny_vit(num_classes=5), tmp_path / "five.safetensors")
+    with pytest.raises(CheckpointError, match=r"shape mismatches.*head.weight"):
+        load_checkpoint(tiny_vit(), path)
+
+
+def test_missing_and_corrupt_files(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tiny_vit(), tmp_path / "nope.safetensors")
+    for name, content in [("bad.safetensors", b"not a safetensors file"), ("bad.pt", b"\x80garbage")]:
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(CheckpointError, match="corrupt"):
+            load_checkpoint(tiny_vit(), tmp_path / name)
+    # a truncated real file
+    good = save_checkpoint(tiny_vit(), tmp_path / "good.safetensors")
+    (tmp_path / "cut.safetensors").write_bytes(good.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(tiny_vit(), tmp_path / "cut.safetensors")
+
+
+def test_pickled_objects_are_not_unpickled(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("unpickled!",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"model": Evil()}, path)
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(tiny_vit(), path)

@@ -1,0 +1,93 @@
+"""The command line: bad input gets one line and exit 2; the real timm + folder path runs end to end."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from psaq.cli import main
+from psaq.models import save_checkpoint
+from tests.conftest import tiny_vit
+
+VIT_ARGS = ["--model", "vit_tiny_patch16_224", "--model-arg", "img_size=32", "--model-arg", "patch_size=8",
+            "--model-arg", "embed_dim=48", "--model-arg", "depth=2", "--model-arg", "num_heads=3",
+            "--model-arg", "num_classes=3"]
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "val"
+    for c in ("a", "b", "c"):
+        (root / c).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+    return root
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    torch.manual_seed(0)
+    return save_checkpoint(tiny_vit(num_classes=3), tmp_path / "vit.safetensors")
+
+
+@pytest.mark.parametrize("calib", ["real", "gaussian", "psaq"])
+def test_quantize_timm_model_on_image_folder(calib, image_folder, checkpoint, capsys):
+    code = main(["quantize", *VIT_ARGS, "--checkpoint", str(checkpoint), "--dataset", str(image_folder),
+                 "--calib", calib, "--num-samples", "4", "--steps", "3", "--device", "cpu", "--quiet",
+                 "--w-bits", "4", "--a-bits", "8"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "FP32       top-1" in out and "W4A8       top-1" in out and "12 test images" in out
+
+
+BAD_INPUTS = [
+    (["--model", "deit_tiny_patch16_22"], "did you mean deit_tiny_patch16_224"),
+    (["--w-bits", "9"], "w_bits must be from 2 to 8"),
+    (["--a-bits", "1"], "a_bits must be from 2 to 8"),
+    (["--calib", "gauss"], "unknown calibration mode 'gauss'"),
+    (["--act-observer", "mse2"], "unknown observer"),
+    (["--device", "cuda:7"], "no CUDA GPU"),
+]
+
+
+@pytest.mark.parametrize("extra,message", BAD_INPUTS)
+def test_bad_input_is_one_line(extra, message, capsys):
+    if extra[:1] == ["--device"] and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert main(["quantize", "--quiet", *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("psaq: error:") and message in err and "\n" not in err
+
+
+def test_bad_checkpoint_and_dataset(tmp_path, image_folder, checkpoint, capsys):
+    (tmp_path / "corrupt.safetensors").write_bytes(b"xx")
+    cases = [
+        ([*VIT_ARGS, "--checkpoint", str(tmp_path / "missing.safetensors")], "does not exist"),
+        ([*VIT_ARGS, "--checkpoint", str(tmp_path / "corrupt.safetensors")], "corrupt"),
+        ([*VIT_ARGS, "--checkpoint", str(checkpoint), "--dataset", str(tmp_path / "nowhere")], "nowhere' does not exist"),
+        ([*VIT_ARGS, "--checkpoint", str(checkpoint), "--dataset", str(image_folder / "a")], "no class folders"),
+        ([*VIT_ARGS, "--checkpoint", str(checkpoint)], "pass --dataset"),
+    ]
+    for args, message in cases:
+        assert main(["quantize", "--quiet", "--device", "cpu", *args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err, err
+
+
+def test_no_traceback_in_a_real_process():
+    proc = subprocess.run([sys.executable, "-m", "psaq.cli", "quantize", "--w-bits", "12"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "psaq: error: w_bits must be from 2 to 8, got 12"
+
+
+def test_help_teaches(capsys):
+    with pytest.raises(SystemExit):
+        main(["quantize", "--help"])
+    out = capsys.readouterr().out
+    for text in ("--checkpoint", "--model-arg", "--dataset", "--device", "psaq-noent", "examples:"):
+        assert text in out
