@@ -115,6 +115,13 @@ def _create_timm(name: str, pretrained: bool, args: dict) -> nn.Module:
         raise ConfigError(f"timm could not build '{name}' with {args}: {exc}") from exc
 
 
+def create_architecture(config: ModelConfig) -> nn.Module:
+    """The model's architecture with fresh weights: no checkpoint, no download."""
+    if config.name in MODELS:
+        return MODELS.get(config.name).factory(**config.model_args)
+    return _create_timm(config.name, False, config.model_args)
+
+
 def load_model(
     config: ModelConfig,
     cache_dir: str | Path = ".psaq-cache",

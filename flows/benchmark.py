@@ -1,0 +1,79 @@
+"""``benchmark``: the grid of params.yaml, then the report (table, figures, summary).
+
+    python -m flows.benchmark            # what `make run` runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from prefect import flow
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.grid import grid_points, run_points, start_parent, task_runner
+from flows.points import load_checkpoint_stage, model_dict, set_threads
+from tasks.params import load_params
+from tasks.report import build_report
+from tasks.settings import code_version, project_root
+from tasks.tracking import end_run, log_point, tracking_uri
+from tasks.artifacts import refreshing_if_missing
+
+
+@flow(name="benchmark", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=2))
+def benchmark(params_path: str = "params.yaml") -> dict:
+    params = load_params(params_path)
+    set_threads(params)
+    uri = tracking_uri(params.tracking.mlflow_uri)
+    parent = start_parent(params, "benchmark")
+    try:
+        records = run_points(params, grid_points(params), parent)
+        seed0 = params.grid.train_seeds[0]
+        first = {}
+        for r in records:
+            if r["train_seed"] == seed0:
+                first.setdefault(r["method"], r["samples"])
+        from tasks.artifacts import Artifact
+
+        samples = {m: Artifact.of(p) for m, p in first.items()}
+        out = str(project_root() / "reports" / "benchmark.md")
+        report = refreshing_if_missing(build_report, out)(
+            model=model_dict(params, seed0), checkpoint=load_checkpoint_stage(params, seed0), records=records,
+            samples=samples, runtime=params.to_dict()["runtime"], out=out, code=code_version())
+        if parent:
+            log_point(uri, parent, {}, None, [report["markdown"].path, report["summary"].path,
+                                              *report["figures"].values()], finish=False)
+            end_run(uri, parent)
+    except BaseException:
+        if parent:
+            end_run(uri, parent, "FAILED")
+        raise
+    return {"records": records, "table": report["table"], "report": report["markdown"].path,
+            "figures": report["figures"], "tracking_uri": uri}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from psaq.errors import PsaqError
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--dask", action="store_true", help="run grid points on a local Dask cluster")
+    args = ap.parse_args(argv)
+    started = time.perf_counter()
+    try:
+        params = load_params(args.params)
+        result = benchmark.with_options(task_runner=task_runner(params, args.dask))(args.params)
+    except PsaqError as exc:
+        print(f"psaq: error: {exc}", file=sys.stderr)
+        return 2
+    print("\n" + result["table"] + "\n")
+    print(f"report:   {result['report']}")
+    print(f"figures:  {', '.join(result['figures'].values())}")
+    print(f"MLflow:   {result['tracking_uri']}  (browse: make mlflow-ui → http://127.0.0.1:5000)")
+    print(f"done in {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

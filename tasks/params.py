@@ -1,0 +1,162 @@
+"""``params.yaml`` → one validated dataclass per section; unknown keys and wrong types are refused."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from psaq.errors import ConfigError, PsaqError
+from psaq.evaluate import EvalConfig
+from psaq.models import ModelConfig
+from psaq.models.digits import TrainConfig
+from psaq.quant import QuantConfig
+from psaq.synth import SynthesisConfig
+
+BITS_PATTERN = re.compile(r"^W([2-8])A([2-8])$")
+
+
+def parse_bits(tag: str) -> tuple[int, int]:
+    """``"W4A8"`` → (4, 8)."""
+    match = BITS_PATTERN.match(str(tag))
+    if not match:
+        raise ConfigError(f"bit setting '{tag}' must look like W4A8 (weights then activations, 2..8 each)")
+    return int(match.group(1)), int(match.group(2))
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    """The cross product that ``grid`` and ``benchmark`` run."""
+
+    train_seeds: list[int] = field(default_factory=lambda: [0])
+    methods: list[str] = field(default_factory=lambda: ["psaq", "psaq-noent", "gaussian", "real"])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    bits: list[str] = field(default_factory=lambda: ["W8A8", "W4A8"])
+    observers: list[str] = field(default_factory=lambda: ["minmax"])
+    max_concurrency: int = 2
+
+    def __post_init__(self) -> None:
+        from psaq.quant.observers import OBSERVERS
+        from psaq.synth import SYNTH_METHODS
+
+        for name in ("train_seeds", "methods", "seeds", "bits", "observers"):
+            value = getattr(self, name)
+            if not isinstance(value, (list, tuple)) or not value:
+                raise ConfigError(f"grid.{name} must be a non-empty list, got {value!r}")
+        for m in self.methods:
+            SYNTH_METHODS.get(m)
+        for o in self.observers:
+            OBSERVERS.get(o)
+        for b in self.bits:
+            parse_bits(b)
+        for s in (*self.seeds, *self.train_seeds):
+            if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+                raise ConfigError(f"grid seeds must be non-negative integers, got {s!r}")
+        if not isinstance(self.max_concurrency, int) or self.max_concurrency < 1:
+            raise ConfigError(f"grid.max_concurrency must be a positive integer, got {self.max_concurrency!r}")
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    device: str = "auto"
+    dataset: str | None = None  # None: the model's own (digits for digits-vit)
+    threads: int | None = None  # torch threads per process; None keeps torch's default
+
+    def __post_init__(self) -> None:
+        from psaq.device import resolve_device
+
+        resolve_device(self.device)  # refuse a GPU that is not there before any work starts
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise ConfigError(f"runtime.threads must be a positive integer or null, got {self.threads!r}")
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """``mlflow_uri: null`` means a sqlite store at an absolute path in the project
+    (``MLFLOW_TRACKING_URI`` overrides both)."""
+
+    mlflow_uri: str | None = None
+    experiment: str = "psaq"
+    enabled: bool = True
+
+
+SECTIONS: dict[str, type] = {
+    "model": ModelConfig,
+    "train": TrainConfig,
+    "synthesis": SynthesisConfig,
+    "quant": QuantConfig,
+    "eval": EvalConfig,
+    "grid": GridConfig,
+    "runtime": RuntimeConfig,
+    "tracking": TrackingConfig,
+}
+
+
+@dataclass(frozen=True)
+class Params:
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    synthesis: SynthesisConfig = SynthesisConfig()
+    quant: QuantConfig = QuantConfig()
+    eval: EvalConfig = EvalConfig()
+    grid: GridConfig = GridConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    def to_dict(self) -> dict:
+        return {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
+
+
+def _check_type(section: str, key: str, value, annotation) -> None:
+    """Catch the common mistakes (a string for a number, a scalar for a list) before validation."""
+    text = str(annotation)
+    if value is None:
+        if "None" not in text:
+            raise ConfigError(f"params.yaml [{section}] {key}: null is not allowed")
+        return
+    checks = [("bool", bool), ("int", int), ("float", (int, float)), ("str", str), ("list", list),
+              ("tuple", (list, tuple)), ("dict", dict)]
+    allowed = tuple(t for word, t in checks if re.search(rf"\b{word}\b", text))
+    if allowed and (not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed)):
+        raise ConfigError(f"params.yaml [{section}] {key}: expected {text.replace('typing.', '')}, got {value!r}")
+
+
+def build_section(section: str, raw: dict | None):
+    cls = SECTIONS[section]
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"params.yaml [{section}] must be a mapping of keys to values")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key, value in raw.items():
+        if key not in known:
+            raise ConfigError(f"params.yaml [{section}]: unknown key '{key}' (known: {', '.join(sorted(known))})")
+        _check_type(section, key, value, hints[key])
+    try:
+        return cls(**raw)
+    except PsaqError as exc:
+        raise type(exc)(f"params.yaml [{section}]: {exc}") from exc
+
+
+def params_from_dict(data: dict) -> Params:
+    unknown = set(data) - set(SECTIONS)
+    if unknown:
+        raise ConfigError(f"params.yaml: unknown section(s) {', '.join(sorted(unknown))} (known: {', '.join(SECTIONS)})")
+    return Params(**{name: build_section(name, data.get(name)) for name in SECTIONS})
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"params file '{path}' does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"params file '{path}' is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"params file '{path}' must be a mapping of sections")
+    return params_from_dict(data)
