@@ -1,0 +1,71 @@
+"""``quantize``: one model × bit setting × calibration mode × seed, through every stage.
+
+    python -m flows.quantize --model digits-vit --w-bits 4 --a-bits 8 --calib psaq --seed 0
+
+Values not given come from params.yaml. As a deployment it takes the same parameters:
+    prefect deployment run 'quantize/quantize' -p model=digits-vit -p w_bits=4
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+from prefect import flow
+
+from flows.grid import run_points, start_parent
+from flows.points import Point, set_threads
+from tasks.params import load_params
+from tasks.tracking import end_run, tracking_uri
+
+
+@flow(name="quantize", log_prints=True)
+def quantize(model: str | None = None, w_bits: int | None = None, a_bits: int | None = None,
+             calib: str | None = None, seed: int | None = None, observer: str | None = None,
+             train_seed: int | None = None, params_path: str = "params.yaml") -> dict:
+    params = load_params(params_path)
+    p_model = dataclasses.replace(params.model, name=model or params.model.name)
+    quant = dataclasses.replace(params.quant, w_bits=params.quant.w_bits if w_bits is None else w_bits,
+                                a_bits=params.quant.a_bits if a_bits is None else a_bits,
+                                act_observer=observer or params.quant.act_observer)
+    params = dataclasses.replace(params, model=p_model, quant=quant)
+    set_threads(params)
+    point = Point(params.model.train_seed if train_seed is None else train_seed, calib or params.synthesis.method,
+                  params.synthesis.seed if seed is None else seed, quant.tag, quant.act_observer)
+    parent = start_parent(params, f"quantize {point.name}")
+    try:
+        [record] = run_points(params, [point], parent)
+    except BaseException:
+        if parent:
+            end_run(tracking_uri(params.tracking.mlflow_uri), parent, "FAILED")
+        raise
+    if parent:
+        end_run(tracking_uri(params.tracking.mlflow_uri), parent)
+    print(f"{params.model.name} {point.method} seed {point.seed}: FP32 top-1 {record['fp32_top1']:.2f}, "
+          f"{point.bits} top-1 {record['top1']:.2f}, agreement {record['agreement']:.2f}")
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    from psaq.errors import PsaqError
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model")
+    ap.add_argument("--w-bits", type=int)
+    ap.add_argument("--a-bits", type=int)
+    ap.add_argument("--calib")
+    ap.add_argument("--seed", type=int)
+    ap.add_argument("--observer")
+    ap.add_argument("--params", default="params.yaml")
+    a = ap.parse_args(argv)
+    try:
+        quantize(a.model, a.w_bits, a.a_bits, a.calib, a.seed, a.observer, params_path=a.params)
+    except PsaqError as exc:
+        print(f"psaq: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
