@@ -1,29 +1,53 @@
-# The two commands of the README: `make run` and `make test`. Everything else is a helper.
+# The README's two commands are `make run` and `make test`; the rest are helpers.
 PYTHON ?= python3.11
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+HOST   ?= 127.0.0.1
 
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
+export PREFECT_LOCAL_STORAGE_PATH ?= $(abspath .prefect/storage)
 export DVC_NO_ANALYTICS ?= 1
 export PYTHONUNBUFFERED ?= 1
 
-.PHONY: setup run test benchmark mlflow-ui clean
+.PHONY: setup run test test-fast benchmark-table repro mlflow-ui prefect-server serve clean
 
 setup: $(STAMP)
 
-# torch is pinned in pyproject.toml, so one pip command installs everything consistently.
+# torch/torchvision are pinned in pyproject.toml, so one pip command installs a consistent set.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The main job: train digits-vit, run the params.yaml grid, write the report, log to MLflow.
 run: setup
-	$(VENV)/bin/psaq quantize --model digits-vit --w-bits 4 --a-bits 8 --calib psaq --seed 0
+	$(PY) -m flows.benchmark
 
 test: setup
 	$(PY) -m pytest -q
 
-benchmark: setup
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+# The issue-2 table: 2 trained models x 3 synthesis seeds x 5 modes x 6 bit settings (~10 min).
+benchmark-table: setup
 	$(PY) benchmarks/digits_table.py
+
+repro: setup
+	$(VENV)/bin/dvc repro
+
+mlflow-ui: setup
+	$(VENV)/bin/mlflow server --host $(HOST) --port 5000 --workers 1 \
+	  --backend-store-uri sqlite:///$(abspath mlflow.db) --default-artifact-root $(abspath mlruns)
+
+prefect-server: setup
+	$(VENV)/bin/prefect server start --host $(HOST)
+
+serve: setup
+	PREFECT_API_URL=http://$(HOST):4200/api $(PY) -m flows.serve
+
+clean:
+	rm -rf data models metrics reports .prefect mlflow.db mlruns .psaq-cache
