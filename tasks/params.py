@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,18 +112,37 @@ class Params:
         return {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
 
 
+def _allowed_types(annotation) -> tuple[type, ...]:
+    """The plain YAML types a field annotation accepts; () when it cannot say."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return tuple(t for arg in typing.get_args(annotation) for t in _allowed_types(arg))
+    if origin in (list, tuple) or annotation in (list, tuple):
+        return (list, tuple)
+    if origin is dict or annotation is dict:
+        return (dict,)
+    if annotation is float:
+        return (int, float)
+    if annotation in (int, str, bool):
+        return (annotation,)
+    if annotation is type(None):
+        return (type(None),)
+    return ()
+
+
+def _type_name(annotation) -> str:
+    return getattr(annotation, "__name__", None) if typing.get_origin(annotation) is None else str(annotation).replace("typing.", "")
+
+
 def _check_type(section: str, key: str, value, annotation) -> None:
     """Catch the common mistakes (a string for a number, a scalar for a list) before validation."""
-    text = str(annotation)
-    if value is None:
-        if "None" not in text:
-            raise ConfigError(f"params.yaml [{section}] {key}: null is not allowed")
+    allowed = _allowed_types(annotation)
+    if not allowed:
         return
-    checks = [("bool", bool), ("int", int), ("float", (int, float)), ("str", str), ("list", list),
-              ("tuple", (list, tuple)), ("dict", dict)]
-    allowed = tuple(t for word, t in checks if re.search(rf"\b{word}\b", text))
-    if allowed and (not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed)):
-        raise ConfigError(f"params.yaml [{section}] {key}: expected {text.replace('typing.', '')}, got {value!r}")
+    ok = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
+    if not ok:
+        raise ConfigError(f"params.yaml [{section}] {key}: expected {_type_name(annotation)}, got {value!r}"
+                          if value is not None else f"params.yaml [{section}] {key}: null is not allowed")
 
 
 def build_section(section: str, raw: dict | None):
@@ -139,7 +159,7 @@ def build_section(section: str, raw: dict | None):
     try:
         return cls(**raw)
     except PsaqError as exc:
-        raise type(exc)(f"params.yaml [{section}]: {exc}") from exc
+        raise ConfigError(f"params.yaml [{section}]: {exc}") from exc
 
 
 def params_from_dict(data: dict) -> Params:

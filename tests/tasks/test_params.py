@@ -1,0 +1,55 @@
+import dataclasses
+
+import pytest
+import yaml
+
+from psaq.errors import ConfigError
+from tasks.params import SECTIONS, load_params, params_from_dict, parse_bits
+
+
+def test_repository_params_yaml_is_valid_and_maps_one_to_one():
+    params = load_params("params.yaml")
+    raw = yaml.safe_load(open("params.yaml"))
+    assert set(raw) == set(SECTIONS)
+    for section, values in raw.items():
+        fields = {f.name for f in dataclasses.fields(SECTIONS[section])}
+        assert set(values) <= fields
+        for key, value in values.items():
+            got = getattr(getattr(params, section), key)
+            assert got == value or list(got) == value
+
+
+@pytest.mark.parametrize("data,message", [
+    ({"quant": {"w_bit": 4}}, "[quant]: unknown key 'w_bit'"),
+    ({"quant": {"w_bits": "four"}}, "[quant] w_bits: expected int"),
+    ({"quant": {"a_bits": 12}}, "[quant]: a_bits must be from 2 to 8"),
+    ({"synthesis": {"steps_per_round": 1.5}}, "[synthesis] steps_per_round: expected int"),
+    ({"grid": {"bits": ["W9A8"]}}, "must look like W4A8"),
+    ({"grid": {"seeds": 3}}, "[grid] seeds: expected list"),
+    ({"eval": {"batch_size": True}}, "[eval] batch_size"),
+    ({"extra": {}}, "unknown section(s) extra"),
+    ({"model": {"model_args": [1]}}, "[model] model_args: expected dict"),
+])
+def test_bad_params_name_the_section_and_key(data, message):
+    with pytest.raises(ConfigError) as info:
+        params_from_dict(data)
+    assert message in str(info.value)
+
+
+def test_unknown_method_in_grid_suggests():
+    with pytest.raises(ConfigError, match=r"\[grid\]: unknown calibration mode 'psaq-noen'; did you mean psaq-noent"):
+        params_from_dict({"grid": {"methods": ["psaq-noen"]}})
+
+
+def test_missing_or_broken_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_params(tmp_path / "none.yaml")
+    (tmp_path / "bad.yaml").write_text("quant: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(tmp_path / "bad.yaml")
+
+
+def test_parse_bits():
+    assert parse_bits("W4A8") == (4, 8)
+    with pytest.raises(ConfigError):
+        parse_bits("4/8")
