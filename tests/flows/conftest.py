@@ -16,9 +16,13 @@ TINY = {
 }
 
 
+REPO_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
+
+
 def write_params(folder: Path, **overrides) -> Path:
-    data = {k: dict(v) for k, v in TINY.items()}
-    for section, values in overrides.items():
+    """The repository's params.yaml made tiny, with ``overrides`` per section."""
+    data = yaml.safe_load(REPO_PARAMS.read_text())
+    for section, values in [*TINY.items(), *overrides.items()]:
         data.setdefault(section, {}).update(values)
     path = folder / "params.yaml"
     path.write_text(yaml.safe_dump(data))
