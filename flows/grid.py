@@ -47,8 +47,9 @@ def run_points(params: Params, points: list[Point], parent_run: str | None) -> l
                                tags={"psaq.method": point.method, "psaq.bits": point.bits})
             metrics = {k: record[k] for k in ("top1", "top5", "agreement", "fp32_top1", "synthesis_wall_s", "steps_per_s")}
             curves = {f"synthesis_{k}": v for k, v in meta.get("history", {}).items()}
-            log_point(uri, run_id, metrics, curves,
-                      [result["artifact"].path, job["quantized"].result().path, job["exported"].result().path])
+            exported = job["exported"].result()
+            log_point(uri, run_id, metrics, curves, [result["artifact"].path, job["quantized"].result().path,
+                                                     exported["integer"].path, exported["onnx"].path])
     return records
 
 

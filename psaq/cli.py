@@ -36,6 +36,26 @@ def _add_quantize(sub: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    _add_run_args(p)
+    p.set_defaults(func=_quantize)
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="quantize, then write a QDQ ONNX model and a compact integer weight file",
+        description="Quantize as `psaq quantize` does, then export: an ONNX model whose QuantizeLinear/"
+        "DequantizeLinear nodes carry the calibrated scales (ONNX Runtime runs its matrix products with "
+        "integer kernels), and a safetensors file of int8 (or packed int4) weights with every scale.",
+        epilog=EPILOG.replace("psaq quantize", "psaq export"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_run_args(p)
+    p.add_argument("--out", default="exports", help="output folder (default: %(default)s)")
+    p.set_defaults(func=_export)
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
     m = p.add_argument_group("model")
     m.add_argument("--model", default="digits-vit", help="psaq model (digits-vit) or any timm name (default: %(default)s)")
     m.add_argument("--checkpoint", help="local weights: .safetensors or a torch state dict (read with weights_only=True)")
@@ -58,10 +78,9 @@ def _add_quantize(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--device", default="auto", help="cpu, cuda, cuda:N; auto picks CUDA when present (default: %(default)s)")
     e.add_argument("--cache-dir", default=os.environ.get("PSAQ_CACHE", ".psaq-cache"), help="where trained default models are kept")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=_quantize)
 
 
-def _quantize(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace):
     from psaq.device import resolve_device
     from psaq.evaluate import EvalConfig
     from psaq.models import ModelConfig, load_model, parse_model_args
@@ -78,13 +97,72 @@ def _quantize(args: argparse.Namespace) -> int:
     model_cfg = ModelConfig(args.model, args.checkpoint, args.pretrained, parse_model_args(args.model_arg), args.train_seed)
     loaded = load_model(model_cfg, cache_dir=args.cache_dir, device=device, progress=not args.quiet)
     result = quantize_model(loaded, quant, synth, device, args.dataset, EvalConfig(), progress=not args.quiet)
-    fp, qr = result.fp32, result.quantized
+    return loaded, result, device
+
+
+def _quantize(args: argparse.Namespace) -> int:
+    loaded, result, device = _run(args)
+    _print_result(loaded, result, device)
+    return 0
+
+
+def _print_result(loaded, result, device) -> None:
+    fp, qr, synth, quant = result.fp32, result.quantized, result.synth_config, result.quant_config
     print(f"model      {loaded.name}  ({result.fp32.count} test images, device {device})")
     print(f"calib      {synth.method}, {synth.num_samples} images, seed {synth.seed}"
           + (f", {result.samples.steps} steps at {result.samples.steps_per_s:.1f} steps/s" if result.samples.steps else ""))
     print(f"FP32       top-1 {fp.top1:6.2f}  top-5 {fp.top5:6.2f}")
     print(f"{quant.tag:<10} top-1 {qr.top1:6.2f}  top-5 {qr.top5:6.2f}  agreement with FP32 {qr.agreement:6.2f}")
+
+
+def _export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+
+    from psaq.quant.export import save_integer_model
+    from psaq.quant.onnx_export import export_fp32_onnx, export_onnx, integer_ops, ort_session
+    from psaq.workflow import eval_loader
+
+    loaded, result, device = _run(args)
+    _print_result(loaded, result, device)
+    out = Path(args.out)
+    stem = f"{loaded.name}-{result.quant_config.tag}-{result.synth_config.method}-seed{result.synth_config.seed}"
+    qmodel = result.model.cpu()
+    example = torch.zeros((1, *loaded.spec.input_size))
+    onnx_path = export_onnx(qmodel, result.quant_config, example, out / f"{stem}.onnx", {"model": loaded.name})
+    int_path = save_integer_model(qmodel, result.quant_config, {"name": loaded.name, "model_args": parse_args_dict(args)},
+                                  out / f"{stem}.int.safetensors")
+    fp32_path = export_fp32_onnx(loaded.model.cpu(), example, out / f"{loaded.name}-fp32.onnx")
+    session = ort_session(onnx_path)
+    correct = agree = total = 0
+    max_diff = 0.0
+    with torch.no_grad():
+        for x, y in eval_loader(loaded, args.dataset):
+            sim = qmodel(x).numpy()
+            got = session.run(None, {"images": x.numpy()})[0]
+            max_diff = max(max_diff, float(np.abs(got - sim).max()))
+            correct += int((got.argmax(1) == y.numpy()).sum())
+            agree += int((got.argmax(1) == sim.argmax(1)).sum())
+            total += len(y)
+    ops = integer_ops(onnx_path, out)
+    (out / f"{onnx_path.stem}.ort-optimized.onnx").unlink(missing_ok=True)
+    integer = {k: v for k, v in ops.items() if k in ("MatMulIntegerToFloat", "QLinearMatMul", "MatMulInteger", "QLinearConv", "ConvInteger", "QGemm")}
+    fp32_size = fp32_path.stat().st_size
+    print(f"ONNX       top-1 {100 * correct / total:6.2f}  agreement with simulated {100 * agree / total:6.2f}  "
+          f"largest logit difference {max_diff:.4f}")
+    print(f"integer kernels in ONNX Runtime: {integer or 'none'}")
+    for path in (onnx_path, int_path, fp32_path):
+        size = path.stat().st_size
+        print(f"wrote {path}  {size / 1e6:.2f} MB  ({fp32_size / size:.2f}x smaller than FP32 ONNX)")
     return 0
+
+
+def parse_args_dict(args: argparse.Namespace) -> dict:
+    from psaq.models import parse_model_args
+
+    return parse_model_args(args.model_arg)
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -117,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_quantize(sub)
+    _add_export(sub)
     _add_train(sub)
     return parser
 

@@ -59,6 +59,7 @@ class RunResult:
     samples: SynthesisResult
     quant_config: QuantConfig
     synth_config: SynthesisConfig
+    model: nn.Module  # the calibrated fake-quantized copy
 
 
 def quantize_model(
@@ -77,4 +78,4 @@ def quantize_model(
     samples = synthesize(loaded.model, synth, loaded.spec, device, real_source(loaded, dataset), progress)
     qmodel = quantized_copy(loaded.model, quant, samples.images, device)
     qres = evaluate(qmodel, data, device, fp32.predictions, eval_config.limit, progress)
-    return RunResult(fp32, qres, samples, quant, synth)
+    return RunResult(fp32, qres, samples, quant, synth, qmodel)

@@ -1,4 +1,4 @@
-"""Stage 5: export the calibrated model as a compact integer weight file (int8 / packed int4)."""
+"""Stage 5: export the calibrated model: a QDQ ONNX model and a compact integer weight file."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import copy
 from prefect import task
 
 from psaq.quant.export import save_integer_model
+from psaq.quant.onnx_export import export_onnx
 from psaq.quant.serialize import load_quantized, read_quant_config
 from tasks.artifacts import Artifact, stage_cache_policy
 from tasks.common import load_stage_model
@@ -14,10 +15,16 @@ from tasks.common import load_stage_model
 
 @task(name="export", cache_policy=stage_cache_policy(), persist_result=True)
 def export_model(model: dict, checkpoint: Artifact | None, quantized: Artifact, runtime: dict, out: str,
-                 code: str) -> Artifact:
+                 code: str) -> dict:
+    """``out``: the integer safetensors file; the ONNX model goes beside it (``.onnx``)."""
+    import torch
+
     loaded, _ = load_stage_model(model, checkpoint, runtime)
     path = quantized.verify()
-    qmodel = load_quantized(copy.deepcopy(loaded.model), path)
-    save_integer_model(qmodel.cpu(), read_quant_config(path),
-                       {"name": model["name"], "model_args": model.get("model_args", {})}, out)
-    return Artifact.of(out)
+    config = read_quant_config(path)
+    qmodel = load_quantized(copy.deepcopy(loaded.model), path).cpu()
+    save_integer_model(qmodel, config, {"name": model["name"], "model_args": model.get("model_args", {})}, out)
+    onnx_out = out.removesuffix(".int.safetensors") + ".onnx"
+    example = torch.zeros((1, *loaded.spec.input_size))
+    export_onnx(qmodel, config, example, onnx_out, {"model": model["name"], "source": path.name})
+    return {"integer": Artifact.of(out), "onnx": Artifact.of(onnx_out)}

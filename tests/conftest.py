@@ -37,3 +37,14 @@ def tiny_model(request):
 @pytest.fixture
 def images():
     return torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope="session")
+def trained_digits():
+    """A 2-block digits-vit trained for a few seconds: real accuracy, so parity checks mean something."""
+    from psaq.models.digits import TrainConfig, train_digits_vit
+
+    result = train_digits_vit(TrainConfig(seed=0, epochs=20, warmup_epochs=1, lr=3e-3), progress=False,
+                              model_args={"depth": 2})
+    assert result.test_top1 > 80, result.test_top1
+    return result.model

@@ -65,13 +65,15 @@ def _lr_at(epoch_progress: float, cfg: TrainConfig) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, t))) * cfg.lr
 
 
-def train_digits_vit(cfg: TrainConfig = TrainConfig(), device: str | torch.device = "cpu", progress: bool = True) -> TrainResult:
-    """Deterministic given ``cfg.seed`` on the CPU: seeded init, seeded shuffles and shifts."""
+def train_digits_vit(cfg: TrainConfig = TrainConfig(), device: str | torch.device = "cpu", progress: bool = True,
+                     model_args: dict | None = None) -> TrainResult:
+    """Deterministic given ``cfg.seed`` on the CPU: seeded init, seeded shuffles and shifts.
+    ``model_args`` overrides the architecture (tests train a shallower one in seconds)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = torch.device(device)
     torch.manual_seed(cfg.seed)
-    model = digits_vit().to(device)
+    model = digits_vit(**(model_args or {})).to(device)
     train = digits_split("train")
     x_all, y_all = train.tensors[0].to(device), train.tensors[1].to(device)
     g = torch.Generator().manual_seed(cfg.seed)

@@ -115,6 +115,17 @@ def _create_timm(name: str, pretrained: bool, args: dict) -> nn.Module:
         raise ConfigError(f"timm could not build '{name}' with {args}: {exc}") from exc
 
 
+def check_supported(model: nn.Module, name: str = "") -> None:
+    """psaq hooks and quantizes timm's ViT/DeiT ``Attention`` and Swin ``WindowAttention``."""
+    from psaq.synth.hooks import ATTENTION_TYPES
+
+    if not any(isinstance(m, ATTENTION_TYPES) for m in model.modules()):
+        raise ConfigError(
+            f"model '{name or type(model).__name__}' ({type(model).__name__}) is not a supported vision transformer: "
+            "psaq works on timm ViT, DeiT and Swin models (timm Attention / WindowAttention blocks)"
+        )
+
+
 def create_architecture(config: ModelConfig) -> nn.Module:
     """The model's architecture with fresh weights: no checkpoint, no download."""
     if config.name in MODELS:
@@ -140,6 +151,7 @@ def load_model(
     else:
         model = _create_timm(config.name, config.pretrained and checkpoint is None, config.model_args)
         spec, dataset = spec_from_timm(model), "imagenet"
+    check_supported(model, config.name)
     sha = None
     if checkpoint is not None:
         load_checkpoint(model, checkpoint)

@@ -27,6 +27,7 @@ class ActQuantizer(nn.Module):
         self.register_buffer("zero_point", torch.zeros(1))
         self.register_buffer("calibrated", torch.tensor(False))
         self.observer = None
+        self.export_qdq = False  # set by psaq.quant.onnx_export while tracing for ONNX
 
     @property
     def observing(self) -> bool:
@@ -50,7 +51,17 @@ class ActQuantizer(nn.Module):
             return x
         if not self.calibrated:
             return x
+        if self.export_qdq:
+            return self._qdq(x)
         return fake_quantize(x, self.scale, self.zero_point, self.qmin, self.qmax).to(x.dtype)
+
+    def _qdq(self, x: torch.Tensor) -> torch.Tensor:
+        """The same values through ops that export as QuantizeLinear/DequantizeLinear (uint8).
+        Below 8 bits a Clip to the b-bit range keeps the lower-bit grid inside uint8."""
+        scale, zp = float(self.scale), int(self.zero_point)
+        if self.qmax < 255:
+            x = torch.clamp(x, (self.qmin - zp) * scale, (self.qmax - zp) * scale)
+        return torch.fake_quantize_per_tensor_affine(x, scale, zp, 0, 255)
 
     def extra_repr(self) -> str:
         state = "observing" if self.observing else ("calibrated" if bool(self.calibrated) else "pass-through")
@@ -71,6 +82,7 @@ class WeightQuantizer(nn.Module):
         self.register_buffer("zero_point", zero_point.reshape(channel_shape(weight, axis)).to(weight.device))
         self._cached: torch.Tensor | None = None
         self._cache_key: tuple | None = None
+        self.export_qdq = False
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         # The paper's scale maps the largest weight to exactly ±(qmax - qmin)/2, a rounding tie;
@@ -79,6 +91,10 @@ class WeightQuantizer(nn.Module):
         if self._cache_key != key:
             q = fake_quantize(weight.detach().double(), self.scale.double(), self.zero_point.double(), self.qmin, self.qmax)
             self._cached, self._cache_key = q.to(weight.dtype), key
+        if self.export_qdq:
+            # values already on the b-bit grid, so int8 QuantizeLinear reproduces them exactly
+            return torch.fake_quantize_per_channel_affine(
+                self._cached, self.scale.flatten().float(), self.zero_point.flatten().to(torch.int32), self.axis, -128, 127)
         return self._cached
 
     def extra_repr(self) -> str:

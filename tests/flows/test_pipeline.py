@@ -85,6 +85,7 @@ def test_mlflow_parent_and_nested_runs(project):
     assert len(curve) == 8 and [m.step for m in curve] == list(range(8))
     names = {a.path for a in client.list_artifacts(child.info.run_id)}
     assert any(n.endswith(".json") for n in names) and any(n.endswith(".int.safetensors") for n in names)
+    assert any(n.endswith(".onnx") for n in names)
     assert parents[0].data.params["synthesis.steps_per_round"] == "4"
 
 

@@ -1,0 +1,161 @@
+"""ONNX export of a calibrated model with QuantizeLinear/DequantizeLinear carrying its scales.
+
+Weights are per-channel int8 initializers (QuantizeLinear folded away, so the file holds
+integers); activations get per-tensor uint8 Q/DQ pairs. ONNX Runtime's CPU graph optimizer
+then fuses DQ → MatMul → … into integer kernels (MatMulIntegerToFloat / QLinearMatMul,
+QLinearConv); ``integer_ops`` reports which ran. Bit widths below 8 are stored in 8-bit types
+holding the lower-bit grid, and the model's metadata says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from psaq.errors import ConfigError
+from psaq.models.checkpoint import atomic_write
+from psaq.quant.config import QuantConfig
+from psaq.quant.quantize import require_calibrated
+from psaq.quant.quantizers import ActQuantizer, WeightQuantizer
+
+OPSET = 17
+INTEGER_OPS = {"MatMulInteger", "MatMulIntegerToFloat", "QLinearMatMul", "QLinearConv", "ConvInteger",
+               "QGemm", "QLinearAdd", "DynamicQuantizeMatMul"}
+
+
+@contextmanager
+def qdq_mode(model: nn.Module):
+    quantizers = [m for m in model.modules() if isinstance(m, (ActQuantizer, WeightQuantizer))]
+    for q in quantizers:
+        q.export_qdq = True
+    try:
+        yield model
+    finally:
+        for q in quantizers:
+            q.export_qdq = False
+
+
+def _export(model: nn.Module, example: torch.Tensor, path: Path) -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (example,), str(path), opset_version=OPSET, dynamo=False, input_names=["images"],
+                          output_names=["logits"], dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
+
+
+def _constants(graph) -> dict[str, np.ndarray]:
+    from onnx import numpy_helper
+
+    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value":
+                    values[node.output[0]] = numpy_helper.to_array(attr.t)
+    # the exporter shares equal constants through Identity nodes
+    for node in graph.node:
+        if node.op_type == "Identity" and node.input[0] in values:
+            values[node.output[0]] = values[node.input[0]]
+    return values
+
+
+def fold_weight_quantization(onnx_model) -> int:
+    """Replace QuantizeLinear(constant float weight) with the integer initializer it computes,
+    so the file stores int8 weights; returns how many were folded."""
+    from onnx import numpy_helper
+
+    graph = onnx_model.graph
+    consts = _constants(graph)
+    folded, keep = 0, []
+    for node in graph.node:
+        if node.op_type == "QuantizeLinear" and all(i in consts for i in node.input):
+            x, scale, zp = (consts[i] for i in node.input)
+            axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+            if scale.ndim == 1 and x.ndim > 1:
+                shape = [1] * x.ndim
+                shape[axis] = -1
+                scale, zp_b = scale.reshape(shape), zp.reshape(shape)
+            else:
+                zp_b = zp
+            info = np.iinfo(zp.dtype)
+            q = np.clip(np.rint(x / scale) + zp_b.astype(np.int32), info.min, info.max).astype(zp.dtype)
+            graph.initializer.append(numpy_helper.from_array(q, name=node.output[0]))
+            folded += 1
+        else:
+            keep.append(node)
+    used = {i for n in keep for i in n.input} | {o.name for o in graph.output}
+    keep = [n for n in keep if not (n.op_type in ("Constant", "Identity") and n.output[0] not in used)]
+    del graph.node[:]
+    graph.node.extend(keep)
+    unused = [init for init in graph.initializer if init.name not in used]
+    for init in unused:
+        graph.initializer.remove(init)
+    return folded
+
+
+def export_onnx(model: nn.Module, config: QuantConfig, example: torch.Tensor, path: str | Path,
+                extra_metadata: dict | None = None) -> Path:
+    """Export a calibrated fake-quantized model as a QDQ ONNX model with integer weights."""
+    import onnx
+
+    require_calibrated(model)
+    model = model.eval().cpu()
+    example = example.cpu()
+
+    def write(tmp: Path) -> None:
+        with qdq_mode(model), torch.no_grad():
+            _export(model, example, tmp)
+        m = onnx.load(str(tmp))
+        folded = fold_weight_quantization(m)
+        if folded == 0:
+            raise ConfigError(f"{type(model).__name__}: no quantized weights found to export")
+        meta = {
+            "psaq.quant_config": json.dumps(dataclasses.asdict(config)),
+            "psaq.weight_storage": (f"int8 per channel holding the {config.w_bits}-bit grid [-{2 ** (config.w_bits - 1)}, "
+                                    f"{2 ** (config.w_bits - 1) - 1}]" if config.w_bits < 8 else "int8 per channel"),
+            "psaq.activation_storage": (f"uint8 per tensor holding the {config.a_bits}-bit grid [0, {2 ** config.a_bits - 1}]"
+                                        f" (a Clip before each QuantizeLinear)" if config.a_bits < 8 else "uint8 per tensor"),
+            **{f"psaq.{k}": str(v) for k, v in (extra_metadata or {}).items()},
+        }
+        for key, value in meta.items():
+            entry = m.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.save(m, str(tmp))
+
+    return atomic_write(path, write)
+
+
+def export_fp32_onnx(model: nn.Module, example: torch.Tensor, path: str | Path) -> Path:
+    return atomic_write(path, lambda tmp: _export(model.eval().cpu(), example.cpu(), tmp))
+
+
+def ort_session(path: str | Path, threads: int | None = None, optimized_path: str | Path | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    if optimized_path:
+        options.optimized_model_filepath = str(optimized_path)
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def integer_ops(path: str | Path, workdir: str | Path) -> dict[str, int]:
+    """Op counts of the graph ONNX Runtime actually runs, after its optimizer."""
+    import collections
+
+    import onnx
+
+    optimized = Path(workdir) / (Path(path).stem + ".ort-optimized.onnx")
+    ort_session(path, optimized_path=optimized)
+    counts = collections.Counter(n.op_type for n in onnx.load(str(optimized)).graph.node)
+    return dict(sorted(counts.items()))
