@@ -22,20 +22,13 @@ from psaq.models import ModelConfig, load_model
 from psaq.quant import QuantConfig
 from psaq.report import accuracy_table, fmt_mean_std, markdown_table, mean_std
 from psaq.synth import SynthesisConfig, synthesize
-from psaq.synth.entropy import block_entropies
-from psaq.synth.hooks import AttentionOutputHooks
+from psaq.synth.analysis import entropy_per_block
 from psaq.workflow import eval_loader, quantized_copy, real_source
 
 MODES = ["real", "psaq", "psaq-noent", "gaussian", "gaussian-clamped"]
 SETTINGS = [(8, 8), (4, 8), (6, 6), (8, 5), (8, 4), (4, 4)]
 LOW_BIT = {(6, 6), (8, 5), (8, 4), (4, 4)}  # activations ≤ 6 bits: also run the better range rules
 OBSERVERS = ["minmax", "percentile", "mse"]
-
-
-def entropy_per_block(model, images) -> list[float]:
-    with torch.no_grad(), AttentionOutputHooks(model) as hooks:
-        model(images)
-        return block_entropies(hooks.take(), model.num_prefix_tokens).tolist()
 
 
 def main() -> None:
@@ -49,7 +42,6 @@ def main() -> None:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     device = torch.device("cpu")
     records, fp32_top1, speeds, entropies = [], [], {"psaq": [], "psaq-noent": []}, {}
-    test_images = digits_split("test").tensors[0]
     started = time.perf_counter()
     for model_seed in args.models:
         loaded = load_model(ModelConfig("digits-vit", train_seed=model_seed), args.cache_dir, device)
@@ -77,7 +69,6 @@ def main() -> None:
                                             observer=obs, column=f"W{w}A{a} {obs}", top1=res.top1,
                                             top5=res.top5, agreement=res.agreement))
                 print(f"model {model_seed} seed {seed} {mode:16s} done ({time.perf_counter() - started:.0f} s)", flush=True)
-        del test_images
 
     cols = [f"W{w}A{a} minmax" for w, a in SETTINGS]
     low_cols = [f"W{w}A{a} {o}" for w, a in SETTINGS if (w, a) in LOW_BIT for o in OBSERVERS[1:]]

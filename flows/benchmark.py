@@ -12,7 +12,8 @@ import time
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.grid import grid_points, run_points, start_parent, task_runner
+from flows.cli import run_entry
+from flows.grid import grid_points, preflight, run_points, start_parent, task_runner
 from flows.points import load_checkpoint_stage, model_dict, set_threads
 from tasks.params import load_params
 from tasks.report import build_report
@@ -54,19 +55,19 @@ def benchmark(params_path: str = "params.yaml") -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from psaq.errors import PsaqError
-
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--dask", action="store_true", help="run grid points on a local Dask cluster")
+    ap.add_argument("--debug", action="store_true", help="show tracebacks")
     args = ap.parse_args(argv)
+    return run_entry(lambda: _run(args), args.debug)
+
+
+def _run(args) -> int:
     started = time.perf_counter()
-    try:
-        params = load_params(args.params)
-        result = benchmark.with_options(task_runner=task_runner(params, args.dask))(args.params)
-    except PsaqError as exc:
-        print(f"psaq: error: {exc}", file=sys.stderr)
-        return 2
+    params = load_params(args.params)
+    preflight(params)
+    result = benchmark.with_options(task_runner=task_runner(params, args.dask))(args.params)
     print("\n" + result["table"] + "\n")
     print(f"report:   {result['report']}")
     print(f"figures:  {', '.join(result['figures'].values())}")

@@ -19,6 +19,8 @@ from flows.points import Point, load_checkpoint_stage, set_threads, submit_fp32,
 from psaq.io import read_samples
 from tasks.params import Params, load_params
 from tasks.settings import code_version
+from flows.cli import run_entry
+from tasks.services import check_mlflow, check_prefect
 from tasks.tracking import end_run, log_point, start_run, tracking_uri
 
 
@@ -97,23 +99,32 @@ def task_runner(params: Params, dask: bool = False, dask_address: str | None = N
                                           "processes": True, "host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"})
 
 
-def main(argv: list[str] | None = None) -> int:
-    from psaq.errors import PsaqError
+def preflight(params: Params) -> None:
+    """Refuse unreachable services before any work starts."""
+    check_prefect()
+    if params.tracking.enabled:
+        check_mlflow(tracking_uri(params.tracking.mlflow_uri))
 
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--dask", action="store_true", help="run grid points on a local Dask cluster")
     ap.add_argument("--dask-address", help="address of an existing Dask scheduler")
+    ap.add_argument("--debug", action="store_true", help="show tracebacks")
     args = ap.parse_args(argv)
-    try:
+
+    def run() -> int:
         params = load_params(args.params)
-        records = grid.with_options(task_runner=task_runner(params, args.dask, args.dask_address))(args.params, threads=1 if (args.dask or args.dask_address) else None)
-    except PsaqError as exc:
-        print(f"psaq: error: {exc}", file=sys.stderr)
-        return 2
-    for r in records:
-        print(f"{r['method']:>16} seed {r['seed']} {r['bits']} {r['observer']}: top-1 {r['top1']:.2f}")
-    return 0
+        preflight(params)
+        use_dask = bool(args.dask or args.dask_address)
+        records = grid.with_options(task_runner=task_runner(params, args.dask, args.dask_address))(
+            args.params, threads=1 if use_dask else None)
+        for r in records:
+            print(f"{r['method']:>16} seed {r['seed']} {r['bits']} {r['observer']}: top-1 {r['top1']:.2f}")
+        return 0
+
+    return run_entry(run, args.debug)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ import sys
 
 from prefect import flow
 
-from flows.grid import run_points, start_parent
+from flows.cli import run_entry
+from flows.grid import preflight, run_points, start_parent
 from flows.points import Point, set_threads
 from tasks.params import load_params
 from tasks.tracking import end_run, tracking_uri
@@ -48,8 +49,6 @@ def quantize(model: str | None = None, w_bits: int | None = None, a_bits: int | 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from psaq.errors import PsaqError
-
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model")
     ap.add_argument("--w-bits", type=int)
@@ -58,13 +57,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int)
     ap.add_argument("--observer")
     ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--debug", action="store_true", help="show tracebacks")
     a = ap.parse_args(argv)
-    try:
+
+    def run() -> int:
+        preflight(load_params(a.params))
         quantize(a.model, a.w_bits, a.a_bits, a.calib, a.seed, a.observer, params_path=a.params)
-    except PsaqError as exc:
-        print(f"psaq: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+
+    return run_entry(run, a.debug)
 
 
 if __name__ == "__main__":

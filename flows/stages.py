@@ -109,7 +109,7 @@ STAGES = {"train": train, "synthesize": synthesize, "fp32": fp32, "evaluate": ev
 
 
 def main(argv: list[str] | None = None) -> int:
-    from psaq.errors import PsaqError
+    from flows.cli import run_entry
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("stage", choices=sorted(STAGES))
@@ -117,13 +117,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int)
     ap.add_argument("--bits")
     ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--debug", action="store_true", help="show tracebacks")
     args = ap.parse_args(argv)
-    try:
+
+    def run() -> int:
         STAGES[args.stage](load_params(args.params), args)
-    except PsaqError as exc:
-        print(f"psaq: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+
+    return run_entry(run, args.debug)
 
 
 if __name__ == "__main__":

@@ -212,6 +212,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"psaq: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if args.debug:
+            raise
+        where = f": '{exc.filename}'" if getattr(exc, "filename", None) else ""
+        print(f"psaq: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("psaq: interrupted", file=sys.stderr)
         return 130

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
-from prefect.locking.filesystem import FileSystemLockManager
 
 from psaq.models.checkpoint import file_sha256
 from tasks.settings import project_root
@@ -42,8 +44,11 @@ def config_hash(*parts: Any) -> str:
 
 
 def content_path(folder: str, stem: str, suffix: str, *inputs: Any) -> str:
-    """``<project>/<folder>/<stem>-<hash of inputs><suffix>``: a new config never overwrites an old artifact."""
-    path = project_root() / folder / f"{stem}-{config_hash(*inputs)}{suffix}"
+    """``<project>/<folder>/<stem>-<hash of inputs and code><suffix>``: one path per (inputs, code),
+    so a new config or new code never overwrites an older artifact."""
+    from tasks.settings import code_version
+
+    path = project_root() / folder / f"{stem}-{config_hash(code_version(), *inputs)}{suffix}"
     path.parent.mkdir(parents=True, exist_ok=True)
     return str(path)
 
@@ -56,12 +61,31 @@ def refreshing_if_missing(task, out: str):
 
 def stage_cache_policy() -> CachePolicy:
     """Inputs (configs, upstream hashes, the library's code version) + the task's source.
-    SERIALIZABLE with file locks: two runs of the same stage wait for each other
-    instead of computing it twice."""
-    locks = project_root() / ".prefect" / "locks"
-    return (INPUTS + TASK_SOURCE).configure(
-        isolation_level="SERIALIZABLE", lock_manager=FileSystemLockManager(lock_files_directory=locks)
-    )
+
+    No cross-process locks: Prefect's file locks have no expiry, so a run killed with -9
+    would leave the next one waiting forever. Two concurrent runs may compute a stage twice;
+    ``publish`` makes the first finished copy the one both use."""
+    return INPUTS + TASK_SOURCE
+
+
+def publish(out: str | Path, write: Callable[[Path], Any]) -> Artifact:
+    """Write an artifact once: ``write(tmp)`` makes it beside ``out``, then a hard link publishes
+    it only if ``out`` does not exist yet. An existing ``out`` (same inputs, same code: its name
+    says so) is used as it is, so a concurrent run never swaps a file under a reader."""
+    final = Path(out)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.is_file():
+        return Artifact.of(final)
+    tmp = final.with_name(f".{final.stem}.{uuid.uuid4().hex[:8]}.partial{final.suffix}")
+    try:
+        write(tmp)
+        try:
+            os.link(tmp, final)
+        except FileExistsError:
+            pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    return Artifact.of(final)
 
 
 def _register_artifact_hashing() -> None:

@@ -8,7 +8,7 @@ from psaq.io import read_samples
 from psaq.quant import QuantConfig
 from psaq.quant.serialize import save_quantized
 from psaq.workflow import quantized_copy
-from tasks.artifacts import Artifact, stage_cache_policy
+from tasks.artifacts import Artifact, publish, stage_cache_policy
 from tasks.common import load_stage_model
 
 
@@ -24,5 +24,5 @@ def calibrate_model(model: dict, checkpoint: Artifact | None, samples: Artifact,
                              f"but {loaded.name} takes {tuple(loaded.spec.input_size)}")
     cfg = QuantConfig(**quant)
     qmodel = quantized_copy(loaded.model, cfg, sample_set.images, device)
-    save_quantized(qmodel, cfg, out, {"samples_sha256": samples.sha256, "model": loaded.name})
-    return Artifact.of(out)
+    return publish(out, lambda tmp: save_quantized(qmodel, cfg, tmp, {"samples_sha256": samples.sha256,
+                                                                     "model": loaded.name}))

@@ -11,7 +11,7 @@ from psaq.evaluate import EvalConfig, evaluate
 from psaq.io import read_json, write_json
 from psaq.quant.serialize import load_quantized
 from psaq.workflow import eval_loader
-from tasks.artifacts import Artifact, stage_cache_policy
+from tasks.artifacts import Artifact, publish, stage_cache_policy
 from tasks.common import load_stage_model
 
 
@@ -20,8 +20,7 @@ def evaluate_fp32(model: dict, checkpoint: Artifact | None, eval: dict, runtime:
     loaded, device = load_stage_model(model, checkpoint, runtime)
     cfg = EvalConfig(**eval)
     res = evaluate(loaded.model, eval_loader(loaded, runtime.get("dataset"), cfg.batch_size), device, limit=cfg.limit)
-    write_json(out, {**res.metrics(), "predictions": res.predictions.tolist()})
-    return Artifact.of(out)
+    return publish(out, lambda tmp: write_json(tmp, {**res.metrics(), "predictions": res.predictions.tolist()}))
 
 
 @task(name="evaluate", cache_policy=stage_cache_policy(), persist_result=True)
@@ -34,5 +33,5 @@ def evaluate_quantized(model: dict, checkpoint: Artifact | None, quantized: Arti
     res = evaluate(qmodel, eval_loader(loaded, runtime.get("dataset"), cfg.batch_size), device,
                    torch.tensor(reference["predictions"]), cfg.limit)
     metrics = {**res.metrics(), "fp32_top1": reference["top1"], "fp32_top5": reference["top5"]}
-    write_json(out, metrics)
-    return {"metrics": metrics, "artifact": Artifact.of(out)}
+    artifact = publish(out, lambda tmp: write_json(tmp, metrics))
+    return {"metrics": read_json(artifact.verify()), "artifact": artifact}

@@ -9,7 +9,7 @@ from prefect import task
 from psaq.quant.export import save_integer_model
 from psaq.quant.onnx_export import export_onnx
 from psaq.quant.serialize import load_quantized, read_quant_config
-from tasks.artifacts import Artifact, stage_cache_policy
+from tasks.artifacts import Artifact, publish, stage_cache_policy
 from tasks.common import load_stage_model
 
 
@@ -23,8 +23,9 @@ def export_model(model: dict, checkpoint: Artifact | None, quantized: Artifact, 
     path = quantized.verify()
     config = read_quant_config(path)
     qmodel = load_quantized(copy.deepcopy(loaded.model), path).cpu()
-    save_integer_model(qmodel, config, {"name": model["name"], "model_args": model.get("model_args", {})}, out)
+    build = {"name": model["name"], "model_args": model.get("model_args", {})}
+    integer = publish(out, lambda tmp: save_integer_model(qmodel, config, build, tmp))
     onnx_out = out.removesuffix(".int.safetensors") + ".onnx"
     example = torch.zeros((1, *loaded.spec.input_size))
-    export_onnx(qmodel, config, example, onnx_out, {"model": model["name"], "source": path.name})
-    return {"integer": Artifact.of(out), "onnx": Artifact.of(onnx_out)}
+    onnx = publish(onnx_out, lambda tmp: export_onnx(qmodel, config, example, tmp, {"model": model["name"], "source": path.name}))
+    return {"integer": integer, "onnx": onnx}

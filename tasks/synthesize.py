@@ -7,15 +7,19 @@ from prefect import task
 from psaq.io import SampleSet, write_samples
 from psaq.synth import SynthesisConfig, synthesize
 from psaq.workflow import real_source
-from tasks.artifacts import Artifact, stage_cache_policy
+from tasks.artifacts import Artifact, publish, stage_cache_policy
 from tasks.common import load_stage_model
 
 
 @task(name="synthesize", cache_policy=stage_cache_policy(), persist_result=True)
 def synthesize_samples(model: dict, checkpoint: Artifact | None, synthesis: dict, runtime: dict, out: str,
                        code: str) -> Artifact:
-    loaded, device = load_stage_model(model, checkpoint, runtime)
     cfg = SynthesisConfig(**synthesis)
+    return publish(out, lambda tmp: _synthesize(model, checkpoint, cfg, synthesis, runtime, tmp, code))
+
+
+def _synthesize(model: dict, checkpoint, cfg: SynthesisConfig, synthesis: dict, runtime: dict, out, code: str) -> None:
+    loaded, device = load_stage_model(model, checkpoint, runtime)
     result = synthesize(loaded.model, cfg, loaded.spec, device, real_source(loaded, runtime.get("dataset")))
     metadata = {
         "model": loaded.name,
@@ -32,4 +36,3 @@ def synthesize_samples(model: dict, checkpoint: Artifact | None, synthesis: dict
         "code_version": code,
     }
     write_samples(out, SampleSet(result.images, result.labels, metadata))
-    return Artifact.of(out)
