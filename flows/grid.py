@@ -38,9 +38,12 @@ def run_points(params: Params, points: list[Point], parent_run: str | None) -> l
     submitted = [submit_point(params, p, checkpoints[p.train_seed], fp32[p.train_seed], samples_cache) for p in points]
     records = []
     for job in submitted:
+        # upstream first: a failed stage raises its own error, not "downstream never ran"
+        samples = job["samples"].result()
+        job["quantized"].result()
         point, result = job["point"], job["metrics"].result()
         job["exported"].result()
-        meta = read_samples(job["samples"].result().verify()).metadata
+        meta = read_samples(samples.verify()).metadata
         record = {**dataclasses.asdict(point), **result["metrics"], "synthesis_wall_s": meta.get("wall_s"),
                   "steps_per_s": meta.get("steps_per_s"), "samples": job["samples_path"]}
         records.append(record)

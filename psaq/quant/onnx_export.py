@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -41,10 +42,13 @@ def qdq_mode(model: nn.Module):
             q.export_qdq = False
 
 
+_EXPORT_LOCK = threading.Lock()  # torch.onnx's TorchScript exporter keeps global state: one export at a time
+
+
 def _export(model: nn.Module, example: torch.Tensor, path: Path) -> None:
     import warnings
 
-    with warnings.catch_warnings():
+    with _EXPORT_LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (example,), str(path), opset_version=OPSET, dynamo=False, input_names=["images"],
                           output_names=["logits"], dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
@@ -110,6 +114,8 @@ def export_onnx(model: nn.Module, config: QuantConfig, example: torch.Tensor, pa
     example = example.cpu()
 
     def write(tmp: Path) -> None:
+        with torch.no_grad():
+            model(example)  # fills the weight quantizers' caches, so the tracer sees the integer-grid weights as constants
         with qdq_mode(model), torch.no_grad():
             _export(model, example, tmp)
         m = onnx.load(str(tmp))

@@ -119,7 +119,6 @@ def test_disk_full_leaves_nothing_half_written_and_no_cache_entry(project, monke
 
 def test_same_seed_gives_identical_samples_and_metrics(tmp_path, monkeypatch, prefect_server):
     from flows.quantize import quantize
-    from psaq.models.checkpoint import file_sha256
 
     results = []
     for name in ("one", "two"):
@@ -130,8 +129,15 @@ def test_same_seed_gives_identical_samples_and_metrics(tmp_path, monkeypatch, pr
         params = write_params(folder, tracking={"enabled": False})
         record = quantize(calib="psaq", params_path=str(params))
         [samples] = (folder / "data" / "samples").glob("*.parquet")
-        results.append(({k: record[k] for k in ("top1", "top5", "agreement")}, samples.name))
-        results[-1] += (file_sha256(folder / "models" / "digits-vit-seed0.safetensors"),)
+        from psaq.io import read_samples
+
+        results.append(({k: record[k] for k in ("top1", "top5", "agreement")},
+                        read_samples(samples).metadata["content_sha256"]))
+        from psaq.io import tensor_sha256
+        from psaq.models.checkpoint import read_state_dict
+
+        weights = read_state_dict(folder / "models" / "digits-vit-seed0.safetensors")  # the file also holds wall time
+        results[-1] += (tuple(tensor_sha256(weights[k]) for k in sorted(weights)),)
     assert results[0] == results[1]
 
 

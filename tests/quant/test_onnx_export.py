@@ -48,6 +48,20 @@ def test_matmuls_run_as_integer_kernels_and_weights_are_int8(tmp_path, trained_d
     assert path.stat().st_size < fp32.stat().st_size / 2.5
 
 
+def test_export_of_a_freshly_loaded_model(tmp_path, trained_digits):
+    """A model rebuilt from a file has never run: its weight caches are empty when tracing starts."""
+    from psaq.quant.serialize import load_quantized, save_quantized
+
+    cfg = QuantConfig()
+    x = torch.randn(4, 3, 32, 32)
+    q = calibrate(quantize_(copy.deepcopy(trained_digits), cfg), x)
+    saved = save_quantized(q, cfg, tmp_path / "q.safetensors")
+    fresh = load_quantized(copy.deepcopy(trained_digits), saved)
+    path = export_onnx(fresh, cfg, x[:1], tmp_path / "q.onnx")
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert "Round" not in ops and "QuantizeLinear" in ops
+
+
 def test_low_activation_bits_keep_their_grid(tmp_path, trained_digits):
     cfg = QuantConfig(w_bits=4, a_bits=4)
     x = torch.randn(8, 3, 32, 32)
