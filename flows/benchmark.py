@@ -13,45 +13,40 @@ from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.cli import run_entry
-from flows.grid import grid_points, preflight, run_points, start_parent, task_runner
+from flows.grid import grid_points, preflight, run_points, task_runner, tracked
 from flows.points import load_checkpoint_stage, model_dict, set_threads
-from tasks.params import load_params
+from tasks.artifacts import Artifact, refreshing_if_missing
+from tasks.params import Params, load_params
 from tasks.report import build_report
 from tasks.settings import code_version, project_root
-from tasks.tracking import end_run, log_point, tracking_uri
-from tasks.artifacts import refreshing_if_missing
+from tasks.tracking import log_point, tracking_uri
 
 
 @flow(name="benchmark", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=2))
 def benchmark(params_path: str = "params.yaml") -> dict:
     params = load_params(params_path)
     set_threads(params)
-    uri = tracking_uri(params.tracking.mlflow_uri)
-    parent = start_parent(params, "benchmark")
-    try:
+    with tracked(params, "benchmark") as parent:
         records = run_points(params, grid_points(params), parent)
-        seed0 = params.grid.train_seeds[0]
-        first = {}
-        for r in records:
-            if r["train_seed"] == seed0:
-                first.setdefault(r["method"], r["samples"])
-        from tasks.artifacts import Artifact
-
-        samples = {m: Artifact.of(p) for m, p in first.items()}
-        out = str(project_root() / "reports" / "benchmark.md")
-        report = refreshing_if_missing(build_report, out)(
-            model=model_dict(params, seed0), checkpoint=load_checkpoint_stage(params, seed0), records=records,
-            samples=samples, runtime=params.to_dict()["runtime"], out=out, code=code_version())
+        report = make_report(params, records)
         if parent:
-            log_point(uri, parent, {}, None, [report["markdown"].path, report["summary"].path,
-                                              *report["figures"].values()], finish=False)
-            end_run(uri, parent)
-    except BaseException:
-        if parent:
-            end_run(uri, parent, "FAILED")
-        raise
+            files = [report["markdown"].path, report["summary"].path, *report["figures"].values()]
+            log_point(tracking_uri(params.tracking.mlflow_uri), parent, {}, None, files, finish=False)
     return {"records": records, "table": report["table"], "report": report["markdown"].path,
-            "figures": report["figures"], "tracking_uri": uri}
+            "figures": report["figures"], "tracking_uri": tracking_uri(params.tracking.mlflow_uri)}
+
+
+def make_report(params: Params, records: list[dict]) -> dict:
+    """The report of the first trained model: one sample set per calibration mode for the figures."""
+    seed0 = params.grid.train_seeds[0]
+    samples: dict[str, Artifact] = {}
+    for r in records:
+        if r["train_seed"] == seed0 and r["method"] not in samples:
+            samples[r["method"]] = Artifact.of(r["samples"])
+    out = str(project_root() / "reports" / "benchmark.md")
+    return refreshing_if_missing(build_report, out)(
+        model=model_dict(params, seed0), checkpoint=load_checkpoint_stage(params, seed0), records=records,
+        samples=samples, runtime=params.to_dict()["runtime"], out=out, code=code_version())
 
 
 def main(argv: list[str] | None = None) -> int:

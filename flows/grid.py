@@ -21,7 +21,7 @@ from tasks.params import Params, load_params
 from tasks.settings import code_version
 from flows.cli import run_entry
 from tasks.services import check_mlflow, check_prefect
-from tasks.tracking import end_run, log_point, start_run, tracking_uri
+from tasks.tracking import log_point, parent_run, start_run, tracking_uri
 
 
 def grid_points(params: Params) -> list[Point]:
@@ -64,11 +64,10 @@ def with_threads(params: Params, threads: int | None) -> Params:
     return dataclasses.replace(params, runtime=dataclasses.replace(params.runtime, threads=threads))
 
 
-def start_parent(params: Params, name: str, extra: dict | None = None) -> str | None:
-    if not params.tracking.enabled:
-        return None
-    return start_run(tracking_uri(params.tracking.mlflow_uri), params.tracking.experiment, name,
-                     {**params.to_dict(), **(extra or {})}, tags={"psaq.code_version": code_version()})
+def tracked(params: Params, name: str):
+    """The MLflow parent run of a flow run (a no-op when tracking is disabled)."""
+    return parent_run(params.tracking.enabled, tracking_uri(params.tracking.mlflow_uri), params.tracking.experiment,
+                      name, params.to_dict(), tags={"psaq.code_version": code_version()})
 
 
 @flow(name="grid", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=2))
@@ -77,15 +76,8 @@ def grid(params_path: str = "params.yaml", threads: int | None = None) -> list[d
     ``threads``: torch threads per task (1 on Dask workers, which each hold a core)."""
     params = with_threads(load_params(params_path), threads)
     set_threads(params)
-    parent = start_parent(params, "grid")
-    try:
+    with tracked(params, "grid") as parent:
         records = run_points(params, grid_points(params), parent)
-    except BaseException:
-        if parent:
-            end_run(tracking_uri(params.tracking.mlflow_uri), parent, "FAILED")
-        raise
-    if parent:
-        end_run(tracking_uri(params.tracking.mlflow_uri), parent)
     print(f"grid: {len(records)} points done")
     return records
 

@@ -15,10 +15,9 @@ import sys
 from prefect import flow
 
 from flows.cli import run_entry
-from flows.grid import preflight, run_points, start_parent
+from flows.grid import preflight, run_points, tracked
 from flows.points import Point, set_threads
 from tasks.params import load_params
-from tasks.tracking import end_run, tracking_uri
 
 
 @flow(name="quantize", log_prints=True)
@@ -34,15 +33,8 @@ def quantize(model: str | None = None, w_bits: int | None = None, a_bits: int | 
     set_threads(params)
     point = Point(params.model.train_seed if train_seed is None else train_seed, calib or params.synthesis.method,
                   params.synthesis.seed if seed is None else seed, quant.tag, quant.act_observer)
-    parent = start_parent(params, f"quantize {point.name}")
-    try:
+    with tracked(params, f"quantize {point.name}") as parent:
         [record] = run_points(params, [point], parent)
-    except BaseException:
-        if parent:
-            end_run(tracking_uri(params.tracking.mlflow_uri), parent, "FAILED")
-        raise
-    if parent:
-        end_run(tracking_uri(params.tracking.mlflow_uri), parent)
     print(f"{params.model.name} {point.method} seed {point.seed}: FP32 top-1 {record['fp32_top1']:.2f}, "
           f"{point.bits} top-1 {record['top1']:.2f}, agreement {record['agreement']:.2f}")
     return record

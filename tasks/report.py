@@ -20,12 +20,16 @@ def column(record: dict) -> str:
     return record["bits"] if record.get("observer", "minmax") == "minmax" else f"{record['bits']} {record['observer']}"
 
 
+def fp32_per_model(records: list[dict]) -> list[float]:
+    """One FP32 top-1 per trained model (every point of a model repeats it)."""
+    return [v for _, v in sorted({(r.get("train_seed", 0), r["fp32_top1"]) for r in records})]
+
+
 def summarize(records: list[dict]) -> dict:
     """{method: {column: {"mean", "std", "n"}}} plus the FP32 reference."""
     grid = pivot([{**r, "column": column(r)} for r in records], "method", "column", "top1")
     out = {m: {c: dict(zip(("mean", "std"), mean_std(v)), n=len(v)) for c, v in cols.items()} for m, cols in grid.items()}
-    fp32 = sorted({(r.get("train_seed", 0), r["fp32_top1"]) for r in records})
-    return {"top1": out, "fp32_top1": mean_std([v for _, v in fp32])[0]}
+    return {"top1": out, "fp32_top1": mean_std(fp32_per_model(records))[0]}
 
 
 @task(name="report", cache_policy=stage_cache_policy(), persist_result=True)
@@ -36,11 +40,10 @@ def build_report(model: dict, checkpoint: Artifact | None, records: list[dict], 
     methods = list(dict.fromkeys(r["method"] for r in records))
     columns = list(dict.fromkeys(column(r) for r in records))
     summary = summarize(records)
-    fp32 = sorted({(r.get("train_seed", 0), r["fp32_top1"]) for r in records})
     n_seeds = len({r["seed"] for r in records})
     n_models = len({r.get("train_seed", 0) for r in records})
     table = accuracy_table([{**r, "column": column(r)} for r in records], methods, columns, row_key="method",
-                           fp32=[v for _, v in fp32])
+                           fp32=fp32_per_model(records))
 
     loaded, device = load_stage_model(model, checkpoint, runtime)
     sets = {name: read_samples(a.verify()).images for name, a in samples.items()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 from prefect import task
@@ -85,3 +86,18 @@ def log_point(uri: str, run_id: str, metrics: dict, curves: dict[str, list[float
 @task(name="mlflow-end-run", retries=2, retry_delay_seconds=2)
 def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
     _client(uri).set_terminated(run_id, status)
+
+
+@contextmanager
+def parent_run(enabled: bool, uri: str, experiment: str, name: str, params: dict, tags: dict | None = None):
+    """The flow's MLflow parent run: FINISHED on a clean exit, FAILED on an exception; None if disabled."""
+    if not enabled:
+        yield None
+        return
+    run_id = start_run(uri, experiment, name, params, tags=tags)
+    try:
+        yield run_id
+    except BaseException:
+        end_run(uri, run_id, "FAILED")
+        raise
+    end_run(uri, run_id)

@@ -78,6 +78,23 @@ def test_bad_checkpoint_and_dataset(tmp_path, image_folder, checkpoint, capsys):
         assert message in err and "\n" not in err, err
 
 
+def test_export_writes_onnx_and_integer_files(image_folder, checkpoint, tmp_path, capsys):
+    out = tmp_path / "exports"
+    code = main(["export", *VIT_ARGS, "--checkpoint", str(checkpoint), "--dataset", str(image_folder),
+                 "--calib", "gaussian", "--num-samples", "4", "--device", "cpu", "--quiet", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    names = sorted(p.name for p in out.iterdir())
+    assert any(n.endswith("-W8A8-gaussian-seed0.onnx") for n in names)
+    assert any(n.endswith(".int.safetensors") for n in names) and any(n.endswith("-fp32.onnx") for n in names)
+    assert "ONNX       top-1" in text and "MatMulIntegerToFloat" in text
+
+
+def test_unsupported_architecture_is_refused(capsys):
+    assert main(["export", "--model", "resnet18", "--quiet", "--device", "cpu"]) == 2
+    assert "not a supported vision transformer" in capsys.readouterr().err
+
+
 def test_no_traceback_in_a_real_process():
     proc = subprocess.run([sys.executable, "-m", "psaq.cli", "quantize", "--w-bits", "12"],
                           capture_output=True, text=True, timeout=120)
