@@ -14,7 +14,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.cli import run_entry
 from flows.grid import grid_points, preflight, run_points, task_runner, tracked
-from flows.points import load_checkpoint_stage, model_dict, set_threads
+from flows.points import load_checkpoint_stage, model_dict, share_cores
 from tasks.artifacts import Artifact, refreshing_if_missing
 from tasks.params import Params, load_params
 from tasks.report import build_report
@@ -24,8 +24,7 @@ from tasks.tracking import log_point, tracking_uri
 
 @flow(name="benchmark", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=2))
 def benchmark(params_path: str = "params.yaml") -> dict:
-    params = load_params(params_path)
-    set_threads(params)
+    params = share_cores(load_params(params_path))
     with tracked(params, "benchmark") as parent:
         records = run_points(params, grid_points(params), parent)
         report = make_report(params, records)

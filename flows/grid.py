@@ -15,7 +15,7 @@ import sys
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.points import Point, load_checkpoint_stage, set_threads, submit_fp32, submit_point
+from flows.points import Point, load_checkpoint_stage, share_cores, submit_fp32, submit_point
 from psaq.io import read_samples
 from tasks.params import Params, load_params
 from tasks.settings import code_version
@@ -74,8 +74,7 @@ def tracked(params: Params, name: str):
 def grid(params_path: str = "params.yaml", threads: int | None = None) -> list[dict]:
     """Run every (train seed × method × seed × bits × observer) point of params.yaml's grid.
     ``threads``: torch threads per task (1 on Dask workers, which each hold a core)."""
-    params = with_threads(load_params(params_path), threads)
-    set_threads(params)
+    params = share_cores(with_threads(load_params(params_path), threads))
     with tracked(params, "grid") as parent:
         records = run_points(params, grid_points(params), parent)
     print(f"grid: {len(records)} points done")

@@ -7,9 +7,9 @@ that receives artifact paths and content hashes, and writes to a content-address
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 
-import torch
 
 from psaq.models.registry import MODELS
 from tasks.artifacts import Artifact, content_path, refreshing_if_missing
@@ -91,6 +91,10 @@ def submit_point(params: Params, point: Point, checkpoint: Artifact | None, fp32
             "metrics": metrics, "exported": exported, "config": {"model": model, "synthesis": synthesis, "quant": quant}}
 
 
-def set_threads(params: Params) -> None:
+def share_cores(params: Params) -> Params:
+    """With ``runtime.threads: null``, give each of the ``max_concurrency`` concurrent tasks an
+    equal share of the cores: oversubscribed torch threads run slower than fewer threads each."""
     if params.runtime.threads:
-        torch.set_num_threads(params.runtime.threads)
+        return params
+    threads = max(1, (os.cpu_count() or 1) // params.grid.max_concurrency)
+    return dataclasses.replace(params, runtime=dataclasses.replace(params.runtime, threads=threads))

@@ -16,7 +16,7 @@ from prefect import flow
 
 from flows.cli import run_entry
 from flows.grid import preflight, run_points, tracked
-from flows.points import Point, set_threads
+from flows.points import Point
 from tasks.params import load_params
 
 
@@ -30,7 +30,6 @@ def quantize(model: str | None = None, w_bits: int | None = None, a_bits: int | 
                                 a_bits=params.quant.a_bits if a_bits is None else a_bits,
                                 act_observer=observer or params.quant.act_observer)
     params = dataclasses.replace(params, model=p_model, quant=quant)
-    set_threads(params)
     point = Point(params.model.train_seed if train_seed is None else train_seed, calib or params.synthesis.method,
                   params.synthesis.seed if seed is None else seed, quant.tag, quant.act_observer)
     with tracked(params, f"quantize {point.name}") as parent:
