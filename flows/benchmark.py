@@ -12,7 +12,7 @@ import time
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.cli import run_entry
+from psaq.cli import run_entry
 from flows.grid import grid_points, preflight, run_points, task_runner, tracked
 from flows.points import load_checkpoint_stage, model_dict, share_cores
 from tasks.artifacts import Artifact, refreshing_if_missing

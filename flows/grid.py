@@ -19,7 +19,7 @@ from flows.points import Point, load_checkpoint_stage, share_cores, submit_fp32,
 from psaq.io import read_samples
 from tasks.params import Params, load_params
 from tasks.settings import code_version
-from flows.cli import run_entry
+from psaq.cli import run_entry
 from tasks.services import check_mlflow, check_prefect
 from tasks.tracking import log_point, parent_run, start_run, tracking_uri
 

@@ -14,7 +14,7 @@ import sys
 
 from prefect import flow
 
-from flows.cli import run_entry
+from psaq.cli import run_entry
 from flows.grid import preflight, run_points, tracked
 from flows.points import Point
 from tasks.params import load_params

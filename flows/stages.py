@@ -109,7 +109,7 @@ STAGES = {"train": train, "synthesize": synthesize, "fp32": fp32, "evaluate": ev
 
 
 def main(argv: list[str] | None = None) -> int:
-    from flows.cli import run_entry
+    from psaq.cli import run_entry
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("stage", choices=sorted(STAGES))

@@ -200,27 +200,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def run_entry(main, debug: bool) -> int:
+    """How every entry point fails: one line naming the problem, exit 2, a traceback only with --debug."""
     from psaq.errors import PsaqError
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        return main()
     except PsaqError as exc:
-        if args.debug:
+        if debug:
             raise
         print(f"psaq: error: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:
-        if args.debug:
+    except OSError as exc:  # read-only folder, disk full, …: nothing was published half-written
+        if debug:
             raise
         where = f": '{exc.filename}'" if getattr(exc, "filename", None) else ""
         print(f"psaq: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("psaq: interrupted", file=sys.stderr)
+        print("psaq: interrupted; rerun to continue from the finished stages", file=sys.stderr)
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return run_entry(lambda: args.func(args), args.debug)
 
 
 if __name__ == "__main__":
