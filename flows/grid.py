@@ -16,11 +16,11 @@ from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.points import Point, load_checkpoint_stage, share_cores, submit_fp32, submit_point
+from psaq.cli import run_entry
 from psaq.io import read_samples
 from tasks.params import Params, load_params
-from tasks.settings import code_version
-from psaq.cli import run_entry
 from tasks.services import check_mlflow, check_prefect
+from tasks.settings import code_version
 from tasks.tracking import log_point, parent_run, start_run, tracking_uri
 
 
@@ -29,9 +29,8 @@ def grid_points(params: Params) -> list[Point]:
     return [Point(*p) for p in itertools.product(g.train_seeds, g.methods, g.seeds, g.bits, g.observers)]
 
 
-def run_points(params: Params, points: list[Point], parent_run: str | None) -> list[dict]:
-    """Submit every point, then gather metrics and log one nested MLflow run per point."""
-    uri = tracking_uri(params.tracking.mlflow_uri)
+def run_points(params: Params, points: list[Point], parent: str | None) -> list[dict]:
+    """Submit every point, then gather its metrics and log it as a nested MLflow run of ``parent``."""
     checkpoints = {s: load_checkpoint_stage(params, s) for s in sorted({p.train_seed for p in points})}
     fp32 = {s: submit_fp32(params, s, ckpt) for s, ckpt in checkpoints.items()}
     samples_cache: dict = {}
@@ -39,23 +38,24 @@ def run_points(params: Params, points: list[Point], parent_run: str | None) -> l
     records = []
     for job in submitted:
         # upstream first: a failed stage raises its own error, not "downstream never ran"
-        samples = job["samples"].result()
-        job["quantized"].result()
-        point, result = job["point"], job["metrics"].result()
-        job["exported"].result()
+        samples, quantized = job["samples"].result(), job["quantized"].result()
+        result, exported = job["metrics"].result(), job["exported"].result()
         meta = read_samples(samples.verify()).metadata
-        record = {**dataclasses.asdict(point), **result["metrics"], "synthesis_wall_s": meta.get("wall_s"),
+        record = {**dataclasses.asdict(job["point"]), **result["metrics"], "synthesis_wall_s": meta.get("wall_s"),
                   "steps_per_s": meta.get("steps_per_s"), "samples": job["samples_path"]}
         records.append(record)
-        if parent_run:
-            run_id = start_run(uri, params.tracking.experiment, point.name, job["config"], parent_id=parent_run,
-                               tags={"psaq.method": point.method, "psaq.bits": point.bits})
-            metrics = {k: record[k] for k in ("top1", "top5", "agreement", "fp32_top1", "synthesis_wall_s", "steps_per_s")}
-            curves = {f"synthesis_{k}": v for k, v in meta.get("history", {}).items()}
-            exported = job["exported"].result()
-            log_point(uri, run_id, metrics, curves, [result["artifact"].path, job["quantized"].result().path,
-                                                     exported["integer"].path, exported["onnx"].path])
+        if parent:
+            files = [result["artifact"].path, quantized.path, exported["integer"].path, exported["onnx"].path]
+            log_nested(params, parent, job, record, meta.get("history", {}), files)
     return records
+
+
+def log_nested(params: Params, parent: str, job: dict, record: dict, history: dict, files: list[str]) -> None:
+    uri, point = tracking_uri(params.tracking.mlflow_uri), job["point"]
+    run_id = start_run(uri, params.tracking.experiment, point.name, job["config"], parent_id=parent,
+                       tags={"psaq.method": point.method, "psaq.bits": point.bits})
+    metrics = {k: record[k] for k in ("top1", "top5", "agreement", "fp32_top1", "synthesis_wall_s", "steps_per_s")}
+    log_point(uri, run_id, metrics, {f"synthesis_{k}": v for k, v in history.items()}, files)
 
 
 def with_threads(params: Params, threads: int | None) -> Params:
