@@ -102,6 +102,20 @@ def test_no_traceback_in_a_real_process():
     assert proc.stderr.strip() == "psaq: error: w_bits must be from 2 to 8, got 12"
 
 
+def test_file_system_errors_are_one_line(capsys):
+    import errno
+
+    from psaq.cli import run_entry
+
+    def full_disk():
+        raise OSError(errno.ENOSPC, "No space left on device", "/data/samples/x.parquet")
+
+    assert run_entry(full_disk, debug=False) == 2
+    assert capsys.readouterr().err.strip() == "psaq: error: No space left on device: '/data/samples/x.parquet'"
+    with pytest.raises(OSError):
+        run_entry(full_disk, debug=True)
+
+
 def test_help_teaches(capsys):
     with pytest.raises(SystemExit):
         main(["quantize", "--help"])

@@ -97,6 +97,8 @@ def test_dask_runner_maps_a_small_grid(project):
                           tracking={"enabled": False})
     runner = task_runner(load_params(params), dask=True)
     assert type(runner).__name__ == "DaskTaskRunner"
+    # the local cluster and its dashboard listen on loopback only
+    assert runner.cluster_kwargs["host"] == "127.0.0.1" and runner.cluster_kwargs["dashboard_address"].startswith("127.0.0.1:")
     records = grid.with_options(task_runner=runner)(str(params), threads=1)
     assert sorted(r["bits"] for r in records) == ["W4A8", "W8A8"]
 
