@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import task
 
+from psaq.errors import SampleSetError
 from psaq.io import read_samples
 from psaq.quant import QuantConfig
 from psaq.quant.serialize import save_quantized
@@ -18,8 +19,6 @@ def calibrate_model(model: dict, checkpoint: Artifact | None, samples: Artifact,
     loaded, device = load_stage_model(model, checkpoint, runtime)
     sample_set = read_samples(samples.verify(), expect={"model": loaded.name})
     if tuple(sample_set.images.shape[1:]) != tuple(loaded.spec.input_size):
-        from psaq.errors import SampleSetError
-
         raise SampleSetError(f"sample set '{samples.path}' holds images of shape {tuple(sample_set.images.shape[1:])}, "
                              f"but {loaded.name} takes {tuple(loaded.spec.input_size)}")
     cfg = QuantConfig(**quant)
