@@ -17,7 +17,7 @@ from tasks.calibrate import calibrate_model
 from tasks.evaluate import evaluate_fp32, evaluate_quantized
 from tasks.export import export_model
 from tasks.params import Params, parse_bits
-from tasks.settings import code_version, project_root
+from tasks.settings import code_version
 from tasks.synthesize import synthesize_samples
 from tasks.train import train_model, user_checkpoint
 
@@ -51,7 +51,7 @@ def load_checkpoint_stage(params: Params, train_seed: int) -> Artifact | None:
     if entry is None or entry.default_checkpoint is None or params.model.pretrained:
         return None
     train = {**asdict(params.train), "seed": train_seed}
-    out = str(project_root() / "models" / f"{params.model.name}-seed{train_seed}.safetensors")
+    out = content_path("models", f"{params.model.name}-seed{train_seed}", ".safetensors", train)
     return refreshing_if_missing(train_model, out)(train=train, out=out, code=code_version())
 
 
