@@ -121,8 +121,9 @@ def _export(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
+    from psaq.models import parse_model_args
     from psaq.quant.export import save_integer_model
-    from psaq.quant.onnx_export import export_fp32_onnx, export_onnx, integer_ops, ort_session
+    from psaq.quant.onnx_export import INTEGER_OPS, export_fp32_onnx, export_onnx, integer_ops, ort_session
     from psaq.workflow import eval_loader
 
     loaded, result, device = _run(args)
@@ -132,7 +133,7 @@ def _export(args: argparse.Namespace) -> int:
     qmodel = result.model.cpu()
     example = torch.zeros((1, *loaded.spec.input_size))
     onnx_path = export_onnx(qmodel, result.quant_config, example, out / f"{stem}.onnx", {"model": loaded.name})
-    int_path = save_integer_model(qmodel, result.quant_config, {"name": loaded.name, "model_args": parse_args_dict(args)},
+    int_path = save_integer_model(qmodel, result.quant_config, {"name": loaded.name, "model_args": parse_model_args(args.model_arg)},
                                   out / f"{stem}.int.safetensors")
     fp32_path = export_fp32_onnx(loaded.model.cpu(), example, out / f"{loaded.name}-fp32.onnx")
     session = ort_session(onnx_path)
@@ -148,7 +149,7 @@ def _export(args: argparse.Namespace) -> int:
             total += len(y)
     ops = integer_ops(onnx_path, out)
     (out / f"{onnx_path.stem}.ort-optimized.onnx").unlink(missing_ok=True)
-    integer = {k: v for k, v in ops.items() if k in ("MatMulIntegerToFloat", "QLinearMatMul", "MatMulInteger", "QLinearConv", "ConvInteger", "QGemm")}
+    integer = {k: v for k, v in ops.items() if k in INTEGER_OPS}
     fp32_size = fp32_path.stat().st_size
     print(f"ONNX       top-1 {100 * correct / total:6.2f}  agreement with simulated {100 * agree / total:6.2f}  "
           f"largest logit difference {max_diff:.4f}")
@@ -157,12 +158,6 @@ def _export(args: argparse.Namespace) -> int:
         size = path.stat().st_size
         print(f"wrote {path}  {size / 1e6:.2f} MB  ({fp32_size / size:.2f}x smaller than FP32 ONNX)")
     return 0
-
-
-def parse_args_dict(args: argparse.Namespace) -> dict:
-    from psaq.models import parse_model_args
-
-    return parse_model_args(args.model_arg)
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:

@@ -37,13 +37,12 @@ def eval_loader(loaded: LoadedModel, dataset: str | None, batch_size: int = 128)
 def real_source(loaded: LoadedModel, dataset: str | None) -> RealSource | None:
     """Where the `real` baseline draws its images: the digits train split, or the given folder."""
     name = dataset or loaded.dataset
-    if name == "digits":
-        train = digits_split("train")
-        return lambda n, seed: first_images(train, n, seed)
     if name == "imagenet":
         return None
-    folder = image_folder(name, loaded.model)
-    return lambda n, seed: first_images(folder, n, seed)
+    # built on call, so the other modes never load or scan the training images
+    if name == "digits":
+        return lambda n, seed: first_images(digits_split("train"), n, seed)
+    return lambda n, seed: first_images(image_folder(name, loaded.model), n, seed)
 
 
 def quantized_copy(model: nn.Module, config: QuantConfig, images: torch.Tensor, device, batch_size: int = 64) -> nn.Module:

@@ -6,6 +6,8 @@ an observer only decides *which range* to quantize.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 from psaq.quant.primitives import asymmetric_qparams, fake_quantize, int_range, symmetric_qparams
@@ -132,5 +134,5 @@ class MSEObserver(_SampleKeepingObserver):
 def make_observer(name: str, bits: int, symmetric: bool, axis: int | None = None, **options) -> Observer:
     """Build an observer by name; options a class does not take are ignored."""
     cls = OBSERVERS.get(name)
-    accepted = {k: v for k, v in options.items() if k in cls.__init__.__code__.co_varnames}
+    accepted = {k: v for k, v in options.items() if k in inspect.signature(cls).parameters}
     return cls(bits, symmetric, axis, **accepted)

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from timm.models.swin_transformer import SwinTransformerBlock, WindowAttention
 from timm.models.deit import VisionTransformerDistilled
 from timm.models.vision_transformer import Attention, Block, VisionTransformer
+import torch
 from torch import nn
 
 from psaq.errors import ConfigError, NotCalibratedError
@@ -124,13 +125,11 @@ def require_calibrated(model: nn.Module) -> None:
 
 def calibrate(
     model: nn.Module,
-    images: "torch.Tensor",
+    images: torch.Tensor,
     batch_size: int = 64,
-    device: "str | torch.device" = "cpu",
+    device: str | torch.device = "cpu",
 ) -> nn.Module:
     """Run the calibration images through the quantized model once and freeze every range."""
-    import torch
-
     model.eval().to(device)
     with torch.no_grad(), calibration(model):
         for i in range(0, images.shape[0], batch_size):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from contextlib import contextmanager, nullcontext
 
@@ -109,6 +108,4 @@ def optimize_samples(config, ctx: SynthesisContext, use_entropy: bool) -> Synthe
                                     ce=f"{history['ce'][-1]:.3f}", tv=f"{history['tv'][-1]:.1f}")
         bar.close()
     wall = time.perf_counter() - started
-    if not math.isfinite(wall):
-        wall = 0.0
     return SynthesisResult(images.detach().float().cpu(), labels.cpu(), history, wall_s=wall, steps=step)
