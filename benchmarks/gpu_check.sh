@@ -1,25 +1,50 @@
 #!/usr/bin/env bash
-# The GPU check, prepared for a session that is lent a GPU machine (run from the repo root there):
-#   bash benchmarks/gpu_check.sh            # ~5 minutes on an H100
-# 1. correctness on the GPU: the CLI end to end on digits-vit with --device cuda;
-# 2. steps/s, lever by lever, for DeiT-Tiny, DeiT-Base and Swin-Tiny at 224 (random weights);
-# 3. DeiT-Base: wall time of 32 images × 1,000 steps with psaq's defaults.
-# Results land in benchmarks/results/synthesis_speed_cuda.{md,json} (and $OUT when set).
-set -euo pipefail
-PY=${PY:-.venv/bin/python}
-nvidia-smi --query-gpu=name,memory.total --format=csv
-$PY -m psaq.cli quantize --model digits-vit --device cuda --w-bits 4 --a-bits 8 --calib psaq --steps 100 --quiet
-$PY benchmarks/synthesis_speed.py --device cuda --models deit_tiny deit_base swin_tiny --steps 30 30 30 --skip-quality
-$PY - <<'PY'
+# The GPU check, prepared for a session that is lent a GPU machine. Run from the repo root there:
+#   bash benchmarks/gpu_check.sh                    # about 6-8 minutes on an H100
+# The device image has its own python3 with torch, timm, scikit-learn, safetensors, pyarrow and
+# tqdm; psaq itself needs nothing else (no Prefect/MLflow/DVC), so no install step.
+# In priority order, each part under its own time limit so one slow part cannot eat the rest:
+# 1. correctness on the GPU: the CLI end to end on digits-vit with --device cuda, eager fp32 and
+#    with every speed option (bf16, compiled KDE and model, CUDA graphs);
+# 2. DeiT-Base at 224 (random weights): wall time of 32 images × 1,000 steps, defaults and fastest;
+# 3. steps/s lever by lever for DeiT-Tiny, DeiT-Base and Swin-Tiny at 224 against the baseline.
+# Results: benchmarks/results/synthesis_speed_cuda.{md,json} and gpu_check.log (copied to $OUT when set).
+set -uo pipefail
+PY=${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+OUTDIR=${OUT:-benchmarks/results}
+LOG="$OUTDIR/gpu_check.log"
+mkdir -p "$OUTDIR"
+export PYTHONUNBUFFERED=1 PSAQ_CACHE=${PSAQ_CACHE:-.psaq-cache}
+exec > >(tee -a "$LOG") 2>&1
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+$PY -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__, torch.cuda.get_device_name())"
+
+echo "== 1. correctness: psaq quantize on the GPU"
+timeout 150 $PY -m psaq.cli quantize --model digits-vit --device cuda --w-bits 4 --a-bits 8 --calib psaq --steps 100 --quiet
+timeout 120 $PY -m psaq.cli quantize --model digits-vit --device cuda --w-bits 4 --a-bits 8 --calib psaq --steps 100 \
+    --quiet --precision bf16 --compile all --cuda-graphs
+
+echo "== 2. DeiT-Base, 32 images x 1,000 steps"
+timeout 200 $PY - <<'PY'
 import time, torch, timm
 from psaq.data import InputSpec
 from psaq.synth import SynthesisConfig, synthesize
+torch.manual_seed(0)
 model = timm.create_model("deit_base_patch16_224").eval()
 spec = InputSpec((3, 224, 224), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 1000)
-t = time.perf_counter()
-res = synthesize(model, SynthesisConfig(), spec, "cuda", progress=False)
-torch.cuda.synchronize()
-print(f"DeiT-B, 32 images x {res.steps} steps on {torch.cuda.get_device_name()}: {time.perf_counter() - t:.1f} s "
-      f"({res.steps_per_s:.1f} steps/s)")
+for options in (dict(precision="bf16", compile="all", cuda_graphs=True), dict(precision="bf16", compile="kde"), {}):
+    t = time.perf_counter()
+    res = synthesize(model, SynthesisConfig(**options), spec, "cuda", progress=False)
+    total = time.perf_counter() - t
+    print(f"DeiT-B {options or 'defaults (fp32, eager)'}: 32 images x {res.steps} steps on "
+          f"{torch.cuda.get_device_name()}: {total:.1f} s with compilation, loop {res.wall_s:.1f} s "
+          f"({res.steps_per_s:.1f} steps/s), final entropy {res.final('entropy'):.3f}, "
+          f"peak memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB", flush=True)
 PY
-if [ -n "${OUT:-}" ]; then cp benchmarks/results/synthesis_speed_cuda.* "$OUT"/; fi
+
+echo "== 3. steps/s, lever by lever"
+timeout 300 $PY benchmarks/synthesis_speed.py --device cuda --models deit_tiny deit_base swin_tiny \
+    --steps 20 20 20 --repeats 1 --skip-quality --skip-breakdown --out "$OUTDIR"
+if [ "$OUTDIR" != benchmarks/results ]; then cp "$OUTDIR"/synthesis_speed_cuda.* benchmarks/results/ 2>/dev/null; fi
+echo "gpu_check done"

@@ -51,6 +51,9 @@ BAD_INPUTS = [
     (["--calib", "gauss"], "unknown calibration mode 'gauss'"),
     (["--act-observer", "mse2"], "unknown observer"),
     (["--device", "cuda:7"], "no CUDA GPU"),
+    (["--precision", "fp16"], "unknown synthesis precision 'fp16'"),
+    (["--compile", "yes"], "unknown compile target 'yes'"),
+    (["--cuda-graphs"], "set compile to kde, model or all"),
 ]
 
 
@@ -71,6 +74,8 @@ def test_bad_checkpoint_and_dataset(tmp_path, image_folder, checkpoint, capsys):
         ([*VIT_ARGS, "--checkpoint", str(checkpoint), "--dataset", str(tmp_path / "nowhere")], "nowhere' does not exist"),
         ([*VIT_ARGS, "--checkpoint", str(checkpoint), "--dataset", str(image_folder / "a")], "no class folders"),
         ([*VIT_ARGS, "--checkpoint", str(checkpoint)], "pass --dataset"),
+        ([*VIT_ARGS, "--checkpoint", str(checkpoint), "--dataset", str(image_folder), "--cuda-graphs", "--compile", "kde"],
+         "cuda_graphs needs a CUDA device, but synthesis runs on cpu"),
     ]
     for args, message in cases:
         assert main(["quantize", "--quiet", "--device", "cpu", *args]) == 2

@@ -15,6 +15,11 @@ class SynthesisConfig:
     gaussian-clamped or real. ``lr=None`` takes the paper's per-family rate: 0.20 for
     ViT/DeiT, 0.25 for Swin. ``jitter_px`` is per round and given at 224 px; it and the
     TV target are scaled to the model's input (see ``psaq.synth.priors``).
+
+    Speed options (``psaq.synth.acceleration``): ``precision`` is the model forward's autocast
+    dtype (fp32 or bf16; the entropy is float32 either way); ``compile`` names what
+    torch.compile wraps (none, kde, model, all); ``cuda_graphs`` replays the compiled regions as
+    CUDA graphs (CUDA only, needs ``compile``).
     """
 
     method: str = "psaq"
@@ -35,11 +40,21 @@ class SynthesisConfig:
     kde_bandwidth: float = 0.01
     kde_points: int = 10
     kde_eps: float = 1e-4
+    precision: str = "fp32"
+    compile: str = "none"
+    cuda_graphs: bool = False
 
     def __post_init__(self) -> None:
+        from psaq.synth.acceleration import COMPILE_TARGETS, PRECISIONS
         from psaq.synth.methods import SYNTH_METHODS
 
         SYNTH_METHODS.get(self.method)
+        PRECISIONS.get(self.precision)
+        COMPILE_TARGETS.get(self.compile)
+        if not isinstance(self.cuda_graphs, bool):
+            raise ConfigError(f"cuda_graphs must be true or false, got {self.cuda_graphs!r}")
+        if self.cuda_graphs and self.compile == "none":
+            raise ConfigError("cuda_graphs replays compiled regions: set compile to kde, model or all")
         object.__setattr__(self, "betas", tuple(self.betas))
         object.__setattr__(self, "tv_target_range", tuple(self.tv_target_range))
         object.__setattr__(self, "jitter_px", tuple(self.jitter_px))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 
 import torch
 
@@ -17,8 +18,13 @@ def block_entropies(
     bandwidth: float = BANDWIDTH,
     num_points: int = GRID_POINTS,
     eps: float = DENSITY_EPS,
+    kde: Callable[..., torch.Tensor] = kde_entropy,
 ) -> torch.Tensor:
     """Mean patch-similarity entropy of each captured block → (num_blocks,).
+
+    Computed in float32 whatever the captured dtype (a bf16 forward still gets a float32 KDE:
+    the kernel width, 0.01, is below bf16's resolution near 1). ``kde`` may be a compiled
+    ``kde_entropy``.
 
     ``prefix_tokens`` (class/register tokens) are dropped. Swin has none: its rows are
     windows, so similarities are taken between the tokens of one window, the tokens that
@@ -29,7 +35,7 @@ def block_entropies(
     groups: dict[tuple, list[int]] = defaultdict(list)
     tokens = []
     for idx, c in enumerate(captured):
-        t = mean_over_heads(c.output, c.num_heads)[:, prefix_tokens:, :]
+        t = mean_over_heads(c.output.float(), c.num_heads)[:, prefix_tokens:, :]
         if t.shape[1] < 2:
             raise ValueError(f"{c.name}: fewer than 2 patch tokens, no similarity to measure")
         tokens.append(t)
@@ -38,7 +44,7 @@ def block_entropies(
     for indices in groups.values():
         stacked = torch.cat([tokens[i] for i in indices], dim=0)  # (blocks·rows, N, d)
         rows = tokens[indices[0]].shape[0]
-        ent = kde_entropy(pairwise_similarities(stacked), bandwidth, num_points, eps)
+        ent = kde(pairwise_similarities(stacked), bandwidth, num_points, eps)
         for k, block_mean in zip(indices, ent.view(len(indices), rows).mean(dim=1)):
             per_block[k] = block_mean
     return torch.stack(per_block)

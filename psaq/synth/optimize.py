@@ -12,6 +12,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from psaq.errors import SynthesisDivergedError
+from psaq.synth.acceleration import Compiled, autocast
 from psaq.synth.entropy import block_entropies
 from psaq.synth.hooks import AttentionOutputHooks
 from psaq.synth.methods import SynthesisContext, SynthesisResult
@@ -40,13 +41,22 @@ def frozen_eval(model: nn.Module):
         model.train(was_training)
 
 
-def _check_finite(step: int, terms: dict[str, torch.Tensor]) -> None:
-    for name, value in terms.items():
-        if not torch.isfinite(value).all():
-            raise SynthesisDivergedError(
-                f"synthesis diverged at step {step}: loss term '{name}' is {value.item()}; "
-                "lower the learning rate or the term's weight"
-            )
+TERMS = ("loss", "entropy", "ce", "tv")
+TERM_NAMES = {"loss": "loss", "entropy": "entropy", "ce": "cross-entropy", "tv": "total-variation"}
+SYNC_EVERY = 10  # steps between reading the loss terms back: each read waits for the device
+
+
+def _check_finite(first_step: int, values: torch.Tensor) -> None:
+    """``values`` (steps, terms) read back from the device; names the first bad step and term."""
+    bad = ~torch.isfinite(values)
+    if bad.any():
+        row = int(bad.any(dim=1).nonzero()[0])
+        # name the term that broke rather than the total it broke
+        col = next(c for c in (*range(1, len(TERMS)), 0) if bad[row, c])
+        raise SynthesisDivergedError(
+            f"synthesis diverged at step {first_step + row}: loss term '{TERM_NAMES[TERMS[col]]}' is "
+            f"{values[row, col].item()}; lower the learning rate or the term's weight"
+        )
 
 
 def optimize_samples(config, ctx: SynthesisContext, use_entropy: bool) -> SynthesisResult:
@@ -66,13 +76,16 @@ def optimize_samples(config, ctx: SynthesisContext, use_entropy: bool) -> Synthe
     prefix = int(getattr(model, "num_prefix_tokens", 0))
     image_side = spec.input_size[-1]
 
+    compiled = Compiled(model, config, device)
+
     images.requires_grad_(True)
-    history: dict[str, list[float]] = {"loss": [], "entropy": [], "ce": [], "tv": [], "lr": []}
+    terms = torch.zeros((config.total_steps, len(TERMS)), device=device)  # filled on the device, read in blocks
+    history: dict[str, list[float]] = {name: [] for name in (*TERMS, "lr")}
     started = time.perf_counter()
     hooks = AttentionOutputHooks(model) if use_entropy else nullcontext()
     with frozen_eval(model), hooks:
         bar = tqdm(total=config.total_steps, desc=f"synthesize {config.method}", disable=not ctx.progress, unit="step")
-        step = 0
+        step = read = 0
         for round_idx in range(config.rounds):
             optimizer = torch.optim.Adam([images], lr=lr, betas=config.betas, eps=config.adam_eps)
             max_shift = scaled_jitter(config.jitter_px[round_idx], image_side)
@@ -81,29 +94,33 @@ def optimize_samples(config, ctx: SynthesisContext, use_entropy: bool) -> Synthe
                 for group in optimizer.param_groups:
                     group["lr"] = step_lr
                 x = jitter_and_flip(images, max_shift, config.flip_prob, g)
-                logits = model(x)
-                ce = F.cross_entropy(logits, labels)
-                tv = (total_variation(x) - tv_target).abs()
-                if use_entropy:
-                    entropy = block_entropies(
-                        hooks.take(), prefix, config.kde_bandwidth, config.kde_points, config.kde_eps
-                    ).sum()
-                else:
-                    entropy = torch.zeros((), device=device)
-                loss = -config.entropy_weight * entropy + config.ce_weight * ce + config.tv_weight * tv
-                _check_finite(step, {"entropy": entropy, "cross-entropy": ce, "total-variation": tv, "loss": loss})
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                with compiled.first_step_lock(step):
+                    with autocast(config.precision, device):
+                        logits = compiled.model(x)
+                    ce = F.cross_entropy(logits.float(), labels)
+                    tv = (total_variation(x) - tv_target).abs()
+                    if use_entropy:
+                        entropy = block_entropies(
+                            hooks.take(), prefix, config.kde_bandwidth, config.kde_points, config.kde_eps, compiled.kde
+                        ).sum()
+                    else:
+                        entropy = torch.zeros((), device=device)
+                    loss = -config.entropy_weight * entropy + config.ce_weight * ce + config.tv_weight * tv
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
                 optimizer.step()
                 with torch.no_grad():
                     images.copy_(torch.maximum(torch.minimum(images, hi), lo))
-                record = {"loss": loss, "entropy": entropy, "ce": ce, "tv": tv}
-                for name, value in record.items():
-                    history[name].append(float(value.detach()))
+                    terms[step] = torch.stack([loss, entropy, ce, tv]).detach()
                 history["lr"].append(step_lr)
                 step += 1
-                bar.update(1)
-                if step % 10 == 0 or step == config.total_steps:
+                if step % SYNC_EVERY == 0 or step == config.total_steps:
+                    block = terms[read:step].cpu()
+                    _check_finite(read, block)
+                    for name, column in zip(TERMS, block.T.tolist()):
+                        history[name].extend(column)
+                    bar.update(step - read)
+                    read = step
                     bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", ent=f"{history['entropy'][-1]:.3f}",
                                     ce=f"{history['ce'][-1]:.3f}", tv=f"{history['tv'][-1]:.1f}")
         bar.close()

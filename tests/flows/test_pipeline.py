@@ -110,3 +110,15 @@ def test_bad_params_fail_before_any_work(project, capsys):
     assert main(["--params", str(params)]) == 2
     assert "a_bits must be from 2 to 8" in capsys.readouterr().err
     assert not (project / "data").exists()
+
+
+def test_quantize_flow_passes_speed_options_to_the_synthesis_stage(project):
+    from flows.quantize import quantize
+    from psaq.io import read_samples
+
+    params = write_params(project)
+    record = quantize(calib="psaq", precision="bf16", compile="kde", params_path=str(params))
+    assert 0 <= record["top1"] <= 100
+    [path] = (project / "data" / "samples").glob("*psaq*.parquet")
+    config = read_samples(path).metadata["config"]
+    assert config["precision"] == "bf16" and config["compile"] == "kde" and config["cuda_graphs"] is False
