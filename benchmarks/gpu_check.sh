@@ -15,8 +15,8 @@ OUTDIR=${OUT:-benchmarks/results}
 LOG="$OUTDIR/gpu_check.log"
 mkdir -p "$OUTDIR"
 export PYTHONUNBUFFERED=1 PSAQ_CACHE=${PSAQ_CACHE:-.psaq-cache}
-exec > >(tee -a "$LOG") 2>&1
 
+check() {
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 $PY -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__, torch.cuda.get_device_name())"
 
@@ -46,5 +46,8 @@ PY
 echo "== 3. steps/s, lever by lever"
 timeout 300 $PY benchmarks/synthesis_speed.py --device cuda --models deit_tiny deit_base swin_tiny \
     --steps 20 20 20 --repeats 1 --skip-quality --skip-breakdown --out "$OUTDIR"
-if [ "$OUTDIR" != benchmarks/results ]; then cp "$OUTDIR"/synthesis_speed_cuda.* benchmarks/results/ 2>/dev/null; fi
 echo "gpu_check done"
+}
+
+check 2>&1 | tee "$LOG"
+if [ "$OUTDIR" != benchmarks/results ]; then cp "$OUTDIR"/synthesis_speed_cuda.* benchmarks/results/ 2>/dev/null; fi

@@ -273,7 +273,7 @@ def breakdown(model, spec: InputSpec, device) -> list[list[str]]:
         ["model forward + backward, fp32", f"{model_fp32 * 1e3:.0f}", f"{flops / 1e9:.0f} GFLOP → {flops / model_fp32 / 1e9:.0f} GFLOP/s"],
         ["model forward + backward, bf16 autocast", f"{model_bf16 * 1e3:.0f}", f"{flops / model_bf16 / 1e9:.0f} GFLOP/s"],
         ["cosine similarities (all blocks, matmul)", f"{sim_t * 1e3:.0f}", f"{sims.shape[0]} rows × {sims.shape[1]} pairs"],
-        ["KDE entropy, eager", f"{kde_t * 1e3:.0f}", f"(rows, grid, pairs) = {elements / 1e6:.0f} M elements, ~{elements * 4 / 1e6:.0f} MB per pass"],
+        ["KDE entropy, eager", f"{kde_t * 1e3:.0f}", f"(rows, grid, pairs) = {elements / 1e6:.2f} M elements, {elements * 4 / 1e6:.1f} MB per pass"],
         ["KDE entropy, compiled (fused)", f"{kde_c * 1e3:.0f}", f"{kde_t / kde_c:.1f}× the eager KDE"],
     ]
     return rows
