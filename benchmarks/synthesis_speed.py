@@ -358,14 +358,21 @@ def main() -> None:
                                f"{rec['steps_per_s'] / base:.2f}×" if base else "–", f"{rec['entropy']:.3f}"])
         if not args.skip_breakdown:
             results.setdefault("breakdown", {})[name] = breakdown(model, spec, device)
+        write(args, results, speed_rows)  # after every model: a run cut short keeps what it measured
+    if not args.skip_quality:
+        results["quality"], results["fp32_top1"] = quality(device, args.quality_seeds)
+    print("\n" + write(args, results, speed_rows))
+
+
+def write(args, results: dict, speed_rows: list) -> str:
+    device, gpu = results["device"], "card" in results
     card = f", {results['card']}" if gpu else f", {results['threads']} threads"
     text = [f"## Steps/s, lever by lever ({device}{card}, batch 32; median of {args.repeats} turns)\n",
             markdown_table(["model", "lever", "steps/s", "range", "vs baseline", "entropy after the timed steps"], speed_rows)]
     for name, rows in results.get("breakdown", {}).items():
         text += [f"\n## Where a {name} step goes ({device}, batch 32, median of 5)\n",
                  markdown_table(["part", "ms", "size / rate"], rows)]
-    if not args.skip_quality:
-        results["quality"], results["fp32_top1"] = quality(device, args.quality_seeds)
+    if results["quality"]:
         rows = []
         for label, _, _ in QUALITY:
             sel = [r for r in results["quality"] if r["impl"] == label]
@@ -376,11 +383,11 @@ def main() -> None:
                  markdown_table(["implementation", "steps", "steps/s", "wall s", "final entropy",
                                  *(f"{c} top-1" for c in QUALITY_SETTINGS)], rows)]
     out = "\n".join(text)
-    print("\n" + out)
-    suffix = "" if device.type == "cpu" else f"_{device.type}"
+    suffix = "" if device == "cpu" else f"_{torch.device(device).type}"
     Path(args.out).mkdir(parents=True, exist_ok=True)
     Path(args.out, f"synthesis_speed{suffix}.md").write_text(out + "\n")
     Path(args.out, f"synthesis_speed{suffix}.json").write_text(json.dumps(results, indent=1, default=str))
+    return out
 
 
 if __name__ == "__main__":
