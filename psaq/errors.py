@@ -49,3 +49,7 @@ class DeviceError(PsaqError):
 
 class NotCalibratedError(PsaqError):
     """A quantized model was used or exported before calibration."""
+
+
+class CompileError(PsaqError):
+    """torch.compile could not build the synthesis step on this machine."""

@@ -8,13 +8,13 @@ they all change the floating-point results a little. Measured one by one in
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 
 import torch
 from torch import nn
 
-from psaq.errors import ConfigError
+from psaq.errors import CompileError, ConfigError
 from psaq.registry import Registry
 from psaq.synth.kde import kde_entropy
 
@@ -59,5 +59,19 @@ class Compiled:
         self.model: Callable = torch.compile(model, mode=mode) if "model" in targets else model
         self.kde: Callable = torch.compile(kde_entropy, mode=mode, dynamic=False) if "kde" in targets else kde_entropy
 
-    def first_step_lock(self, step: int):
-        return COMPILE_LOCK if self.active and step == 0 else nullcontext()
+    @contextmanager
+    def first_step(self, step: int) -> Iterator[None]:
+        """Compilation happens in the first step: hold the lock, and turn a compiler failure
+        (no C++ compiler for inductor on a CPU, no triton on a GPU, …) into one line with the way out."""
+        if not (self.active and step == 0):
+            yield
+            return
+        from torch._dynamo.exc import TorchDynamoException
+
+        with COMPILE_LOCK:
+            try:
+                yield
+            except TorchDynamoException as exc:
+                reason = str(exc).strip().splitlines()[-1][:300]
+                raise CompileError(f"torch.compile failed ({reason}); set compile: none, or install what it "
+                                   "needs (a C++ compiler on a CPU, triton on a GPU)") from exc

@@ -94,7 +94,7 @@ def optimize_samples(config, ctx: SynthesisContext, use_entropy: bool) -> Synthe
                 for group in optimizer.param_groups:
                     group["lr"] = step_lr
                 x = jitter_and_flip(images, max_shift, config.flip_prob, g)
-                with compiled.first_step_lock(step):
+                with compiled.first_step(step):
                     with autocast(config.precision, device):
                         logits = compiled.model(x)
                     ce = F.cross_entropy(logits.float(), labels)

@@ -103,3 +103,18 @@ def test_divergence_check_names_the_first_bad_step_and_the_term_not_the_total():
     with pytest.raises(SynthesisDivergedError, match="step 26: loss term 'total-variation' is inf"):
         _check_finite(20, values)
     _check_finite(0, torch.zeros(3, 4))
+
+
+def test_a_compiler_failure_is_one_line_with_the_way_out(monkeypatch):
+    from torch._dynamo.exc import BackendCompilerFailed
+
+    from psaq.errors import CompileError
+    from psaq.synth import acceleration
+
+    def broken(*_args, **_kwargs):
+        raise BackendCompilerFailed(lambda: None, RuntimeError("no C++ compiler found"), None)
+
+    monkeypatch.setattr(acceleration.torch, "compile", lambda fn, **_: broken)
+    with pytest.raises(CompileError, match=r"torch.compile failed \(RuntimeError: no C\+\+ compiler found\); set compile: none"):
+        synthesize(tiny_vit(), SynthesisConfig(compile="kde", **FAST), TINY_SPEC, "cpu", progress=False)
+    assert not acceleration.COMPILE_LOCK.locked()  # released on failure: the next synthesis can compile
