@@ -50,4 +50,4 @@ serve: setup
 	PREFECT_API_URL=http://$(HOST):4200/api $(PY) -m flows.serve
 
 clean:
-	rm -rf data models metrics reports .prefect mlflow.db mlruns .psaq-cache
+	rm -rf data models metrics reports pipeline exports .prefect mlflow.db mlruns .psaq-cache

@@ -1,9 +1,19 @@
-"""The embedded benchmark: calibration modes × bit settings on digits-vit, mean ± std over seeds.
+"""The embedded benchmark: calibration modes × bit settings on digits-vit, mean ± std over seeds,
+with the official numerics (the default) and each of psaq's named options measured against them.
 
     .venv/bin/python benchmarks/digits_table.py                # 2 trained models × 3 synthesis seeds
-    .venv/bin/python benchmarks/digits_table.py --models 0 --seeds 0   # a quick look
+    .venv/bin/python benchmarks/digits_table.py --models 0 --seeds 0 --variants official   # a quick look
 
-Prints (and writes to benchmarks/results/): the accuracy table, synthesis steps/s, and the
+Variants (each changes one thing; paired with the official default on the same model, seed and
+test images):
+    official                      the official code's numerics (psaq's default)
+    unique-pairs                  psaq's entropy estimator (unique pairs, a grid per image); psaq mode only
+    compact-sites                 psaq's earlier, smaller quantizer site set
+    quantized-weight-calibration  activation ranges taken with rounded weights
+
+Prints (and writes to benchmarks/results/): the accuracy tables, what moved against the tables
+made before the faithful numerics (``digits_table_before_faithful.json``), the paired
+differences of each variant with 95 % bootstrap intervals, synthesis steps/s, and the
 patch-similarity entropy per block of real, noise and synthesized images.
 """
 
@@ -12,23 +22,142 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from psaq.data import digits_split, first_images
+from psaq.data import first_images
 from psaq.evaluate import evaluate
 from psaq.models import ModelConfig, load_model
 from psaq.quant import QuantConfig
 from psaq.report import accuracy_table, fmt_mean_std, markdown_table, mean_std
+from psaq.stats import pack_correct, paired_difference, unpack_correct
 from psaq.synth import SynthesisConfig, synthesize
 from psaq.synth.analysis import entropy_per_block
-from psaq.workflow import eval_loader, quantized_copy, real_source
+from psaq.quant import quantized_copy
+from psaq.sources import eval_loader, model_data, real_source
 
 MODES = ["real", "psaq", "psaq-noent", "gaussian", "gaussian-clamped"]
 SETTINGS = [(8, 8), (4, 8), (6, 6), (8, 5), (8, 4), (4, 4)]
 LOW_BIT = {(6, 6), (8, 5), (8, 4), (4, 4)}  # activations ≤ 6 bits: also run the better range rules
 OBSERVERS = ["minmax", "percentile", "mse"]
+VARIANTS = {
+    "official": dict(synth={}, quant={}),
+    "unique-pairs": dict(synth={"entropy_estimator": "unique-pairs"}, quant={}, modes=["psaq"]),
+    "compact-sites": dict(synth={}, quant={"sites": "compact"}),
+    "quantized-weight-calibration": dict(synth={}, quant={"calibrate_with_quantized_weights": True}),
+}
+SUMMARY_COLUMNS = ["W8A8 minmax", "W4A8 minmax", "W6A6 minmax", "W8A4 minmax", "W8A4 mse", "W4A4 mse"]
+BEFORE = Path("benchmarks/results/digits_table_before_faithful.json")
+
+
+def run(args) -> dict:
+    device = torch.device("cpu")
+    records, fp32_top1, speeds, entropies = [], [], defaultdict(list), {}
+    started = time.perf_counter()
+    for model_seed in args.models:
+        loaded = load_model(ModelConfig("digits-vit", train_seed=model_seed), args.cache_dir, device)
+        data = model_data(loaded, "digits")
+        batches = eval_loader(data)
+        fp = evaluate(loaded.model, batches, device)
+        fp32_top1.append(fp.top1)
+        source = real_source(data)
+        entropies.setdefault("real (test)", []).append(entropy_per_block(loaded.model, first_images(data.eval_set, 32, 0)[0]))
+        for seed in args.seeds:
+            for mode in MODES:
+                samples_by_synth: dict[str, object] = {}
+                for variant in args.variants:
+                    spec = VARIANTS[variant]
+                    if mode not in spec.get("modes", MODES):
+                        continue
+                    synth_key = json.dumps(spec["synth"], sort_keys=True)
+                    if synth_key not in samples_by_synth:
+                        cfg = SynthesisConfig(method=mode, seed=seed, steps_per_round=args.steps,
+                                              warmup_steps=min(100, args.steps // 5), **spec["synth"])
+                        samples = synthesize(loaded.model, cfg, loaded.spec, device, source, progress=False)
+                        samples_by_synth[synth_key] = samples
+                        if samples.steps:
+                            speeds[f"{mode} ({variant})" if spec["synth"] else mode].append(samples.steps_per_s)
+                        if mode != "real":
+                            entropies.setdefault(f"{mode} ({variant})" if spec["synth"] else mode, []).append(
+                                entropy_per_block(loaded.model, samples.images))
+                    samples = samples_by_synth[synth_key]
+                    for w, a in SETTINGS:
+                        for obs in OBSERVERS if (w, a) in LOW_BIT else ["minmax"]:
+                            q = QuantConfig(w_bits=w, a_bits=a, act_observer=obs, **spec["quant"])
+                            res = evaluate(quantized_copy(loaded.model, q, samples.images, device), batches, device,
+                                           fp.predictions)
+                            records.append(dict(model_seed=model_seed, seed=seed, calib=mode, variant=variant,
+                                                w_bits=w, a_bits=a, observer=obs, column=f"W{w}A{a} {obs}",
+                                                top1=res.top1, top5=res.top5, agreement=res.agreement,
+                                                correct=pack_correct(res.correct.numpy()), count=res.count))
+                print(f"model {model_seed} seed {seed} {mode:16s} done ({time.perf_counter() - started:.0f} s)", flush=True)
+    return dict(records=records, fp32_top1=fp32_top1, steps_per_s=dict(speeds), entropy_per_block=entropies,
+                wall_s=time.perf_counter() - started, models=args.models, seeds=args.seeds, steps=args.steps)
+
+
+def paired(records: list[dict], variant: str, mode: str, column: str, base: str = "official"):
+    """The variant minus the official default, paired by (model, seed) and test image."""
+    def runs(v):
+        return {(r["model_seed"], r["seed"]): unpack_correct(r["correct"], r["count"])
+                for r in records if r["variant"] == v and r["calib"] == mode and r["column"] == column}
+
+    a, b = runs(variant), runs(base)
+    keys = sorted(set(a) & set(b))
+    return paired_difference(np.stack([a[k] for k in keys]), np.stack([b[k] for k in keys])) if keys else None
+
+
+def render(result: dict) -> str:
+    records = [r for r in result["records"] if r["variant"] == "official"]
+    n = f"{len(result['models'])} models × {len(result['seeds'])} seeds"
+    cols = [f"W{w}A{a} minmax" for w, a in SETTINGS]
+    low_cols = [f"W{w}A{a} {o}" for w, a in SETTINGS if (w, a) in LOW_BIT for o in OBSERVERS[1:]]
+    out = [f"#### digits-vit top-1 (%), official numerics, minmax ranges, mean ± std over {n}\n",
+           accuracy_table(records, MODES, cols, fp32=result["fp32_top1"]),
+           f"\n#### Low-bit columns with percentile (99.99) and MSE ranges, official numerics, {n}\n",
+           accuracy_table(records, MODES, low_cols)]
+    if BEFORE.is_file():
+        out += ["\n#### What moved: official numerics minus the tables made before them (top-1 points, difference of "
+                "means; same models, seeds and test images)\n", moved_table(records, json.loads(BEFORE.read_text()), cols + low_cols)]
+    variants = [v for v in VARIANTS if v != "official" and any(r["variant"] == v for r in result["records"])]
+    if variants:
+        rows = []
+        for v in variants:
+            for mode in VARIANTS[v].get("modes", MODES):
+                cells = [paired(result["records"], v, mode, c) for c in SUMMARY_COLUMNS]
+                rows.append([v, mode] + [str(c) if c else "–" for c in cells])
+        out += [f"\n#### psaq's options minus the official default: paired top-1 difference (points) and 95 % interval "
+                f"(bootstrap over runs and test images), {n}\n",
+                markdown_table(["option", "calib", *SUMMARY_COLUMNS], rows)]
+    out += ["\n#### Synthesis speed (this CPU, batch 32, 32×32)\n",
+            markdown_table(["mode", "steps/s"], [[m, fmt_mean_std(v, 1)] for m, v in result["steps_per_s"].items() if v])]
+    ent = result["entropy_per_block"]
+    blocks = len(next(iter(ent.values()))[0])
+    rows = [[name] + [f"{mean_std([r[b] for r in runs])[0]:.2f}" for b in range(blocks)] for name, runs in ent.items()]
+    out += ["\n#### Patch-similarity entropy per block (official estimator; higher = more diverse), mean over runs\n",
+            markdown_table(["images"] + [f"block {b}" for b in range(blocks)], rows)]
+    return "\n".join(out)
+
+
+def moved_table(records: list[dict], before: dict, cols: list[str]) -> str:
+    old = defaultdict(list)
+    for r in before["records"]:
+        old[(r["calib"], r["column"])].append(r["top1"])
+    new = defaultdict(list)
+    for r in records:
+        new[(r["calib"], r["column"])].append(r["top1"])
+    rows = []
+    for mode in MODES:
+        cells = []
+        for c in cols:
+            if new[(mode, c)] and old[(mode, c)]:
+                cells.append(f"{mean_std(new[(mode, c)])[0] - mean_std(old[(mode, c)])[0]:+.1f}")
+            else:
+                cells.append("–")
+        rows.append([mode] + cells)
+    return markdown_table(["calib", *cols], rows)
 
 
 def main() -> None:
@@ -36,64 +165,22 @@ def main() -> None:
     ap.add_argument("--models", type=int, nargs="+", default=[0, 1], help="training seeds of digits-vit")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="synthesis seeds")
     ap.add_argument("--steps", type=int, default=500, help="steps per round (2 rounds)")
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--cache-dir", default=".psaq-cache")
+    ap.add_argument("--render-only", action="store_true", help="re-render the tables from the saved JSON")
     args = ap.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    device = torch.device("cpu")
-    records, fp32_top1, speeds, entropies = [], [], {"psaq": [], "psaq-noent": []}, {}
-    started = time.perf_counter()
-    for model_seed in args.models:
-        loaded = load_model(ModelConfig("digits-vit", train_seed=model_seed), args.cache_dir, device)
-        data = eval_loader(loaded, "digits")
-        fp = evaluate(loaded.model, data, device)
-        fp32_top1.append(fp.top1)
-        source = real_source(loaded, "digits")
-        ent_real = entropy_per_block(loaded.model, first_images(digits_split("test"), 32, 0)[0])
-        entropies.setdefault("real (test)", []).append(ent_real)
-        for seed in args.seeds:
-            for mode in MODES:
-                cfg = SynthesisConfig(method=mode, seed=seed, steps_per_round=args.steps,
-                                      warmup_steps=min(100, args.steps // 5))
-                samples = synthesize(loaded.model, cfg, loaded.spec, device, source, progress=False)
-                if samples.steps:
-                    speeds[mode].append(samples.steps_per_s)
-                if mode != "real":
-                    entropies.setdefault(mode, []).append(entropy_per_block(loaded.model, samples.images))
-                for w, a in SETTINGS:
-                    for obs in OBSERVERS if (w, a) in LOW_BIT else ["minmax"]:
-                        q = QuantConfig(w_bits=w, a_bits=a, act_observer=obs)
-                        qmodel = quantized_copy(loaded.model, q, samples.images, device)
-                        res = evaluate(qmodel, data, device, fp.predictions)
-                        records.append(dict(model_seed=model_seed, seed=seed, calib=mode, w_bits=w, a_bits=a,
-                                            observer=obs, column=f"W{w}A{a} {obs}", top1=res.top1,
-                                            top5=res.top5, agreement=res.agreement))
-                print(f"model {model_seed} seed {seed} {mode:16s} done ({time.perf_counter() - started:.0f} s)", flush=True)
-
-    cols = [f"W{w}A{a} minmax" for w, a in SETTINGS]
-    low_cols = [f"W{w}A{a} {o}" for w, a in SETTINGS if (w, a) in LOW_BIT for o in OBSERVERS[1:]]
-    n = f"{len(args.models)} models × {len(args.seeds)} seeds"
-    out = [f"## digits-vit top-1 (%), minmax ranges, mean ± std over {n}\n",
-           accuracy_table(records, MODES, cols, fp32=fp32_top1),
-           f"\n## Low-bit columns with percentile (99.99) and MSE ranges, {n}\n",
-           accuracy_table(records, MODES, low_cols),
-           "\n## Synthesis speed (this CPU, batch 32, 32×32)\n",
-           markdown_table(["mode", "steps/s"], [[m, fmt_mean_std(v, 1)] for m, v in speeds.items() if v])]
-    blocks = len(next(iter(entropies.values()))[0])
-    rows = []
-    for name, runs in entropies.items():
-        per_block = [mean_std([r[b] for r in runs]) for b in range(blocks)]
-        rows.append([name] + [f"{m:.2f}" for m, _ in per_block])
-    out += ["\n## Patch-similarity entropy per block (higher = more diverse), mean over runs\n",
-            markdown_table(["images"] + [f"block {b}" for b in range(blocks)], rows)]
-    text = "\n".join(out)
+    out = Path(args.out)
+    if args.render_only:
+        result = json.loads((out / "digits_table.json").read_text())
+    else:
+        result = run(args)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "digits_table.json").write_text(json.dumps(result, indent=1))
+    text = render(result)
     print(text)
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    Path(args.out, "digits_table.md").write_text(text + "\n")
-    Path(args.out, "digits_table.json").write_text(json.dumps(
-        dict(records=records, fp32_top1=fp32_top1, steps_per_s=speeds, entropy_per_block=entropies,
-             wall_s=time.perf_counter() - started), indent=1))
-    print(f"\nwritten to {args.out}/digits_table.md and .json in {time.perf_counter() - started:.0f} s")
+    (out / "digits_table.md").write_text(text + "\n")
+    print(f"\nwritten to {out}/digits_table.md and .json ({result['wall_s']:.0f} s of measurement)")
 
 
 if __name__ == "__main__":

@@ -46,7 +46,8 @@ from psaq.synth.hooks import AttentionOutputHooks
 from psaq.synth.kde import kde_entropy
 from psaq.synth.priors import jitter_and_flip, scaled_jitter, total_variation, tv_target_scale, warmup_cosine_lr
 from psaq.synth.similarity import mean_over_heads, pairwise_similarities
-from psaq.workflow import eval_loader, quantized_copy
+from psaq.quant import quantized_copy
+from psaq.sources import eval_loader
 
 
 def sync(device: torch.device) -> None:

@@ -1,6 +1,7 @@
-"""``benchmark``: the grid of params.yaml, then the report (table, figures, summary).
+"""``benchmark``: the grid of params.yaml, then the report (table, intervals, figures, summary).
 
-    python -m flows.benchmark            # what `make run` runs
+    python -m flows.benchmark                          # what `make run` runs
+    python -m flows.benchmark --params params/fashion.yaml   # what `make benchmark` runs
 """
 
 from __future__ import annotations
@@ -8,66 +9,78 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from psaq.cli import run_entry
-from flows.grid import grid_points, preflight, run_points, task_runner, tracked
-from flows.points import load_checkpoint_stage, model_dict, share_cores
-from tasks.artifacts import Artifact, refreshing_if_missing
-from tasks.params import Params, load_params
-from tasks.report import build_report
-from tasks.settings import code_version, project_root
-from tasks.tracking import log_point, tracking_uri
+from flows.entry import prefect_server, run_entry
+from flows.grid import preflight, run_points, share_cores, task_runner, tracked
+from psaq.params import Params, load_params
+from psaq.pipeline import grid_points, report_inputs, resolve
+from psaq.stages.report import publish_view
+from tasks import stages
+from tasks.settings import project_root
+from tasks.tracking import attach, tracking_uri
 
 
 @flow(name="benchmark", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=2))
-def benchmark(params_path: str = "params.yaml") -> dict:
+def benchmark(params_path: str = "params.yaml", allow_large_grid: bool = False) -> dict:
+    """The params.yaml grid and its report; the report goes to reports/, MLflow and Prefect."""
     params = share_cores(load_params(params_path))
+    points = grid_points(params, allow_large_grid)
     with tracked(params, "benchmark") as parent:
-        records = run_points(params, grid_points(params), parent)
-        report = make_report(params, records)
+        records, jobs = run_points(params, points, parent)
+        report = resolve(stages.submit("report", **report_inputs(params, jobs, records),
+                                       title=f"psaq benchmark: {params.model.name}"))
+        files = publish_view(report, project_root() / "reports")
+        table = _table(files["benchmark.md"])
         if parent:
-            files = [report["markdown"].path, report["summary"].path, *report["figures"].values()]
-            log_point(tracking_uri(params.tracking.mlflow_uri), parent, {}, None, files, finish=False)
-    return {"records": records, "table": report["table"], "report": report["markdown"].path,
-            "figures": report["figures"], "tracking_uri": tracking_uri(params.tracking.mlflow_uri)}
+            attach(tracking_uri(params.tracking.mlflow_uri), parent, [str(p) for p in files.values()],
+                   tags={"psaq.report": report.path})
+    _prefect_artifact(table, report.path)
+    return {"records": records, "table": table, "report": str(files["benchmark.md"]),
+            "report_artifact": report.path, "figures": {k: str(v) for k, v in files.items() if k.endswith(".png")},
+            "tracking_uri": tracking_uri(params.tracking.mlflow_uri)}
 
 
-def make_report(params: Params, records: list[dict]) -> dict:
-    """The report of the first trained model: one sample set per calibration mode for the figures."""
-    seed0 = params.grid.train_seeds[0]
-    samples: dict[str, Artifact] = {}
-    for r in records:
-        if r["train_seed"] == seed0 and r["method"] not in samples:
-            samples[r["method"]] = Artifact.of(r["samples"])
-    out = str(project_root() / "reports" / "benchmark.md")
-    return refreshing_if_missing(build_report, out)(
-        model=model_dict(params, seed0), checkpoint=load_checkpoint_stage(params, seed0), records=records,
-        samples=samples, runtime=params.to_dict()["runtime"], out=out, code=code_version())
+def _table(markdown: Path) -> str:
+    """The report's first table (top-1), as printed at the end of a run."""
+    lines = markdown.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| method"))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return "\n".join(lines[start:end])
+
+
+def _prefect_artifact(table: str, path: str) -> None:
+    from prefect.artifacts import create_markdown_artifact
+
+    create_markdown_artifact(key="psaq-benchmark", markdown=f"{table}\n\nFull report: `{path}`",
+                             description="psaq benchmark: top-1 per calibration mode and bit setting")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--dask", action="store_true", help="run grid points on a local Dask cluster")
+    ap.add_argument("--allow-large-grid", action="store_true", help="run a grid of more than 500 points")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
     args = ap.parse_args(argv)
-    return run_entry(lambda: _run(args), args.debug)
 
+    def run() -> int:
+        started = time.perf_counter()
+        params = load_params(args.params)
+        preflight(params, args.allow_large_grid)
+        with prefect_server():
+            result = benchmark.with_options(task_runner=task_runner(params, args.dask))(args.params, args.allow_large_grid)
+        print("\n" + result["table"] + "\n")
+        print(f"report:   {result['report']}  (this run's: {result['report_artifact']})")
+        print(f"figures:  {', '.join(result['figures'].values())}")
+        print(f"MLflow:   {result['tracking_uri']}  (browse: make mlflow-ui → http://127.0.0.1:5000)")
+        print(f"done in {time.perf_counter() - started:.0f} s")
+        return 0
 
-def _run(args) -> int:
-    started = time.perf_counter()
-    params = load_params(args.params)
-    preflight(params)
-    result = benchmark.with_options(task_runner=task_runner(params, args.dask))(args.params)
-    print("\n" + result["table"] + "\n")
-    print(f"report:   {result['report']}")
-    print(f"figures:  {', '.join(result['figures'].values())}")
-    print(f"MLflow:   {result['tracking_uri']}  (browse: make mlflow-ui → http://127.0.0.1:5000)")
-    print(f"done in {time.perf_counter() - started:.0f} s")
-    return 0
+    return run_entry(run, args.debug)
 
 
 if __name__ == "__main__":

@@ -9,53 +9,81 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import itertools
+import os
 import sys
 
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.points import Point, load_checkpoint_stage, share_cores, submit_fp32, submit_point
-from psaq.cli import run_entry
-from psaq.io import read_samples
-from tasks.params import Params, load_params
-from tasks.services import check_mlflow, check_prefect
-from tasks.settings import code_version
-from tasks.tracking import log_point, parent_run, start_run, tracking_uri
+from flows.entry import prefect_server, run_entry
+from psaq.params import Params, load_params
+from psaq.pipeline import Point, grid_points, record, submit_points
+from tasks import stages
+from psaq.models.registry import require_known
+from tasks.services import check_mlflow, check_prefect, check_sources
+from tasks.tracking import log_point, parent_run, tracking_uri
 
 
-def grid_points(params: Params) -> list[Point]:
-    g = params.grid
-    return [Point(*p) for p in itertools.product(g.train_seeds, g.methods, g.seeds, g.bits, g.observers)]
-
-
-def run_points(params: Params, points: list[Point], parent: str | None) -> list[dict]:
-    """Submit every point, then gather its metrics and log it as a nested MLflow run of ``parent``."""
-    checkpoints = {s: load_checkpoint_stage(params, s) for s in sorted({p.train_seed for p in points})}
-    fp32 = {s: submit_fp32(params, s, ckpt) for s, ckpt in checkpoints.items()}
-    samples_cache: dict = {}
-    submitted = [submit_point(params, p, checkpoints[p.train_seed], fp32[p.train_seed], samples_cache) for p in points]
+def run_points(params: Params, points: list[Point], parent: str | None) -> tuple[list[dict], list[dict]]:
+    """Submit every stage of every point, then gather the records and log each point to MLflow
+    once; returns (records, jobs)."""
+    stages.set_threads(params.runtime.threads)
+    jobs = submit_points(stages.submit, params, points)
     records = []
-    for job in submitted:
-        # upstream first: a failed stage raises its own error, not "downstream never ran"
-        samples, quantized = job["samples"].result(), job["quantized"].result()
-        result, exported = job["metrics"].result(), job["exported"].result()
-        meta = read_samples(samples.verify()).metadata
-        record = {**dataclasses.asdict(job["point"]), **result["metrics"], "synthesis_wall_s": meta.get("wall_s"),
-                  "steps_per_s": meta.get("steps_per_s"), "samples": job["samples_path"]}
-        records.append(record)
+    for job in jobs:
+        rec = record(job)
+        records.append(rec)
         if parent:
-            files = [result["artifact"].path, quantized.path, exported["integer"].path, exported["onnx"].path]
-            log_nested(params, parent, job, record, meta.get("history", {}), files)
+            log_nested(params, parent, job["point"], rec)
+    return records, jobs
+
+
+def point_params(params: Params, point: Point) -> dict:
+    """What a grid point ran, ``section.key`` flat: the model, the synthesis and quant configs."""
+    from psaq.pipeline import model_config, quant_config, synthesis_config
+
+    return {"model": dataclasses.asdict(model_config(params, point.train_seed)),
+            "synthesis": dataclasses.asdict(synthesis_config(params, point)),
+            "quant": dataclasses.asdict(quant_config(params, point)), "eval": dataclasses.asdict(params.eval),
+            "point": {"bits": point.bits, "observer": point.observer}}
+
+
+def log_nested(params: Params, parent: str, point: Point, rec: dict) -> None:
+    from psaq.io import read_samples
+
+    history = read_samples(rec["samples"]).metadata.get("history", {})
+    files = [rec["metrics"], rec["quantized"], rec["integer"], rec["onnx"]]
+    log_point(tracking_uri(params.tracking.mlflow_uri), params.tracking.experiment, parent,
+              f"{params.model.name} {point.name}", point_params(params, point), rec, history, files)
+
+
+def grid_description(params: Params) -> dict:
+    """The parent run's params: the grid it ran and the settings every point shares."""
+    shared = params.to_dict()
+    for section, keys in (("synthesis", ("method", "seed")), ("quant", ("w_bits", "a_bits", "act_observer")),
+                          ("model", ("train_seed",))):
+        for key in keys:
+            shared[section].pop(key, None)
+    shared.pop("tracking", None)
+    return shared
+
+
+def tracked(params: Params, name: str):
+    """The MLflow parent run of a flow run (a no-op when tracking is disabled)."""
+    return parent_run(params.tracking.enabled, tracking_uri(params.tracking.mlflow_uri), params.tracking.experiment,
+                      name, grid_description(params), tags={"psaq.flow": name})
+
+
+@flow(name="grid", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=2))
+def grid(params_path: str = "params.yaml", threads: int | None = None, allow_large_grid: bool = False) -> list[dict]:
+    """Run every (train seed × method × seed × bits × observer) point of params.yaml's grid.
+    ``threads``: torch threads per task (1 on Dask workers, which each hold a core)."""
+    params = share_cores(with_threads(load_params(params_path), threads))
+    points = grid_points(params, allow_large_grid)
+    with tracked(params, "grid") as parent:
+        records, _ = run_points(params, points, parent)
+    print(f"grid: {len(records)} points done")
     return records
-
-
-def log_nested(params: Params, parent: str, job: dict, record: dict, history: dict, files: list[str]) -> None:
-    uri, point = tracking_uri(params.tracking.mlflow_uri), job["point"]
-    run_id = start_run(uri, params.tracking.experiment, point.name, job["config"], parent_id=parent,
-                       tags={"psaq.method": point.method, "psaq.bits": point.bits})
-    metrics = {k: record[k] for k in ("top1", "top5", "agreement", "fp32_top1", "synthesis_wall_s", "steps_per_s")}
-    log_point(uri, run_id, metrics, {f"synthesis_{k}": v for k, v in history.items()}, files)
 
 
 def with_threads(params: Params, threads: int | None) -> Params:
@@ -64,21 +92,13 @@ def with_threads(params: Params, threads: int | None) -> Params:
     return dataclasses.replace(params, runtime=dataclasses.replace(params.runtime, threads=threads))
 
 
-def tracked(params: Params, name: str):
-    """The MLflow parent run of a flow run (a no-op when tracking is disabled)."""
-    return parent_run(params.tracking.enabled, tracking_uri(params.tracking.mlflow_uri), params.tracking.experiment,
-                      name, params.to_dict(), tags={"psaq.code_version": code_version()})
-
-
-@flow(name="grid", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=2))
-def grid(params_path: str = "params.yaml", threads: int | None = None) -> list[dict]:
-    """Run every (train seed × method × seed × bits × observer) point of params.yaml's grid.
-    ``threads``: torch threads per task (1 on Dask workers, which each hold a core)."""
-    params = share_cores(with_threads(load_params(params_path), threads))
-    with tracked(params, "grid") as parent:
-        records = run_points(params, grid_points(params), parent)
-    print(f"grid: {len(records)} points done")
-    return records
+def share_cores(params: Params) -> Params:
+    """With ``runtime.threads: null``, give each of the ``max_concurrency`` concurrent tasks an
+    equal share of the cores: oversubscribed torch threads run slower than fewer threads each."""
+    if params.runtime.threads:
+        return params
+    threads = max(1, (os.cpu_count() or 1) // params.grid.max_concurrency)
+    return with_threads(params, threads)
 
 
 def task_runner(params: Params, dask: bool = False, dask_address: str | None = None):
@@ -93,8 +113,12 @@ def task_runner(params: Params, dask: bool = False, dask_address: str | None = N
                                           "processes": True, "host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"})
 
 
-def preflight(params: Params) -> None:
-    """Refuse unreachable services before any work starts."""
+def preflight(params: Params, allow_large_grid: bool = False) -> None:
+    """Refuse bad input and unreachable services before any work starts: the grid's size, the
+    data folders, the MLflow store and the Prefect server."""
+    grid_points(params, allow_large_grid)
+    require_known(params.model.name)
+    check_sources(params)
     check_prefect()
     if params.tracking.enabled:
         check_mlflow(tracking_uri(params.tracking.mlflow_uri))
@@ -105,15 +129,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--dask", action="store_true", help="run grid points on a local Dask cluster")
     ap.add_argument("--dask-address", help="address of an existing Dask scheduler")
+    ap.add_argument("--allow-large-grid", action="store_true", help="run a grid of more than 500 points")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
     args = ap.parse_args(argv)
 
     def run() -> int:
         params = load_params(args.params)
-        preflight(params)
+        preflight(params, args.allow_large_grid)
         use_dask = bool(args.dask or args.dask_address)
-        records = grid.with_options(task_runner=task_runner(params, args.dask, args.dask_address))(
-            args.params, threads=1 if use_dask else None)
+        with prefect_server():
+            records = grid.with_options(task_runner=task_runner(params, args.dask, args.dask_address))(
+                args.params, threads=1 if use_dask else None, allow_large_grid=args.allow_large_grid)
         for r in records:
             print(f"{r['method']:>16} seed {r['seed']} {r['bits']} {r['observer']}: top-1 {r['top1']:.2f}")
         return 0

@@ -2,7 +2,8 @@
 
     python -m flows.quantize --model digits-vit --w-bits 4 --a-bits 8 --calib psaq --seed 0
 
-Values not given come from params.yaml. As a deployment it takes the same parameters:
+Values not given come from params.yaml. As a deployment it takes the same parameters, checked
+before any work (a bad value fails the flow run with the reason as its state message):
     prefect deployment run 'quantize/quantize' -p model=digits-vit -p w_bits=4
     prefect deployment run 'quantize/quantize' -p device=cuda -p precision=bf16 -p compile=all
 """
@@ -12,34 +13,66 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from typing import Annotated, Literal, Optional
 
 from prefect import flow
+from pydantic import Field
 
-from psaq.cli import run_entry
+from flows.entry import prefect_server, run_entry
 from flows.grid import preflight, run_points, tracked
-from flows.points import Point
-from tasks.params import load_params
+from psaq.params import Params, load_params
+from psaq.pipeline import Point
+from psaq.quant.observers import OBSERVERS
+from psaq.quant.sites import SITE_SETS
+from psaq.synth import SYNTH_METHODS
+from psaq.synth.acceleration import COMPILE_TARGETS, PRECISIONS
+
+Method = Literal.__getitem__(tuple(SYNTH_METHODS.names()))
+Observer = Literal.__getitem__(tuple(OBSERVERS.names()))
+Precision = Literal.__getitem__(tuple(PRECISIONS.names()))
+Compile = Literal.__getitem__(tuple(COMPILE_TARGETS.names()))
+Sites = Literal.__getitem__(tuple(SITE_SETS.names()))
+Bits = Annotated[Optional[int], Field(ge=2, le=8)]
 
 
-@flow(name="quantize", log_prints=True)
-def quantize(model: str | None = None, w_bits: int | None = None, a_bits: int | None = None,
-             calib: str | None = None, seed: int | None = None, observer: str | None = None,
-             train_seed: int | None = None, device: str | None = None, precision: str | None = None,
-             compile: str | None = None, params_path: str = "params.yaml") -> dict:
-    params = load_params(params_path)
-    speed = {k: v for k, v in (("precision", precision), ("compile", compile)) if v is not None}
-    params = dataclasses.replace(
-        params, synthesis=dataclasses.replace(params.synthesis, **speed),
-        runtime=dataclasses.replace(params.runtime, device=device or params.runtime.device))
-    p_model = dataclasses.replace(params.model, name=model or params.model.name)
-    quant = dataclasses.replace(params.quant, w_bits=params.quant.w_bits if w_bits is None else w_bits,
-                                a_bits=params.quant.a_bits if a_bits is None else a_bits,
-                                act_observer=observer or params.quant.act_observer)
-    params = dataclasses.replace(params, model=p_model, quant=quant)
-    point = Point(params.model.train_seed if train_seed is None else train_seed, calib or params.synthesis.method,
-                  params.synthesis.seed if seed is None else seed, quant.tag, quant.act_observer)
-    with tracked(params, f"quantize {point.name}") as parent:
-        [record] = run_points(params, [point], parent)
+def point_params(params: Params, model: str | None = None, w_bits: int | None = None, a_bits: int | None = None,
+                 calib: str | None = None, seed: int | None = None, observer: str | None = None,
+                 train_seed: int | None = None, device: str | None = None, precision: str | None = None,
+                 compile: str | None = None, sites: str | None = None) -> tuple[Params, Point]:
+    """params.yaml with one point's overrides; every value is validated by the config dataclasses."""
+    def given(**kw):
+        return {k: v for k, v in kw.items() if v is not None}
+
+    p_model = dataclasses.replace(params.model, **given(name=model, train_seed=train_seed))
+    synth = dataclasses.replace(params.synthesis, **given(method=calib, seed=seed, precision=precision, compile=compile))
+    quant = dataclasses.replace(params.quant, **given(w_bits=w_bits, a_bits=a_bits, act_observer=observer, sites=sites))
+    runtime = dataclasses.replace(params.runtime, **given(device=device))
+    params = dataclasses.replace(params, model=p_model, synthesis=synth, quant=quant, runtime=runtime)
+    point = Point(p_model.train_seed, synth.method, synth.seed, quant.tag, quant.act_observer)
+    return params, point
+
+
+@flow(name="quantize", log_prints=True, validate_parameters=True)
+def quantize(
+    model: Annotated[Optional[str], Field(description="psaq model (digits-vit) or any timm name")] = None,
+    w_bits: Annotated[Bits, Field(description="weight bits, 2..8")] = None,
+    a_bits: Annotated[Bits, Field(description="activation bits, 2..8")] = None,
+    calib: Annotated[Optional[Method], Field(description="calibration mode")] = None,
+    seed: Annotated[Optional[int], Field(ge=0, description="synthesis seed")] = None,
+    observer: Annotated[Optional[Observer], Field(description="activation range rule")] = None,
+    train_seed: Annotated[Optional[int], Field(ge=0, description="which self-trained digits-vit")] = None,
+    device: Annotated[Optional[str], Field(description="cpu, cuda, cuda:N or auto")] = None,
+    precision: Annotated[Optional[Precision], Field(description="synthesis autocast dtype")] = None,
+    compile: Annotated[Optional[Compile], Field(description="what torch.compile fuses in synthesis")] = None,
+    sites: Annotated[Optional[Sites], Field(description="quantizer site set")] = None,
+    params_path: Annotated[str, Field(description="settings file; the other parameters override it")] = "params.yaml",
+) -> dict:
+    """One grid point; parameters not given come from params.yaml."""
+    params, point = point_params(load_params(params_path), model, w_bits, a_bits, calib, seed, observer, train_seed,
+                                 device, precision, compile, sites)
+    preflight(params)  # before the MLflow run and any task: a bad model name or folder fails here
+    with tracked(params, f"quantize {params.model.name} {point.name}") as parent:
+        [record], _ = run_points(params, [point], parent)
     print(f"{params.model.name} {point.method} seed {point.seed}: FP32 top-1 {record['fp32_top1']:.2f}, "
           f"{point.bits} top-1 {record['top1']:.2f}, agreement {record['agreement']:.2f}")
     return record
@@ -53,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calib")
     ap.add_argument("--seed", type=int)
     ap.add_argument("--observer")
+    ap.add_argument("--sites")
     ap.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: params.yaml runtime.device)")
     ap.add_argument("--precision", help="synthesis autocast: fp32 or bf16 (default: params.yaml)")
     ap.add_argument("--compile", help="synthesis torch.compile: none, kde, model, all (default: params.yaml)")
@@ -61,9 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
 
     def run() -> int:
-        preflight(load_params(a.params))
-        quantize(a.model, a.w_bits, a.a_bits, a.calib, a.seed, a.observer, device=a.device, precision=a.precision,
-                 compile=a.compile, params_path=a.params)
+        params, _ = point_params(load_params(a.params), a.model, a.w_bits, a.a_bits, a.calib, a.seed, a.observer,
+                                 None, a.device, a.precision, a.compile, a.sites)
+        preflight(params)
+        with prefect_server():
+            quantize(a.model, a.w_bits, a.a_bits, a.calib, a.seed, a.observer, device=a.device, precision=a.precision,
+                     compile=a.compile, sites=a.sites, params_path=a.params)
         return 0
 
     return run_entry(run, a.debug)

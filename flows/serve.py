@@ -1,35 +1,67 @@
 """Serve the deployments from this process (needs a Prefect server, e.g. `make prefect-server`).
 
     PREFECT_API_URL=http://127.0.0.1:4200/api python -m flows.serve
-    prefect deployment run 'quantize/quantize' -p model=digits-vit -p w_bits=4
+    prefect deployment run 'quantize/quantize' -p model=digits-vit -p w_bits=4 --watch
     prefect deployment run 'benchmark/benchmark'
 
-``benchmark`` carries a cron schedule: the scheduled regeneration of the benchmark
-(default Mondays 03:00; ``PSAQ_BENCHMARK_CRON`` overrides).
+``benchmark`` carries a cron schedule: the scheduled regeneration of the benchmark (default
+Mondays 03:00 UTC; ``PSAQ_BENCHMARK_CRON`` and ``PSAQ_BENCHMARK_TZ`` change it). Deployment
+parameters are checked against their types and allowed values before a run starts.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import sys
 from pathlib import Path
 
-from prefect import serve
-
-from flows.benchmark import benchmark
-from flows.quantize import quantize
-
 BENCHMARK_CRON = os.environ.get("PSAQ_BENCHMARK_CRON", "0 3 * * 1")
+BENCHMARK_TZ = os.environ.get("PSAQ_BENCHMARK_TZ", "UTC")
 
 
-def deployments():
-    params = str(Path("params.yaml").resolve())
+def deployments(params: str = "params.yaml", benchmark_params: str | None = None):
+    from prefect.schedules import Cron
+
+    from flows.benchmark import benchmark
+    from flows.quantize import quantize
+
     return [
-        quantize.to_deployment(name="quantize", parameters={"params_path": params},
-                               description="One model × bits × calibration mode × seed."),
-        benchmark.to_deployment(name="benchmark", cron=BENCHMARK_CRON, parameters={"params_path": params},
-                                description="The params.yaml grid and its report, regenerated on a schedule."),
+        quantize.to_deployment(name="quantize", parameters={"params_path": str(Path(params).resolve())},
+                               description="One model × bits × calibration mode × seed; unset parameters come from "
+                                           "params.yaml.", enforce_parameter_schema=True),
+        benchmark.to_deployment(name="benchmark", schedule=Cron(BENCHMARK_CRON, timezone=BENCHMARK_TZ),
+                                parameters={"params_path": str(Path(benchmark_params or params).resolve())},
+                                description=f"The benchmark grid and its report, regenerated on a schedule "
+                                            f"({BENCHMARK_CRON}, {BENCHMARK_TZ}).", enforce_parameter_schema=True),
     ]
 
 
+def main(argv: list[str] | None = None) -> int:
+    from psaq.cli import run_entry
+    from tasks.services import check_prefect
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", default="params.yaml", help="settings of the quantize deployment")
+    ap.add_argument("--benchmark-params", help="settings of the scheduled benchmark (default: --params)")
+    ap.add_argument("--debug", action="store_true")
+    args = ap.parse_args(argv)
+
+    def run() -> int:
+        from prefect import serve
+        from prefect.settings import PREFECT_API_URL
+
+        from psaq.errors import ConfigError
+
+        if not PREFECT_API_URL.value():
+            raise ConfigError("serving deployments needs a Prefect server: start one (make prefect-server) and set "
+                              "PREFECT_API_URL=http://127.0.0.1:4200/api (make serve does)")
+        check_prefect()
+        serve(*deployments(args.params, args.benchmark_params))
+        return 0
+
+    return run_entry(run, args.debug)
+
+
 if __name__ == "__main__":
-    serve(*deployments())
+    sys.exit(main())

@@ -1,127 +1,198 @@
-"""The pipeline's stages as plain commands, for ``dvc repro`` (see dvc.yaml).
+"""The stage graph as plain commands, for ``dvc repro`` (``dvc.yaml`` is generated from the graph).
 
-Each command calls the same task function as the Prefect flows (its ``.fn``, so no Prefect
-server is started per stage) on params.yaml, with the fixed output paths that DVC tracks.
+Each command runs one stage of one grid point with the same function, key and store as the
+Prefect flows and the command line, then points the stage's fixed DVC path (its view) at the
+artifact. Upstream inputs are read from the upstream stages' views.
 
-    python -m flows.stages train
-    python -m flows.stages synthesize --method psaq --seed 0
-    python -m flows.stages fp32
-    python -m flows.stages evaluate --method psaq --seed 0 --bits W4A8
+    python -m flows.stages data
+    python -m flows.stages model --train-seed 0
+    python -m flows.stages samples --train-seed 0 --method psaq --seed 0
+    python -m flows.stages evaluate --train-seed 0 --method psaq --seed 0 --bits W4A8 --observer minmax
     python -m flows.stages report
+    python -m flows.stages write-dvc-yaml        # regenerate dvc.yaml from the graph
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from pathlib import Path
 
-from flows.points import model_dict
-from psaq.io import read_json
-from tasks.artifacts import Artifact
-from tasks.params import Params, load_params, parse_bits
-from tasks.settings import code_version
-
-ROOT = Path("dvc")  # outputs live under <kind>/dvc/ so they never collide with the flows' content-addressed ones
-MODEL = Path("models") / ROOT / "model.safetensors"
-FP32 = Path("metrics") / ROOT / "fp32.json"
+from psaq.cli import run_entry
+from psaq.io import read_json, write_json
+from psaq.params import Params, load_params
+from psaq.pipeline import Point, grid_points, model_config, quant_config, record, synthesis_config
+from psaq.stages import GRAPH, calibrate, data, evaluate, export, fp32, model, report, samples
+from psaq.stages.common import Weights
+from psaq.store import Artifact, Store, file_sha256
 
 
-def samples_path(method: str, seed: int) -> Path:
-    return Path("data/samples") / ROOT / f"{method}-seed{seed}.parquet"
+def view(stage: str, index: int = 0, **item) -> Path:
+    return Path(GRAPH[stage].views[index].format(**item))
 
 
-def point_stem(method: str, seed: int, bits: str) -> str:
-    return f"{method}-seed{seed}-{bits}"
+def read_view(stage: str, index: int = 0, **item) -> Artifact:
+    path = view(stage, index, **item)
+    if not path.is_file():
+        raise SystemExit(f"psaq: error: {path} is missing: run `dvc repro` (it builds the upstream stages first)")
+    return Artifact(str(path), file_sha256(path))
 
 
-def checkpoint(params: Params) -> Artifact | None:
-    if params.model.checkpoint:
-        from tasks.train import user_checkpoint
-
-        return user_checkpoint(model_dict(params, params.model.train_seed))
-    return Artifact.of(MODEL) if MODEL.exists() else None
+def _weights(seed: int) -> Weights:
+    return Weights(**read_json(view("model", train_seed=seed)))
 
 
-def train(params: Params, args) -> None:
-    from tasks.train import train_model
-
-    MODEL.parent.mkdir(parents=True, exist_ok=True)
-    if params.model.name != "digits-vit" or params.model.checkpoint:
-        # nothing to train: record the user's weights so later stages depend on them
-        raise SystemExit("psaq: the train stage only trains digits-vit; set model.checkpoint and drop this stage")
-    train_model.fn(train={**dataclasses.asdict(params.train), "seed": params.model.train_seed}, out=str(MODEL),
-                   code=code_version())
+def _point(args) -> Point:
+    return Point(args.train_seed, args.method, args.seed, args.bits, args.observer)
 
 
-def synthesize(params: Params, args) -> None:
-    from tasks.synthesize import synthesize_samples
-
-    synth = {**dataclasses.asdict(params.synthesis), "method": args.method, "seed": args.seed}
-    synthesize_samples.fn(model=model_dict(params, params.model.train_seed), checkpoint=checkpoint(params),
-                          synthesis=synth, runtime=dataclasses.asdict(params.runtime),
-                          out=str(samples_path(args.method, args.seed)), code=code_version())
+def _publish(store: Store, artifact: Artifact, built: bool, stage: str, index: int = 0, **item) -> None:
+    store.link_view(artifact, view(stage, index, **item))
+    print(f"{stage}: {'built' if built else 'reused'} {artifact.path}")
 
 
-def fp32(params: Params, args) -> None:
-    from tasks.evaluate import evaluate_fp32
-
-    evaluate_fp32.fn(model=model_dict(params, params.model.train_seed), checkpoint=checkpoint(params),
-                     eval=dataclasses.asdict(params.eval), runtime=dataclasses.asdict(params.runtime), out=str(FP32),
-                     code=code_version())
+def run_data(params: Params, store: Store, args) -> None:
+    fingerprints = data.run(model_config(params, 0), params.runtime.dataset, params.runtime.calib_dataset)
+    write_json(view("data"), fingerprints)
 
 
-def evaluate(params: Params, args) -> None:
-    from tasks.calibrate import calibrate_model
-    from tasks.evaluate import evaluate_quantized
-
-    w, a = parse_bits(args.bits)
-    quant = {**dataclasses.asdict(params.quant), "w_bits": w, "a_bits": a}
-    stem = point_stem(args.method, args.seed, args.bits)
-    model, ckpt, runtime = model_dict(params, params.model.train_seed), checkpoint(params), dataclasses.asdict(params.runtime)
-    q_out = Path("models/quantized") / ROOT / f"{stem}.safetensors"
-    quantized = calibrate_model.fn(model=model, checkpoint=ckpt, samples=Artifact.of(samples_path(args.method, args.seed)),
-                                   quant=quant, runtime=runtime, out=str(q_out), code=code_version())
-    evaluate_quantized.fn(model=model, checkpoint=ckpt, quantized=quantized, fp32=Artifact.of(FP32),
-                          eval=dataclasses.asdict(params.eval), runtime=runtime,
-                          out=str(Path("metrics/points") / ROOT / f"{stem}.json"), code=code_version())
+def run_model(params: Params, store: Store, args) -> None:
+    weights, built = model.run(store, model_config(params, args.train_seed), params.train)
+    write_json(view("model", train_seed=args.train_seed), dataclasses.asdict(weights))
+    print(f"model: {'built' if built else 'reused'} {weights.path or weights.source}")
 
 
-def report(params: Params, args) -> None:
-    from tasks.report import build_report
-
-    g = params.grid
-    records = []
-    for method in g.methods:
-        for seed in g.seeds:
-            for bits in g.bits:
-                m = read_json(Path("metrics/points") / ROOT / f"{point_stem(method, seed, bits)}.json")
-                records.append({"train_seed": params.model.train_seed, "method": method, "seed": seed, "bits": bits,
-                                "observer": params.quant.act_observer, **m})
-    samples = {m: Artifact.of(samples_path(m, g.seeds[0])) for m in g.methods}
-    build_report.fn(model=model_dict(params, params.model.train_seed), checkpoint=checkpoint(params), records=records,
-                    samples=samples, runtime=dataclasses.asdict(params.runtime), out=str(Path("reports") / ROOT / "benchmark.md"),
-                    code=code_version())
+def run_fp32(params: Params, store: Store, args) -> None:
+    art, built = fp32.run(store, model_config(params, args.train_seed), _weights(args.train_seed), params.eval,
+                      read_json(view("data")), params.runtime.dataset, params.runtime.device)
+    _publish(store, art, built, "fp32", train_seed=args.train_seed)
 
 
-STAGES = {"train": train, "synthesize": synthesize, "fp32": fp32, "evaluate": evaluate, "report": report}
+def run_samples(params: Params, store: Store, args) -> None:
+    p = Point(args.train_seed, args.method, args.seed, "", "")
+    art, built = samples.run(store, model_config(params, args.train_seed), _weights(args.train_seed),
+                         synthesis_config(params, p), read_json(view("data")), params.runtime.dataset,
+                         params.runtime.calib_dataset, params.runtime.device)
+    _publish(store, art, built, "samples", **p.coords)
+
+
+def run_calibrate(params: Params, store: Store, args) -> None:
+    p = _point(args)
+    art, built = calibrate.run(store, model_config(params, p.train_seed), _weights(p.train_seed),
+                           read_view("samples", **p.coords), quant_config(params, p), p.name, params.runtime.device)
+    _publish(store, art, built, "calibrate", **p.coords)
+
+
+def run_evaluate(params: Params, store: Store, args) -> None:
+    p = _point(args)
+    art, built = evaluate.run(store, model_config(params, p.train_seed), _weights(p.train_seed),
+                          read_view("calibrate", **p.coords), read_view("fp32", train_seed=p.train_seed), params.eval,
+                          read_json(view("data")), params.runtime.dataset, p.name, params.runtime.device)
+    _publish(store, art, built, "evaluate", **p.coords)
+
+
+def run_export(params: Params, store: Store, args) -> None:
+    p = _point(args)
+    arts, built = export.run(store, model_config(params, p.train_seed), _weights(p.train_seed),
+                         read_view("calibrate", **p.coords), p.name)
+    _publish(store, arts["integer"], built, "export", 0, **p.coords)
+    _publish(store, arts["onnx"], built, "export", 1, **p.coords)
+
+
+def run_report(params: Params, store: Store, args) -> None:
+    from psaq.pipeline import Inline, report_inputs
+    from psaq.stages.report import publish_view
+
+    jobs, records = [], []
+    for p in grid_points(params, allow_large=True):
+        job = {"point": p, "weights": Inline(_weights(p.train_seed)), "samples": Inline(read_view("samples", **p.coords)),
+               "quantized": Inline(read_view("calibrate", **p.coords)), "metrics": Inline(read_view("evaluate", **p.coords)),
+               "exported": Inline({"integer": read_view("export", 0, **p.coords), "onnx": read_view("export", 1, **p.coords)})}
+        jobs.append(job)
+        records.append(record(job))
+    art, built = report.run(store, **report_inputs(params, jobs, records), title=f"psaq benchmark: {params.model.name}")
+    publish_view(art, "reports")
+    print(f"report: {'built' if built else 'reused'} {art.path} → reports/")
+
+
+POINT_STAGES = {"data": run_data, "model": run_model, "fp32": run_fp32, "samples": run_samples,
+                "calibrate": run_calibrate, "evaluate": run_evaluate, "export": run_export, "report": run_report}
+
+
+# --- dvc.yaml, generated from the graph --------------------------------------------------------
+
+MATRIX_SOURCES = {"train_seed": "${grid.train_seeds}", "method": "${grid.methods}", "seed": "${grid.seeds}",
+                  "bits": "${grid.bits}", "observer": "${grid.observers}"}
+HEADER = """\
+# GENERATED from psaq.stages.GRAPH by `python -m flows.stages write-dvc-yaml`; do not edit.
+# A test fails when this file differs from what the graph generates.
+# Each stage's deps are exactly the psaq source files it imports and the upstream outputs it
+# reads; its params are the params.yaml keys it reads. Outputs are fixed-path views of the
+# shared content-addressed store (models/, data/, metrics/ …) that the flows and the CLI use.
+"""
+
+
+def dvc_yaml() -> str:
+    import yaml
+
+    stages = {}
+    for name, stage in GRAPH.items():
+        item = {k: f"${{item.{k}}}" for k in stage.matrix}
+        flags = "".join(f" --{k.replace('_', '-')} ${{item.{k}}}" for k in stage.matrix)
+        spec: dict = {}
+        if stage.matrix:
+            spec["matrix"] = {k: MATRIX_SOURCES[k] for k in stage.matrix}
+        spec["cmd"] = f"python -m flows.stages {name}{flags}"
+        deps = list(stage.code_files())
+        for upstream in stage.needs:
+            up = GRAPH[upstream]
+            if up.matrix and all(k in stage.matrix for k in up.matrix):
+                deps += [v.format(**{k: item[k] for k in up.matrix}) for v in up.views]
+            else:  # a stage over a whole dimension depends on the folder of its upstream views
+                deps += sorted({str(Path(v).parts[0]) + "/" + Path(v).parts[1] for v in up.views})
+        spec["deps"] = list(dict.fromkeys(deps))
+        if stage.params:
+            spec["params"] = list(stage.params)
+        outs = [v.format(**{k: item[k] for k in stage.matrix}) for v in stage.views]
+        if stage.kind == "metrics":
+            spec["metrics"] = [{o: {"cache": False}} for o in outs]
+        elif name == "report":
+            spec["outs"] = [{o: {"cache": False}} for o in outs if o.endswith(".md")]
+            spec["metrics"] = [{o: {"cache": False}} for o in outs if o.endswith(".json")]
+            spec["plots"] = [{o: {"cache": False}} for o in outs if o.endswith(".png")]
+        elif name in ("data", "model"):
+            spec["outs"] = [{o: {"cache": False}} for o in outs]
+        else:
+            spec["outs"] = outs
+        if stage.always_changed:
+            spec["always_changed"] = True
+        stages[name] = spec
+    body = yaml.safe_dump({"vars": ["params.yaml"], "stages": stages}, sort_keys=False, width=120)
+    return HEADER + body
 
 
 def main(argv: list[str] | None = None) -> int:
-    from psaq.cli import run_entry
-
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("stage", choices=sorted(STAGES))
+    ap.add_argument("stage", choices=[*POINT_STAGES, "write-dvc-yaml"])
+    ap.add_argument("--train-seed", type=int, default=0)
     ap.add_argument("--method")
     ap.add_argument("--seed", type=int)
     ap.add_argument("--bits")
+    ap.add_argument("--observer")
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
     args = ap.parse_args(argv)
 
     def run() -> int:
-        STAGES[args.stage](load_params(args.params), args)
+        if args.stage == "write-dvc-yaml":
+            Path("dvc.yaml").write_text(dvc_yaml())
+            print("wrote dvc.yaml")
+            return 0
+        params = load_params(args.params)
+        store = Store(".")
+        POINT_STAGES[args.stage](params, store, args)
         return 0
 
     return run_entry(run, args.debug)

@@ -56,100 +56,183 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_export)
 
 
+def _default(cls, name: str):
+    """A config dataclass's own default: the CLI never declares one of its own."""
+    import dataclasses
+
+    return next(f.default for f in dataclasses.fields(cls) if f.name == name)
+
+
 def _add_run_args(p: argparse.ArgumentParser) -> None:
+    from psaq.models import ModelConfig
+    from psaq.quant import QuantConfig
+    from psaq.synth import SynthesisConfig
+
+    d = lambda cls, name: f"(default: {_default(cls, name)})"  # noqa: E731
     m = p.add_argument_group("model")
-    m.add_argument("--model", default="digits-vit", help="psaq model (digits-vit) or any timm name (default: %(default)s)")
+    m.add_argument("--model", help=f"psaq model (digits-vit) or any timm name {d(ModelConfig, 'name')}")
     m.add_argument("--checkpoint", help="local weights: .safetensors or a torch state dict (read with weights_only=True)")
     m.add_argument("--pretrained", action="store_true", help="timm pretrained weights from its cache or hub")
+    m.add_argument("--random-weights", action="store_true",
+                   help="run a timm model on its random initial weights, on purpose (tests, speed); otherwise refused")
     m.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="timm keyword override, repeatable (img_size=64, num_classes=10, …)")
-    m.add_argument("--train-seed", type=int, default=0, help="which self-trained digits-vit (default: %(default)s)")
+    m.add_argument("--train-seed", type=int, help=f"which self-trained digits-vit {d(ModelConfig, 'train_seed')}")
     q = p.add_argument_group("quantization")
-    q.add_argument("--w-bits", type=int, default=8, help="weight bits, 2..8, symmetric per channel (default: %(default)s)")
-    q.add_argument("--a-bits", type=int, default=8, help="activation bits, 2..8, asymmetric per tensor (default: %(default)s)")
-    q.add_argument("--act-observer", default="minmax", help="activation range rule: minmax, percentile, mse (default: %(default)s)")
-    q.add_argument("--weight-observer", default="minmax", help="weight range rule (default: %(default)s)")
+    q.add_argument("--w-bits", type=int, help=f"weight bits, 2..8, symmetric per channel {d(QuantConfig, 'w_bits')}")
+    q.add_argument("--a-bits", type=int, help=f"activation bits, 2..8, asymmetric per tensor {d(QuantConfig, 'a_bits')}")
+    q.add_argument("--act-observer", help=f"activation range rule: minmax (the paper's), percentile, mse {d(QuantConfig, 'act_observer')}")
+    q.add_argument("--weight-observer", help=f"weight range rule {d(QuantConfig, 'weight_observer')}")
+    q.add_argument("--sites", help="where activations are quantized: official (the official code's 10 per block + 7), "
+                   f"compact (psaq's earlier 8 + 3) {d(QuantConfig, 'sites')}")
+    q.add_argument("--calibrate-with-quantized-weights", action="store_true", default=None,
+                   help="take activation ranges with the weights already rounded (psaq's option; the official code "
+                   "calibrates the float model)")
     s = p.add_argument_group("calibration data")
-    s.add_argument("--calib", default="psaq", help="calibration mode, see below (default: %(default)s)")
-    s.add_argument("--seed", type=int, default=0, help="synthesis seed (default: %(default)s)")
-    s.add_argument("--num-samples", type=int, default=32, help="calibration images (default: %(default)s)")
-    s.add_argument("--steps", type=int, default=500, help="optimization steps per round, 2 rounds (default: %(default)s)")
+    s.add_argument("--calib", help=f"calibration mode, see below {d(SynthesisConfig, 'method')}")
+    s.add_argument("--seed", type=int, help=f"synthesis seed {d(SynthesisConfig, 'seed')}")
+    s.add_argument("--num-samples", type=int, help=f"calibration images {d(SynthesisConfig, 'num_samples')}")
+    s.add_argument("--steps", type=int, help=f"optimization steps per round, 2 rounds {d(SynthesisConfig, 'steps_per_round')}")
+    s.add_argument("--entropy-estimator", help="patch-similarity entropy: official (the official code's) or unique-pairs "
+                   f"(psaq's variant) {d(SynthesisConfig, 'entropy_estimator')}")
+    s.add_argument("--calib-dataset", help="folder of class folders the real mode draws from (a --dataset root with "
+                   "train/ brings its own)")
     f = p.add_argument_group("synthesis speed (same images up to rounding; see the README's speed table)")
-    f.add_argument("--precision", default="fp32", metavar="{fp32,bf16}",
+    f.add_argument("--precision", metavar="{fp32,bf16}",
                    help="autocast dtype of the model's forward; bf16 pays on GPUs and AMX CPUs at 224 px, "
-                   "the entropy stays float32 (default: %(default)s)")
-    f.add_argument("--compile", default="none", metavar="{none,kde,model,all}",
-                   help="what torch.compile fuses; 'kde' pays at 224 px (default: %(default)s)")
-    f.add_argument("--cuda-graphs", action="store_true", help="replay the compiled step as CUDA graphs (CUDA only)")
+                   f"the entropy stays float32 {d(SynthesisConfig, 'precision')}")
+    f.add_argument("--compile", metavar="{none,kde,model,all}",
+                   help=f"what torch.compile fuses; 'kde' pays at 224 px {d(SynthesisConfig, 'compile')}")
+    f.add_argument("--cuda-graphs", action="store_true", default=None, help="replay the compiled step as CUDA graphs (CUDA only)")
     e = p.add_argument_group("evaluation")
-    e.add_argument("--dataset", default=None, help="digits, or an ImageNet-style folder PATH/<class>/<image> (default: the model's own)")
+    e.add_argument("--dataset", default=None,
+                   help="digits, a folder of class folders PATH/<class>/<image>, or a root holding train/ and val/ "
+                   "(evaluates on val/, real calibrates on train/) (default: the model's own)")
     e.add_argument("--device", default="auto", help="cpu, cuda, cuda:N; auto picks CUDA when present (default: %(default)s)")
-    e.add_argument("--cache-dir", default=os.environ.get("PSAQ_CACHE", ".psaq-cache"), help="where trained default models are kept")
+    e.add_argument("--params", help="settings file (default: ./params.yaml when there is one); flags override it")
+    e.add_argument("--store", help="artifact store: the project folder whose models/, data/, metrics/ the pipeline "
+                   "shares (default: $PSAQ_PROJECT or the current folder)")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _run(args: argparse.Namespace):
-    from psaq.device import resolve_device
-    from psaq.evaluate import EvalConfig
-    from psaq.models import ModelConfig, load_model, parse_model_args
-    from psaq.quant import QuantConfig
-    from psaq.synth import SynthesisConfig
-    from psaq.workflow import quantize_model
+def _given(**values) -> dict:
+    return {k: v for k, v in values.items() if v is not None}
 
-    quant = QuantConfig(w_bits=args.w_bits, a_bits=args.a_bits, act_observer=args.act_observer,
-                        weight_observer=args.weight_observer)
-    steps = args.steps
-    synth = SynthesisConfig(method=args.calib, seed=args.seed, num_samples=args.num_samples,
-                            steps_per_round=steps, warmup_steps=min(100, max(0, steps // 5)),
-                            precision=args.precision, compile=args.compile, cuda_graphs=args.cuda_graphs)
-    device = resolve_device(args.device)
-    model_cfg = ModelConfig(args.model, args.checkpoint, args.pretrained, parse_model_args(args.model_arg), args.train_seed)
-    loaded = load_model(model_cfg, cache_dir=args.cache_dir, device=device, progress=not args.quiet)
-    result = quantize_model(loaded, quant, synth, device, args.dataset, EvalConfig(), progress=not args.quiet)
-    return loaded, result, device
+
+def _params(args: argparse.Namespace):
+    """params.yaml of the project (when there is one, or ``--params``), with the command line on top:
+    the same settings the pipeline and the deployment run, unless a flag says otherwise."""
+    import dataclasses
+    from pathlib import Path
+
+    from psaq.models import parse_model_args
+    from psaq.params import Params, load_params
+    from psaq.synth import SynthesisConfig
+
+    path = Path(args.params) if args.params else Path("params.yaml")
+    base = load_params(path) if (args.params or path.is_file()) else Params()
+    model = dataclasses.replace(base.model, **_given(name=args.model, checkpoint=args.checkpoint, train_seed=args.train_seed))
+    if args.model and args.model != base.model.name and not args.checkpoint:
+        model = dataclasses.replace(model, checkpoint=None)  # the params' checkpoint belongs to its model
+    if args.model_arg:
+        model = dataclasses.replace(model, model_args=parse_model_args(args.model_arg))
+    if args.pretrained or args.random_weights:
+        model = dataclasses.replace(model, pretrained=args.pretrained, random_weights=args.random_weights)
+    quant = dataclasses.replace(base.quant, **_given(
+        w_bits=args.w_bits, a_bits=args.a_bits, act_observer=args.act_observer, weight_observer=args.weight_observer,
+        sites=args.sites, calibrate_with_quantized_weights=args.calibrate_with_quantized_weights))
+    steps = {}
+    if args.steps is not None:
+        warmup = min(_default(SynthesisConfig, "warmup_steps"), max(0, args.steps // 5))
+        steps = dict(steps_per_round=args.steps, warmup_steps=warmup)
+    synth = dataclasses.replace(base.synthesis, **_given(
+        method=args.calib, seed=args.seed, num_samples=args.num_samples, precision=args.precision,
+        compile=args.compile, cuda_graphs=args.cuda_graphs, entropy_estimator=args.entropy_estimator), **steps)
+    runtime = dataclasses.replace(base.runtime, **_given(device=args.device, dataset=args.dataset,
+                                                         calib_dataset=args.calib_dataset))
+    return dataclasses.replace(base, model=model, quant=quant, synthesis=synth, runtime=runtime), \
+        (path if (args.params or path.is_file()) else None)
+
+
+def _run(args: argparse.Namespace):
+    """One grid point through the pipeline's stages, into the project's artifact store."""
+    from psaq.device import resolve_device
+    from psaq.pipeline import Point, inline_runner, record, submit_points
+    from psaq.store import Store
+
+    from psaq.models.registry import require_known
+
+    params, params_file = _params(args)
+    require_known(params.model.name)
+    resolve_device(params.runtime.device)  # refuse a missing GPU before any work
+    point = Point(params.model.train_seed, params.synthesis.method, params.synthesis.seed, params.quant.tag,
+                  params.quant.act_observer)
+    store = Store(args.store or os.environ.get("PSAQ_PROJECT", "."))
+    store.clean_stale()
+    from psaq.stages.data import describe
+
+    evaluate_on, calibrate_on = describe(params.model, params.runtime.dataset, params.runtime.calib_dataset)
+    print(f"settings      {params_file or 'library defaults (no params.yaml here)'} + command line")
+    print(f"store         {store.root}")
+    print(f"evaluate on   {evaluate_on}")
+    print(f"calibrate on  " + (f"real images from {calibrate_on}" if point.method == "real"
+                               else f"{point.method} images synthesized from the model (no data)"))
+    log = None if args.quiet else (lambda line: print(f"stage         {line}"))
+    [job] = submit_points(inline_runner(store, progress=not args.quiet, log=log), params, [point])
+    return params, point, record(job), job, store
 
 
 def _quantize(args: argparse.Namespace) -> int:
-    loaded, result, device = _run(args)
-    _print_result(loaded, result, device)
+    params, point, rec, job, _ = _run(args)
+    _print_result(params, point, rec)
     return 0
 
 
-def _print_result(loaded, result, device) -> None:
-    fp, qr, synth, quant = result.fp32, result.quantized, result.synth_config, result.quant_config
-    print(f"model      {loaded.name}  ({result.fp32.count} test images, device {device})")
-    print(f"calib      {synth.method}, {synth.num_samples} images, seed {synth.seed}"
-          + (f", {result.samples.steps} steps at {result.samples.steps_per_s:.1f} steps/s" if result.samples.steps else ""))
-    print(f"FP32       top-1 {fp.top1:6.2f}  top-5 {fp.top5:6.2f}")
-    print(f"{quant.tag:<10} top-1 {qr.top1:6.2f}  top-5 {qr.top5:6.2f}  agreement with FP32 {qr.agreement:6.2f}")
+def _print_result(params, point, rec: dict) -> None:
+    from psaq.device import resolve_device
+
+    synth = params.synthesis
+    print(f"model         {params.model.name}  ({int(rec['count'])} test images, device {resolve_device(params.runtime.device)})")
+    source = ("real training images" if point.method == "real"
+              else f"{point.method} images synthesized from the model (no data)")
+    steps = f", {rec['synthesis_steps']} steps at {rec['steps_per_s']:.1f} steps/s" if rec.get("steps_per_s") else ""
+    print(f"calibrated on {synth.num_samples} {source}, seed {point.seed}{steps}")
+    print(f"FP32          top-1 {rec['fp32_top1']:6.2f}  top-5 {rec['fp32_top5']:6.2f}")
+    print(f"{point.bits:<13} top-1 {rec['top1']:6.2f}  top-5 {rec['top5']:6.2f}  agreement with FP32 {rec['agreement']:6.2f}"
+          f"  ({point.observer} ranges, {params.quant.sites} sites)")
 
 
 def _export(args: argparse.Namespace) -> int:
+    import shutil
     from pathlib import Path
 
     import numpy as np
     import torch
 
-    from psaq.models import parse_model_args
-    from psaq.quant.export import save_integer_model
-    from psaq.quant.onnx_export import INTEGER_OPS, export_fp32_onnx, export_onnx, integer_ops, ort_session
-    from psaq.workflow import eval_loader
+    from psaq.pipeline import resolve
+    from psaq.quant.onnx_export import INTEGER_OPS, export_fp32_onnx, integer_ops, ort_session
+    from psaq.quant.serialize import load_quantized
+    from psaq.sources import eval_loader, model_data
+    from psaq.stages.common import load
 
-    loaded, result, device = _run(args)
-    _print_result(loaded, result, device)
+    params, point, rec, job, _ = _run(args)
+    _print_result(params, point, rec)
     out = Path(args.out)
-    stem = f"{loaded.name}-{result.quant_config.tag}-{result.synth_config.method}-seed{result.synth_config.seed}"
-    qmodel = result.model.cpu()
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{params.model.name}-{point.bits}-{point.method}-seed{point.seed}"
+    onnx_path, int_path = out / f"{stem}.onnx", out / f"{stem}.int.safetensors"
+    exported = resolve(job["exported"])
+    shutil.copyfile(exported["onnx"].verify(), onnx_path)
+    shutil.copyfile(exported["integer"].verify(), int_path)
+    loaded = load(params.model, resolve(job["weights"]), "cpu")
+    qmodel = load_quantized(__import__("copy").deepcopy(loaded.model), resolve(job["quantized"]).verify()).cpu()
     example = torch.zeros((1, *loaded.spec.input_size))
-    onnx_path = export_onnx(qmodel, result.quant_config, example, out / f"{stem}.onnx", {"model": loaded.name})
-    int_path = save_integer_model(qmodel, result.quant_config, {"name": loaded.name, "model_args": parse_model_args(args.model_arg)},
-                                  out / f"{stem}.int.safetensors")
-    fp32_path = export_fp32_onnx(loaded.model.cpu(), example, out / f"{loaded.name}-fp32.onnx")
+    fp32_path = export_fp32_onnx(loaded.model.cpu(), example, out / f"{params.model.name}-fp32.onnx")
     session = ort_session(onnx_path)
     correct = agree = total = 0
     max_diff = 0.0
     with torch.no_grad():
-        for x, y in eval_loader(loaded, args.dataset):
+        for x, y in eval_loader(model_data(loaded, params.runtime.dataset)):
             sim = qmodel(x).numpy()
             got = session.run(None, {"images": x.numpy()})[0]
             max_diff = max(max_diff, float(np.abs(got - sim).max()))
@@ -160,7 +243,7 @@ def _export(args: argparse.Namespace) -> int:
     (out / f"{onnx_path.stem}.ort-optimized.onnx").unlink(missing_ok=True)
     integer = {k: v for k, v in ops.items() if k in INTEGER_OPS}
     fp32_size = fp32_path.stat().st_size
-    print(f"ONNX       top-1 {100 * correct / total:6.2f}  agreement with simulated {100 * agree / total:6.2f}  "
+    print(f"ONNX          top-1 {100 * correct / total:6.2f}  agreement with simulated {100 * agree / total:6.2f}  "
           f"largest logit difference {max_diff:.4f}")
     print(f"integer kernels in ONNX Runtime: {integer or 'none'}")
     for path in (onnx_path, int_path, fp32_path):
@@ -182,10 +265,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _train(args: argparse.Namespace) -> int:
     from psaq.device import resolve_device
     from psaq.models import save_checkpoint
-    from psaq.models.digits import TrainConfig, train_digits_vit
+    from psaq.models.digits import TrainConfig, checkpoint_metadata, train_digits_vit
 
-    result = train_digits_vit(TrainConfig(seed=args.seed, epochs=args.epochs), device=resolve_device(args.device))
-    save_checkpoint(result.model, args.out, {"test_top1": f"{result.test_top1:.2f}", "seed": str(args.seed)})
+    cfg = TrainConfig(seed=args.seed, epochs=args.epochs)
+    result = train_digits_vit(cfg, device=resolve_device(args.device))
+    save_checkpoint(result.model, args.out, checkpoint_metadata(result, cfg))
     print(f"digits-vit seed {args.seed}: test top-1 {result.test_top1:.2f} % in {result.wall_s:.0f} s → {args.out}")
     return 0
 
@@ -205,11 +289,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_entry(main, debug: bool) -> int:
-    """How every entry point fails: one line naming the problem, exit 2, a traceback only with --debug."""
-    from psaq.errors import PsaqError
+    """How every entry point fails: one line naming the problem, exit 2, a traceback only with
+    --debug. Ctrl-C and SIGTERM stop the work within a step: exit 130."""
+    from psaq.cancel import stop_on_signals
+    from psaq.errors import Interrupted, PsaqError
 
     try:
-        return main()
+        with stop_on_signals():
+            return main()
+    except (KeyboardInterrupt, Interrupted):
+        print("psaq: interrupted; rerun to continue from the finished stages", file=sys.stderr)
+        return 130
     except PsaqError as exc:
         if debug:
             raise
@@ -221,9 +311,6 @@ def run_entry(main, debug: bool) -> int:
         where = f": '{exc.filename}'" if getattr(exc, "filename", None) else ""
         print(f"psaq: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("psaq: interrupted; rerun to continue from the finished stages", file=sys.stderr)
-        return 130
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,8 +1,16 @@
-"""Datasets and input specs: scikit-learn's digits (the embedded default) and ImageNet-style folders."""
+"""Datasets and input specs: built-in datasets (scikit-learn's digits) and image folders.
+
+``open_data`` resolves what a run evaluates on and where the ``real`` baseline draws its
+calibration images, checked against the model's input spec; its ``fingerprint`` changes with
+any change of the images or labels, so cached results keyed by it never go stale.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -11,23 +19,29 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from psaq.errors import DatasetError
+from psaq.registry import Registry
+
+RealSource = Callable[[int, int], tuple[torch.Tensor, torch.Tensor]]  # (n, seed) → (images, labels)
 
 DIGITS_SIZE = 32  # 8×8 digits upsampled so that patch 8 gives 16 tokens
 DIGITS_MEAN = (0.5, 0.5, 0.5)
 DIGITS_STD = (0.5, 0.5, 0.5)
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0  # the split is fixed; training seeds vary the model, not the test set
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 @dataclass(frozen=True)
 class InputSpec:
-    """What a model expects: (C, H, W), normalization and class count."""
+    """What a model expects: (C, H, W), normalization, class count, and how images are resized
+    for evaluation (resize the short side to H / crop_pct, then a centre crop of H)."""
 
     input_size: tuple[int, int, int]
     mean: tuple[float, ...]
     std: tuple[float, ...]
     num_classes: int
+    crop_pct: float = 1.0
+    interpolation: str = "bilinear"
+    class_names: tuple[str, ...] | None = None  # in output order, when the model or checkpoint says
 
     def pixel_bounds(self, device=None, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-channel bounds, shape (1, C, 1, 1), of pixels in [0, 1] after normalization."""
@@ -36,7 +50,16 @@ class InputSpec:
         return (0.0 - mean) / std, (1.0 - mean) / std
 
 
-DIGITS_SPEC = InputSpec((3, DIGITS_SIZE, DIGITS_SIZE), DIGITS_MEAN, DIGITS_STD, 10)
+def eval_transform(spec: InputSpec):
+    """The model's own evaluation transform: resize, centre crop, to tensor, its normalization."""
+    from timm.data import create_transform
+
+    return create_transform(input_size=spec.input_size, interpolation=spec.interpolation, mean=spec.mean,
+                            std=spec.std, crop_pct=spec.crop_pct, is_training=False)
+
+
+DIGITS_CLASSES = tuple(str(d) for d in range(10))
+DIGITS_SPEC = InputSpec((3, DIGITS_SIZE, DIGITS_SIZE), DIGITS_MEAN, DIGITS_STD, 10, class_names=DIGITS_CLASSES)
 
 
 def _digits_tensors() -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,24 +91,112 @@ def digits_split(split: str) -> TensorDataset:
     return TensorDataset(images[idx], labels[idx])
 
 
-def check_image_folder(root: str | Path) -> Path:
-    """An ImageNet-style folder: ``root/<class>/<image>``; refuse anything else, naming the path."""
-    path = Path(root)
-    if not path.exists():
-        raise DatasetError(f"dataset path '{path}' does not exist")
-    if not path.is_dir():
-        raise DatasetError(f"dataset path '{path}' is not a folder of class folders")
-    classes = sorted(p for p in path.iterdir() if p.is_dir())
-    if not classes:
-        raise DatasetError(f"dataset path '{path}' has no class folders (expected {path}/<class>/<image>)")
-    if not any(f.suffix.lower() in IMAGE_EXTENSIONS for c in classes for f in c.rglob("*")):
-        raise DatasetError(f"dataset path '{path}' has class folders but no images in them")
-    return path
+@dataclass(frozen=True)
+class BuiltinDataset:
+    """A dataset psaq ships or installs: normalized tensors for one input spec."""
+
+    split: Callable[[str], TensorDataset]  # "train" | "test" → (images, labels)
+    spec: InputSpec
+    description: str
 
 
-def _timm_data_config(model: torch.nn.Module) -> dict:
-    """timm's data config, with the input size the model was built with (``img_size`` overrides
-    do not update the pretrained config)."""
+DATASETS: Registry[BuiltinDataset] = Registry("dataset")
+DATASETS.register("digits")(BuiltinDataset(digits_split, DIGITS_SPEC, "scikit-learn's digits, 360 test / 1,437 train"))
+
+
+@lru_cache(maxsize=8)
+def builtin_fingerprint(name: str, split: str) -> str:
+    images, labels = DATASETS.get(name).split(split).tensors
+    h = hashlib.sha256(np.ascontiguousarray(images.numpy()).tobytes())
+    h.update(np.ascontiguousarray(labels.numpy()).tobytes())
+    return f"{name}:{split}:{h.hexdigest()[:16]}"
+
+
+class FolderDataset(Dataset):
+    """Scanned class folders read with PIL (as RGB) and the model's evaluation transform."""
+
+    def __init__(self, folders, transform):
+        self.folders, self.transform = folders, transform
+
+    def __len__(self) -> int:
+        return len(self.folders.samples)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        path, label = self.folders.samples[i]
+        try:
+            with Image.open(path) as img:
+                image = img.convert("RGB")
+        except OSError as exc:
+            raise DatasetError(f"image '{path}' cannot be read: {exc}") from exc
+        return self.transform(image), label
+
+
+@dataclass
+class DataSource:
+    """What a run evaluates on, and where ``real`` draws calibration images (None: nowhere)."""
+
+    eval_set: Dataset
+    calib_set: Dataset | None
+    eval_desc: str
+    calib_desc: str
+    fingerprint: str  # evaluation images and labels
+    calib_fingerprint: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def _builtin_source(name: str, spec: InputSpec) -> DataSource:
+    entry = DATASETS.get(name)
+    if (entry.spec.input_size, entry.spec.mean, entry.spec.std, entry.spec.num_classes) != \
+            (spec.input_size, spec.mean, spec.std, spec.num_classes):
+        raise DatasetError(f"dataset '{name}' gives {entry.spec.num_classes} classes of {entry.spec.input_size} images "
+                           f"normalized with mean {entry.spec.mean}, std {entry.spec.std}; the model takes "
+                           f"{spec.num_classes} classes of {spec.input_size} with mean {spec.mean}, std {spec.std}")
+    test, train = entry.split("test"), entry.split("train")
+    return DataSource(test, train, f"{name} test split ({len(test)} images)", f"{name} train split ({len(train)} images)",
+                      builtin_fingerprint(name, "test"), builtin_fingerprint(name, "train"))
+
+
+def open_data(spec: InputSpec, dataset: str | None, calib_dataset: str | None = None,
+              default: str | None = None) -> DataSource:
+    """``dataset``: a built-in name, an image-folder path, or None for the model's ``default``.
+
+    A folder is read with the model's own normalization, size and resize rule; its class folders
+    must match the model's outputs. A root holding ``val/`` and ``train/`` evaluates on ``val/``
+    and calibrates ``real`` on ``train/``; any other folder is the evaluation set only, and
+    ``calib_dataset`` names the folder ``real`` draws from."""
+    from psaq.folders import resolve_roots, scan_class_folders
+
+    name = dataset or default
+    if name is None:
+        raise DatasetError("this model has no built-in dataset: pass --dataset PATH (a folder of class folders, "
+                           "or a root holding train/ and val/)")
+    if name in DATASETS and not Path(name).exists():
+        if calib_dataset:
+            raise DatasetError(f"--calib-dataset applies to image folders; '{name}' brings its own train split")
+        return _builtin_source(name, spec)
+    roots = resolve_roots(name, calib_dataset)
+    transform = eval_transform(spec)
+    evaluation = scan_class_folders(roots.eval_dir, spec.num_classes, spec.class_names)
+    calib = calib_set = None
+    calib_desc = "none: the real mode needs --calib-dataset PATH (or a dataset root with train/)"
+    if roots.calib_dir is not None:
+        if roots.calib_dir.resolve() == roots.eval_dir.resolve():
+            raise DatasetError(f"'{roots.calib_dir}' is the evaluation folder: calibrating on test images would "
+                               "inflate the real baseline; pass a training folder")
+        calib = scan_class_folders(roots.calib_dir, spec.num_classes, spec.class_names)
+        calib_set = FolderDataset(calib, transform)
+        calib_desc = f"{calib.root} ({len(calib.samples)} images)"
+    return DataSource(FolderDataset(evaluation, transform), calib_set,
+                      f"{evaluation.root} ({len(evaluation.samples)} images, {len(evaluation.classes)} classes)",
+                      calib_desc, f"folder:{evaluation.fingerprint}", calib and f"folder:{calib.fingerprint}")
+
+
+def spec_from_timm(model: torch.nn.Module, name: str | None = None) -> InputSpec:
+    """The input size and normalization from the model's pretrained config and its build
+    arguments (``img_size`` overrides do not update the pretrained config), with the official
+    code's evaluation crop for its models."""
     from timm.data import resolve_data_config
 
     args = {}
@@ -93,23 +204,28 @@ def _timm_data_config(model: torch.nn.Module) -> dict:
     if img_size is not None:
         in_chans = getattr(model.patch_embed.proj, "in_channels", 3)
         args["input_size"] = (in_chans, *tuple(img_size))
-    return resolve_data_config(args, model=model)
+    cfg = resolve_data_config(args, model=model)
+    arch = name or (getattr(model, "pretrained_cfg", None) or {}).get("architecture")
+    crop_pct = official_crop_pct(arch) or cfg.get("crop_pct", 1.0)
+    return InputSpec(tuple(cfg["input_size"]), tuple(cfg["mean"]), tuple(cfg["std"]), model.num_classes,
+                     crop_pct=crop_pct, interpolation=cfg.get("interpolation", "bicubic"))
 
 
-def image_folder(root: str | Path, model: torch.nn.Module) -> Dataset:
-    """Images evaluated with the model's own timm eval transform (resize, crop, normalize)."""
-    from timm.data import create_transform
-    from torchvision.datasets import ImageFolder
-
-    path = check_image_folder(root)
-    transform = create_transform(**_timm_data_config(model), is_training=False)
-    return ImageFolder(str(path), transform=transform)
+# The official code evaluates DeiT with resize 256 / crop 224 (crop 0.875); timm's DeiT configs
+# say 0.9. Swin and ViT keep timm's 0.9, as the official code has them. timm name patterns.
+OFFICIAL_EVAL_CROP = {"deit_*": 0.875}
 
 
-def spec_from_timm(model: torch.nn.Module) -> InputSpec:
-    """The input size and normalization from the model's pretrained config and its build arguments."""
-    cfg = _timm_data_config(model)
-    return InputSpec(tuple(cfg["input_size"]), tuple(cfg["mean"]), tuple(cfg["std"]), model.num_classes)
+@lru_cache(maxsize=64)
+def official_crop_pct(arch: str | None) -> float | None:
+    import timm
+
+    if not arch:
+        return None
+    for pattern, crop in OFFICIAL_EVAL_CROP.items():
+        if arch in timm.list_models(pattern):
+            return crop
+    return None
 
 
 def loader(dataset: Dataset, batch_size: int = 128, num_workers: int = 0) -> DataLoader:

@@ -39,6 +39,10 @@ class SampleSetError(PsaqError):
     """A sample-set file that is truncated, corrupt, or made for another model."""
 
 
+class ArtifactError(PsaqError):
+    """A stored artifact that is missing, or whose content no longer matches its recorded hash."""
+
+
 class SynthesisDivergedError(PsaqError):
     """A loss term became NaN or infinite during synthesis."""
 
@@ -49,6 +53,10 @@ class DeviceError(PsaqError):
 
 class NotCalibratedError(PsaqError):
     """A quantized model was used or exported before calibration."""
+
+
+class Interrupted(PsaqError):
+    """A stop was requested (Ctrl-C or SIGTERM) while a stage ran."""
 
 
 class CompileError(PsaqError):

@@ -9,6 +9,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from psaq import cancel
 from psaq.errors import ConfigError
 
 
@@ -31,6 +32,7 @@ class EvalResult:
     count: int
     predictions: torch.Tensor  # top-1 class per image, on the CPU
     agreement: float | None = None  # % of images whose top-1 equals the reference model's
+    correct: torch.Tensor | None = None  # per image: top-1 equals the label (for paired statistics)
 
     def metrics(self) -> dict[str, float]:
         out = {"top1": self.top1, "top5": self.top5, "count": float(self.count)}
@@ -50,8 +52,9 @@ def evaluate(
 ) -> EvalResult:
     model.eval().to(device)
     correct1 = correct5 = seen = 0
-    preds = []
+    preds, hits = [], []
     for images, labels in tqdm(data, desc="evaluate", disable=not progress, unit="batch"):
+        cancel.check()
         if limit is not None and seen >= limit:
             break
         if limit is not None:
@@ -63,10 +66,11 @@ def evaluate(
         correct5 += int((topk == labels[:, None]).any(dim=1).sum())
         seen += len(labels)
         preds.append(topk[:, 0])
+        hits.append(topk[:, 0] == labels)
     if seen == 0:
         raise ConfigError("the evaluation dataset is empty")
     predictions = torch.cat(preds)
     agreement = None
     if reference_predictions is not None:
         agreement = 100.0 * float((predictions == reference_predictions[:seen]).float().mean())
-    return EvalResult(100.0 * correct1 / seen, 100.0 * correct5 / seen, seen, predictions, agreement)
+    return EvalResult(100.0 * correct1 / seen, 100.0 * correct5 / seen, seen, predictions, agreement, torch.cat(hits))

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
-from functools import lru_cache
 from pathlib import Path
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -29,19 +27,8 @@ def configure_environment(root: Path | None = None) -> None:
         os.environ.setdefault(key, value)
 
 
-@lru_cache(maxsize=1)
-def code_version() -> str:
-    """Hash of the library and task sources: part of every cache key, so a code change reruns."""
-    h = hashlib.sha256()
-    for folder in ("psaq", "tasks"):
-        for path in sorted((PACKAGE_ROOT / folder).rglob("*.py")):
-            h.update(path.relative_to(PACKAGE_ROOT).as_posix().encode())
-            h.update(path.read_bytes())
-    return h.hexdigest()[:16]
+def store():
+    """The project's artifact store (shared with the command line and the DVC stages)."""
+    from psaq.store import Store
 
-
-def artifact_dir(kind: str, root: Path | None = None) -> Path:
-    """data/samples, models/…, metrics/…, reports/ under the project root."""
-    path = (root or project_root()) / kind
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return Store(project_root())

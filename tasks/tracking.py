@@ -1,16 +1,28 @@
-"""MLflow: a parent run per flow run, a nested run per grid point. Explicit run ids (MlflowClient),
-so concurrent grid points never share the fluent API's thread-local active run."""
+"""MLflow: a parent run per flow run, a nested run per grid point, each result logged once.
+
+Explicit run ids (MlflowClient), so concurrent grid points never share the fluent API's
+thread-local active run. One naming scheme: ``section.key`` for params and metrics alike
+(``model.name``, ``quant.w_bits``, ``eval.top1``, ``synthesis.wall_s``). A grid point whose
+metrics artifact was logged before (same content hash) is not logged again: the parent run
+lists it under ``psaq.reused_runs``. Runs left RUNNING by a killed process are marked FAILED
+when the next flow starts.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
 from prefect import task
 
 from tasks.settings import project_root
+
+RESULT_TAG = "psaq.result"  # content hash of a point's metrics artifact
+PID_TAG, HOST_TAG = "psaq.pid", "psaq.host"
 
 
 def tracking_uri(configured: str | None = None) -> str:
@@ -26,66 +38,104 @@ def _client(uri: str):
 
 
 def experiment_id(uri: str, name: str) -> str:
+    """The experiment, created on first use as a model-development experiment, so the UI opens
+    on its runs table."""
     client = _client(uri)
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    try:
-        return client.create_experiment(name, artifact_location=(project_root() / "mlruns").as_uri())
-    except Exception:  # noqa: BLE001 - a concurrent run created it first
-        return client.get_experiment_by_name(name).experiment_id
+    if exp is None:
+        try:
+            client.create_experiment(name, artifact_location=(project_root() / "mlruns").as_uri(),
+                                     tags={"mlflow.experimentKind": "custom_model_development"})
+        except Exception:  # noqa: BLE001 - a concurrent run created it first
+            pass
+        exp = client.get_experiment_by_name(name)
+    return exp.experiment_id
 
 
-def _flatten(prefix: str, value, out: dict) -> dict:
+def flatten(prefix: str, value, out: dict | None = None) -> dict:
+    out = {} if out is None else out
     if isinstance(value, dict):
         for k, v in value.items():
-            _flatten(f"{prefix}.{k}" if prefix else k, v, out)
+            flatten(f"{prefix}.{k}" if prefix else k, v, out)
     else:
         out[prefix] = json.dumps(value) if isinstance(value, (list, tuple)) else value
     return out
 
 
-@task(name="mlflow-start-run", retries=2, retry_delay_seconds=2)
-def start_run(uri: str, experiment: str, name: str, params: dict, parent_id: str | None = None,
-              tags: dict | None = None) -> str:
-    client = _client(uri)
-    all_tags = {**(tags or {}), "mlflow.runName": name}
-    if parent_id:
-        all_tags["mlflow.parentRunId"] = parent_id
-    run = client.create_run(experiment_id(uri, experiment), tags=all_tags, run_name=name)
+def _create(client, exp_id: str, name: str, params: dict, tags: dict) -> str:
     from mlflow.entities import Param
 
-    flat = _flatten("", params, {})
-    batch = [Param(k, str(v)[:6000]) for k, v in flat.items()]
+    run = client.create_run(exp_id, tags={**tags, "mlflow.runName": name, PID_TAG: str(os.getpid()),
+                                          HOST_TAG: socket.gethostname()}, run_name=name)
+    batch = [Param(k, str(v)[:6000]) for k, v in flatten("", params).items()]
     for i in range(0, len(batch), 100):
         client.log_batch(run.info.run_id, params=batch[i : i + 100])
     return run.info.run_id
 
 
-@task(name="mlflow-log-point", retries=2, retry_delay_seconds=2)
-def log_point(uri: str, run_id: str, metrics: dict, curves: dict[str, list[float]] | None = None,
-              artifacts: list[str] | None = None, finish: bool = True) -> None:
-    import time
+def fail_stale_runs(uri: str, experiment: str) -> list[str]:
+    """Runs still RUNNING whose process on this host is gone (a ``kill -9``) are marked FAILED."""
+    client = _client(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    host, stale = socket.gethostname(), []
+    for run in client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'", max_results=1000):
+        pid = run.data.tags.get(PID_TAG)
+        if run.data.tags.get(HOST_TAG) == host and pid and pid.isdigit() and not _alive(int(pid)):
+            client.set_terminated(run.info.run_id, "FAILED")
+            stale.append(run.info.run_id)
+    return stale
 
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@task(name="mlflow-log-point", retries=2, retry_delay_seconds=2)
+def log_point(uri: str, experiment: str, parent_id: str, name: str, params: dict, record: dict,
+              history: dict[str, list[float]], files: list[str]) -> tuple[str, bool]:
+    """(run id, reused): a nested run for a grid point, unless its result is already logged."""
     from mlflow.entities import Metric
 
     client = _client(uri)
+    exp_id = experiment_id(uri, experiment)
+    found = client.search_runs([exp_id], f"tags.`{RESULT_TAG}` = '{record['metrics_sha256']}' "
+                                         "and attributes.status = 'FINISHED'", max_results=1)
+    if found:
+        return found[0].info.run_id, True
+    run_id = _create(client, exp_id, name, params, {"mlflow.parentRunId": parent_id, RESULT_TAG: record["metrics_sha256"]})
     now = int(time.time() * 1000)
+    metrics = {"eval.top1": record["top1"], "eval.top5": record["top5"], "eval.agreement": record["agreement"],
+               "eval.fp32_top1": record["fp32_top1"], "synthesis.wall_s": record.get("synthesis_wall_s"),
+               "synthesis.steps_per_s": record.get("steps_per_s")}
     batch = [Metric(k, float(v), now, 0) for k, v in metrics.items() if v is not None]
-    for name, values in (curves or {}).items():
-        batch += [Metric(name, float(v), now, step) for step, v in enumerate(values)]
+    for curve, values in history.items():
+        batch += [Metric(f"synthesis.{curve}", float(v), now, step) for step, v in enumerate(values)]
     for i in range(0, len(batch), 1000):
         client.log_batch(run_id, metrics=batch[i : i + 1000])
-    for path in artifacts or []:
+    for path in files:
         if Path(path).exists():
             client.log_artifact(run_id, path)
-    if finish:
-        client.set_terminated(run_id, "FINISHED")
+    client.set_terminated(run_id, "FINISHED")
+    return run_id, False
 
 
-@task(name="mlflow-end-run", retries=2, retry_delay_seconds=2)
-def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
-    _client(uri).set_terminated(run_id, status)
+@task(name="mlflow-attach", retries=2, retry_delay_seconds=2)
+def attach(uri: str, run_id: str, files: list[str], tags: dict | None = None, metrics: dict | None = None) -> None:
+    client = _client(uri)
+    for path in files:
+        client.log_artifact(run_id, path)
+    for k, v in (tags or {}).items():
+        client.set_tag(run_id, k, v)
+    for k, v in (metrics or {}).items():
+        client.log_metric(run_id, k, float(v))
 
 
 @contextmanager
@@ -94,10 +144,12 @@ def parent_run(enabled: bool, uri: str, experiment: str, name: str, params: dict
     if not enabled:
         yield None
         return
-    run_id = start_run(uri, experiment, name, params, tags=tags)
+    fail_stale_runs(uri, experiment)
+    client = _client(uri)
+    run_id = _create(client, experiment_id(uri, experiment), name, params, tags or {})
     try:
         yield run_id
     except BaseException:
-        end_run(uri, run_id, "FAILED")
+        client.set_terminated(run_id, "FAILED")
         raise
-    end_run(uri, run_id)
+    client.set_terminated(run_id, "FINISHED")

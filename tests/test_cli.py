@@ -17,15 +17,31 @@ VIT_ARGS = ["--model", "vit_tiny_patch16_224", "--model-arg", "img_size=32", "--
             "--model-arg", "num_classes=3"]
 
 
+@pytest.fixture(autouse=True)
+def project(tmp_path, monkeypatch):
+    """Each test runs in its own project folder: its own store, no params.yaml."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    monkeypatch.delenv("PSAQ_PROJECT", raising=False)
+    return folder
+
+
 @pytest.fixture
-def image_folder(tmp_path):
+def dataset_root(tmp_path):
+    """An ImageNet-style root: train/ and val/, each with 3 class folders of 4 images."""
     rng = np.random.default_rng(0)
-    root = tmp_path / "val"
-    for c in ("a", "b", "c"):
-        (root / c).mkdir(parents=True)
-        for i in range(4):
-            Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
-    return root
+    for split in ("train", "val"):
+        for c in ("a", "b", "c"):
+            (tmp_path / "data" / split / c).mkdir(parents=True)
+            for i in range(4):
+                Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(tmp_path / "data" / split / c / f"{i}.png")
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def image_folder(dataset_root):
+    return dataset_root / "val"
 
 
 @pytest.fixture
@@ -35,13 +51,27 @@ def checkpoint(tmp_path):
 
 
 @pytest.mark.parametrize("calib", ["real", "gaussian", "psaq"])
-def test_quantize_timm_model_on_image_folder(calib, image_folder, checkpoint, capsys):
-    code = main(["quantize", *VIT_ARGS, "--checkpoint", str(checkpoint), "--dataset", str(image_folder),
+def test_quantize_timm_model_on_a_dataset_root(calib, dataset_root, checkpoint, capsys):
+    code = main(["quantize", *VIT_ARGS, "--checkpoint", str(checkpoint), "--dataset", str(dataset_root),
                  "--calib", calib, "--num-samples", "4", "--steps", "3", "--device", "cpu", "--quiet",
                  "--w-bits", "4", "--a-bits", "8"])
     out = capsys.readouterr().out
     assert code == 0
-    assert "FP32       top-1" in out and "W4A8       top-1" in out and "12 test images" in out
+    assert "FP32          top-1" in out and "W4A8          top-1" in out and "12 test images" in out
+    assert f"evaluate on   {dataset_root / 'val'}" in out
+    if calib == "real":
+        assert f"calibrate on  real images from {dataset_root / 'train'}" in out
+    else:
+        assert "synthesized from the model (no data)" in out
+
+
+def test_real_on_a_plain_folder_needs_a_calibration_folder(image_folder, dataset_root, checkpoint, capsys):
+    args = ["quantize", *VIT_ARGS, "--checkpoint", str(checkpoint), "--dataset", str(image_folder), "--calib", "real",
+            "--num-samples", "4", "--device", "cpu", "--quiet"]
+    assert main(args) == 2
+    assert "needs training images and none were given: pass --calib-dataset" in capsys.readouterr().err
+    assert main([*args, "--calib-dataset", str(dataset_root / "train")]) == 0
+    assert f"real images from {dataset_root / 'train'}" in capsys.readouterr().out
 
 
 BAD_INPUTS = [
@@ -73,7 +103,7 @@ def test_bad_checkpoint_and_dataset(tmp_path, image_folder, checkpoint, capsys):
         ([*VIT_ARGS, "--checkpoint", str(tmp_path / "corrupt.safetensors")], "corrupt"),
         ([*VIT_ARGS, "--checkpoint", str(checkpoint), "--dataset", str(tmp_path / "nowhere")], "nowhere' does not exist"),
         ([*VIT_ARGS, "--checkpoint", str(checkpoint), "--dataset", str(image_folder / "a")], "no class folders"),
-        ([*VIT_ARGS, "--checkpoint", str(checkpoint)], "pass --dataset"),
+        ([*VIT_ARGS, "--checkpoint", str(checkpoint)], "has no built-in dataset: set runtime.dataset (or --dataset)"),
         ([*VIT_ARGS, "--checkpoint", str(checkpoint), "--dataset", str(image_folder), "--cuda-graphs", "--compile", "kde"],
          "cuda_graphs needs a CUDA device, but synthesis runs on cpu"),
     ]
@@ -92,7 +122,7 @@ def test_export_writes_onnx_and_integer_files(image_folder, checkpoint, tmp_path
     names = sorted(p.name for p in out.iterdir())
     assert any(n.endswith("-W8A8-gaussian-seed0.onnx") for n in names)
     assert any(n.endswith(".int.safetensors") for n in names) and any(n.endswith("-fp32.onnx") for n in names)
-    assert "ONNX       top-1" in text and "MatMulIntegerToFloat" in text
+    assert "ONNX          top-1" in text and "MatMulIntegerToFloat" in text
 
 
 def test_unsupported_architecture_is_refused(capsys):
@@ -100,9 +130,9 @@ def test_unsupported_architecture_is_refused(capsys):
     assert "not a supported vision transformer" in capsys.readouterr().err
 
 
-def test_no_traceback_in_a_real_process():
+def test_no_traceback_in_a_real_process(project):
     proc = subprocess.run([sys.executable, "-m", "psaq.cli", "quantize", "--w-bits", "12"],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, cwd=project)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "psaq: error: w_bits must be from 2 to 8, got 12"
 

@@ -1,7 +1,8 @@
+import numpy as np
 import pytest
 import torch
 
-from psaq.data import DIGITS_SPEC, check_image_folder, digits_split, first_images
+from psaq.data import DIGITS_SPEC, InputSpec, digits_split, first_images, official_crop_pct, open_data, spec_from_timm
 from psaq.errors import DatasetError
 
 
@@ -25,16 +26,162 @@ def test_first_images_by_seed():
         first_images(train, 5000, seed=0)
 
 
-def test_image_folder_checks(tmp_path):
+def save_digits_as_pngs(root, split="test", limit=None):
+    """The digits split written as 8-bit PNG class folders, as a user would keep them."""
+    from PIL import Image
+
+    images, labels = digits_split(split).tensors
+    pixels = ((images[:, 0] * 0.5 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    for i, (img, label) in enumerate(zip(pixels[:limit], labels[:limit].tolist())):
+        folder = root / str(label)
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img, mode="L").save(folder / f"{i:04d}.png")
+    return root
+
+
+def test_a_folder_is_read_with_the_models_own_normalization(tmp_path):
+    """digits-vit normalizes with mean = std = 0.5: a folder of the same digits must give the
+    same tensors (up to 8-bit PNG rounding), not ImageNet-normalized ones."""
+    root = save_digits_as_pngs(tmp_path / "digits", limit=40)
+    data = open_data(DIGITS_SPEC, str(root))
+    x, y = data.eval_set[0]
+    want = digits_split("test").tensors[0][int(data.eval_set.folders.samples[0][0][-8:-4])]
+    assert x.shape == (3, 32, 32)
+    assert (x - want).abs().max() < 2 / 255 + 1e-6
+
+
+def test_a_trained_model_scores_the_same_on_its_digits_as_png_folder(tmp_path, trained_digits):
+    from psaq.evaluate import evaluate
+    from psaq.sources import eval_loader
+
+    root = save_digits_as_pngs(tmp_path / "digits")
+    on_folder = evaluate(trained_digits, eval_loader(open_data(DIGITS_SPEC, str(root))))
+    on_tensors = evaluate(trained_digits, eval_loader(open_data(DIGITS_SPEC, "digits")))
+    assert on_folder.count == on_tensors.count == 360
+    assert abs(on_folder.top1 - on_tensors.top1) <= 100 * 2 / 360
+
+
+def test_dataset_root_with_train_and_val(tmp_path):
+    save_digits_as_pngs(tmp_path / "root" / "val", "test", limit=30)
+    save_digits_as_pngs(tmp_path / "root" / "train", "train", limit=40)
+    data = open_data(DIGITS_SPEC, str(tmp_path / "root"))
+    assert str(tmp_path / "root" / "val") in data.eval_desc and len(data.eval_set) == 30
+    assert str(tmp_path / "root" / "train") in data.calib_desc and len(data.calib_set) == 40
+    only_val = open_data(DIGITS_SPEC, str(tmp_path / "root" / "val"))
+    assert only_val.calib_set is None and "needs --calib-dataset" in only_val.calib_desc
+    with pytest.raises(DatasetError, match="is the evaluation folder"):
+        open_data(DIGITS_SPEC, str(tmp_path / "root" / "val"), str(tmp_path / "root" / "val"))
+
+
+def test_a_root_read_as_class_folders_is_refused_with_the_counts(tmp_path):
+    spec = InputSpec((3, 32, 32), (0.5,) * 3, (0.5,) * 3, 10)
+    for split in ("train", "val"):
+        (tmp_path / "imagenet" / split / "n01440764").mkdir(parents=True)
+    (tmp_path / "imagenet" / "val" / "n01440764" / "x.png").write_bytes(b"")
+    with pytest.raises(DatasetError, match="has 1 class folders but the model has 10 outputs"):
+        open_data(spec, str(tmp_path / "imagenet"))  # val/ with 1 class
+    with pytest.raises(DatasetError, match="2 class folders but the model has 10 outputs; it looks like a dataset root"):
+        from psaq.folders import scan_class_folders
+
+        scan_class_folders(tmp_path / "imagenet", 10)
+
+
+def test_class_folders_are_checked_against_the_models_classes(tmp_path):
+    from psaq.folders import scan_class_folders
+
+    for name in ("cat", "dog", "7"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "a.png").write_bytes(b"")
+    with pytest.raises(DatasetError, match="3 class folders but the model has 10 outputs"):
+        scan_class_folders(tmp_path, 10)
+    with pytest.raises(DatasetError, match="class folder\\(s\\) cat, dog are not among the model's classes"):
+        scan_class_folders(tmp_path, 3, ("7", "8", "9"))
+    scanned = scan_class_folders(tmp_path, 3, ("dog", "7", "cat"))
+    assert scanned.classes == ("dog", "7", "cat")  # labels follow the model's order, not the folders'
+
+
+def test_numeric_class_names_are_ordered_as_numbers_and_hidden_entries_skipped(tmp_path):
+    from psaq.folders import scan_class_folders
+
+    for name in [str(i) for i in range(1, 11)] + [".ipynb_checkpoints"]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "a.png").write_bytes(b"")
+    (tmp_path / "1" / ".hidden.png").write_bytes(b"")
+    scanned = scan_class_folders(tmp_path, 10)
+    assert scanned.classes == tuple(str(i) for i in range(1, 11))
+    assert dict((p.split("/")[-2], label) for p, label in scanned.samples)["10"] == 9
+    assert len(scanned.samples) == 10
+
+
+def test_a_symlink_loop_does_not_hang(tmp_path):
+    from psaq.folders import scan_class_folders
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.png").write_bytes(b"")
+    (tmp_path / "a" / "loop").symlink_to(tmp_path / "a")
+    scanned = scan_class_folders(tmp_path, 1)
+    assert len(scanned.samples) == 1
+
+
+def test_folder_checks(tmp_path):
+    from psaq.folders import scan_class_folders
+
     with pytest.raises(DatasetError, match="does not exist"):
-        check_image_folder(tmp_path / "missing")
+        scan_class_folders(tmp_path / "missing", 2)
     (tmp_path / "file.txt").write_text("x")
-    with pytest.raises(DatasetError, match="not a folder"):
-        check_image_folder(tmp_path / "file.txt")
+    with pytest.raises(DatasetError, match="is a file"):
+        scan_class_folders(tmp_path / "file.txt", 2)
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(DatasetError, match="no class folders"):
-        check_image_folder(empty)
+        scan_class_folders(empty, 2)
     (empty / "cat").mkdir()
-    with pytest.raises(DatasetError, match="no images"):
-        check_image_folder(empty)
+    with pytest.raises(DatasetError, match="class folder 'cat' holds no images"):
+        scan_class_folders(empty, 1)
+
+
+def test_imagenet_synset_folders_must_be_imagenet_classes(tmp_path):
+    from psaq.folders import scan_class_folders
+
+    names = [f"n{i:08d}" for i in range(1000)]
+    for name in names:
+        (tmp_path / name).mkdir()
+    with pytest.raises(DatasetError, match="not among the model's classes"):
+        scan_class_folders(tmp_path, 1000)
+
+
+def test_fingerprint_changes_with_the_files(tmp_path):
+    from psaq.folders import scan_class_folders
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.png").write_bytes(b"1")
+    before = scan_class_folders(tmp_path, 1).fingerprint
+    assert scan_class_folders(tmp_path, 1).fingerprint == before
+    (tmp_path / "a" / "x.png").write_bytes(b"22")
+    assert scan_class_folders(tmp_path, 1).fingerprint != before
+    (tmp_path / "a" / "y.png").write_bytes(b"1")
+    assert len({before, scan_class_folders(tmp_path, 1).fingerprint}) == 2
+
+
+def test_official_evaluation_crop():
+    import timm
+
+    assert official_crop_pct("deit_small_patch16_224") == 0.875
+    assert official_crop_pct("swin_tiny_patch4_window7_224") is None
+    assert official_crop_pct("deit3_small_patch16_224") is None
+    deit = spec_from_timm(timm.create_model("deit_tiny_patch16_224", img_size=32, patch_size=8, num_classes=10), None)
+    swin = spec_from_timm(timm.create_model("swin_tiny_patch4_window7_224"), None)
+    assert deit.crop_pct == 0.875 and deit.interpolation == "bicubic" and swin.crop_pct == 0.9
+    from psaq.data import eval_transform
+
+    resize = eval_transform(spec_from_timm(timm.create_model("deit_tiny_patch16_224"), None)).transforms[0]
+    assert resize.size == 256  # resize 256, centre crop 224, as the official code evaluates DeiT
+
+
+def test_builtin_dataset_must_fit_the_model():
+    spec = InputSpec((3, 64, 64), (0.5,) * 3, (0.5,) * 3, 10)
+    with pytest.raises(DatasetError, match="dataset 'digits' gives 10 classes of \\(3, 32, 32\\)"):
+        open_data(spec, "digits")
+    with pytest.raises(DatasetError, match="pass --dataset PATH"):
+        open_data(spec, None)
+    assert np.isclose(len(open_data(DIGITS_SPEC, "digits").eval_set), 360)

@@ -15,12 +15,22 @@ SAFETENSORS_SUFFIXES = (".safetensors",)
 STATE_DICT_KEYS = ("state_dict", "model", "model_ema")  # common wrappers of a saved state dict
 
 
+def _default_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _default_mode()
+
+
 def atomic_write(path: str | Path, write) -> Path:
     """Call ``write(tmp_path)`` then rename over ``path``: a reader never sees a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".partial.tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; artifacts are shared like any file the user writes
     try:
         write(Path(tmp))
         os.replace(tmp, path)
@@ -81,6 +91,30 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
         )
     model.load_state_dict(state, strict=True)
     return model
+
+
+CLASS_NAMES_KEY = "class_names"  # safetensors metadata: the model's classes in output order, as JSON
+
+
+def checkpoint_class_names(path: str | Path) -> list[str] | None:
+    """The class names a psaq-written safetensors checkpoint records, if any."""
+    import json
+
+    if Path(path).suffix not in SAFETENSORS_SUFFIXES:
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        raw = (f.metadata() or {}).get(CLASS_NAMES_KEY)
+    if raw is None:
+        return None
+    try:
+        names = json.loads(raw)
+    except json.JSONDecodeError:
+        names = None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise CheckpointError(f"checkpoint '{path}': its '{CLASS_NAMES_KEY}' metadata is not a list of names")
+    return names
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -10,13 +10,13 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 from tqdm.auto import tqdm
 
+from psaq import cancel
 from psaq.data import DIGITS_SPEC, digits_split
 from psaq.errors import ConfigError
 
@@ -88,6 +88,7 @@ def train_digits_vit(cfg: TrainConfig = TrainConfig(), device: str | torch.devic
         order = torch.randperm(n, generator=g).to(device)
         epoch_loss = 0.0
         for i in range(steps_per_epoch):
+            cancel.check()
             for group in opt.param_groups:
                 group["lr"] = _lr_at(epoch + i / steps_per_epoch, cfg)
             idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
@@ -115,12 +116,20 @@ def digits_test_top1(model: torch.nn.Module, device: str | torch.device = "cpu")
     return 100.0 * float((pred == y).float().mean())
 
 
-def cached_digits_checkpoint(seed: int, cache_dir: str | Path, device="cpu", progress: bool = True) -> Path:
-    """The trained digits-vit for ``seed``, trained once and kept as safetensors in ``cache_dir``."""
-    from psaq.models.checkpoint import save_checkpoint
+def checkpoint_metadata(result: TrainResult, cfg: TrainConfig) -> dict[str, str]:
+    """What a trained digits-vit file records: its accuracy, training config and class names."""
+    import dataclasses
+    import json
 
-    path = Path(cache_dir) / f"digits-vit-seed{seed}.safetensors"
-    if not path.exists():
-        result = train_digits_vit(TrainConfig(seed=seed), device=device, progress=progress)
-        save_checkpoint(result.model, path, {"test_top1": f"{result.test_top1:.2f}", "seed": str(seed)})
-    return path
+    from psaq.data import DIGITS_CLASSES
+    from psaq.models.checkpoint import CLASS_NAMES_KEY
+
+    # no wall time: the same config and seed give the same bytes, so the file's hash is its identity
+    return {"test_top1": f"{result.test_top1:.2f}", "train_config": json.dumps(dataclasses.asdict(cfg)),
+            CLASS_NAMES_KEY: json.dumps(list(DIGITS_CLASSES))}
+
+
+def train_for_store(cfg: TrainConfig, model_args: dict | None = None, progress: bool = True):
+    """The trainer the model stage calls: (result, checkpoint metadata)."""
+    result = train_digits_vit(cfg, device="cpu", progress=progress, model_args=model_args)
+    return result, checkpoint_metadata(result, cfg)

@@ -3,39 +3,43 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from timm.models.swin_transformer import WindowAttention
+from timm.models.vision_transformer import Attention
 from torch import nn
 
 from psaq.data import DIGITS_SPEC, InputSpec, spec_from_timm
 from psaq.errors import CheckpointError, ConfigError, UnknownNameError
-from psaq.models.checkpoint import file_sha256, load_checkpoint
+from psaq.models.checkpoint import checkpoint_class_names, file_sha256, load_checkpoint
 from psaq.registry import Registry
+
+# Attention types psaq hooks and quantizes: their ``proj`` input is softmax(qkᵀ)·v.
+ATTENTION_TYPES: tuple[type[nn.Module], ...] = (Attention, WindowAttention)
 
 
 @dataclass
 class ModelEntry:
-    """A psaq-registered model: its factory, input spec and the dataset it was trained on."""
+    """A psaq-registered model: its factory, input spec and the built-in dataset it was trained on."""
 
     factory: Callable[..., nn.Module]
     spec: InputSpec
-    dataset: str
-    # builds a checkpoint when the user gives none (the embedded default trains itself)
-    default_checkpoint: Callable[..., Path] | None = None
+    dataset: str | None
+    # trains the weights when the user gives none: (TrainConfig, model_args, progress) → (TrainResult, metadata)
+    trainer: Callable | None = None
 
 
 MODELS: Registry[ModelEntry] = Registry("model")
 
 
 def _register_builtin() -> None:
-    from psaq.models.digits import cached_digits_checkpoint, digits_vit
+    from psaq.models.digits import digits_vit, train_for_store
 
-    MODELS.register("digits-vit")(
-        ModelEntry(digits_vit, DIGITS_SPEC, "digits", cached_digits_checkpoint)
-    )
+    MODELS.register("digits-vit")(ModelEntry(digits_vit, DIGITS_SPEC, "digits", train_for_store))
 
 
 _register_builtin()
@@ -49,6 +53,8 @@ class ModelConfig:
     safetensors or torch state-dict file. ``pretrained``: timm weights from its cache/hub.
     ``model_args``: timm keyword overrides (``img_size``, ``num_classes``, …).
     ``train_seed``: which self-trained digits-vit to use when no checkpoint is given.
+    ``random_weights``: run a timm model on its random initial weights, on purpose (tests,
+    speed measurements); without it a timm model with no weights is refused.
     """
 
     name: str = "digits-vit"
@@ -56,14 +62,22 @@ class ModelConfig:
     pretrained: bool = False
     model_args: dict = field(default_factory=dict)
     train_seed: int = 0
+    random_weights: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise ConfigError(f"model name must be a non-empty string, got {self.name!r}")
         if not isinstance(self.model_args, dict):
             raise ConfigError(f"model_args must be a mapping, got {type(self.model_args).__name__}")
-        if not isinstance(self.train_seed, int) or self.train_seed < 0:
-            raise ConfigError(f"train_seed must be a non-negative integer, got {self.train_seed!r}")
+        if isinstance(self.train_seed, bool) or not isinstance(self.train_seed, int) or not 0 <= self.train_seed < 2**63:
+            raise ConfigError(f"train_seed must be an integer from 0 to 2^63-1, got {self.train_seed!r}")
+        for flag in ("pretrained", "random_weights"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigError(f"{flag} must be true or false, got {getattr(self, flag)!r}")
+        if self.checkpoint is not None and not isinstance(self.checkpoint, str):
+            raise ConfigError(f"checkpoint must be a path, got {self.checkpoint!r}")
+        if self.random_weights and (self.checkpoint or self.pretrained):
+            raise ConfigError("random_weights contradicts checkpoint/pretrained: choose one source of weights")
 
 
 @dataclass
@@ -71,7 +85,7 @@ class LoadedModel:
     name: str
     model: nn.Module
     spec: InputSpec
-    dataset: str  # "digits" or "imagenet": what evaluation and the `real` mode read by default
+    dataset: str | None  # the built-in dataset it evaluates on by default; None: the user must name one
     checkpoint: Path | None
     checkpoint_sha256: str | None
 
@@ -97,6 +111,14 @@ def known_model_names() -> list[str]:
     return MODELS.names() + timm.list_models()
 
 
+def require_known(name: str) -> None:
+    """An unknown model name is refused with close names (psaq's and timm's), before any work."""
+    import timm
+
+    if name not in MODELS and not timm.is_model(name):
+        raise UnknownNameError("model", name, known_model_names())
+
+
 def _create_timm(name: str, pretrained: bool, args: dict) -> nn.Module:
     import timm
 
@@ -105,20 +127,23 @@ def _create_timm(name: str, pretrained: bool, args: dict) -> nn.Module:
     try:
         return timm.create_model(name, pretrained=pretrained, **args)
     except TypeError as exc:
-        raise ConfigError(f"timm model '{name}' rejected its arguments {args}: {exc}") from exc
-    except (OSError, RuntimeError, ValueError) as exc:
-        if pretrained:
+        raise ConfigError(f"timm model '{name}' rejected its arguments {args}: {_first_line(exc)}") from exc
+    except Exception as exc:  # noqa: BLE001 - timm raises anything from a bad argument value
+        if pretrained and isinstance(exc, (OSError, RuntimeError, ValueError)):
             raise CheckpointError(
                 f"could not load pretrained weights for '{name}' from the timm cache or hub "
                 f"({type(exc).__name__}); pass a local file with --checkpoint"
             ) from exc
-        raise ConfigError(f"timm could not build '{name}' with {args}: {exc}") from exc
+        raise ConfigError(f"timm could not build '{name}' with {args}: {type(exc).__name__}: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def check_supported(model: nn.Module, name: str = "") -> None:
     """psaq hooks and quantizes timm's ViT/DeiT ``Attention`` and Swin ``WindowAttention``."""
-    from psaq.synth.hooks import ATTENTION_TYPES
-
     if not any(isinstance(m, ATTENTION_TYPES) for m in model.modules()):
         raise ConfigError(
             f"model '{name or type(model).__name__}' ({type(model).__name__}) is not a supported vision transformer: "
@@ -129,32 +154,68 @@ def check_supported(model: nn.Module, name: str = "") -> None:
 def create_architecture(config: ModelConfig) -> nn.Module:
     """The model's architecture with fresh weights: no checkpoint, no download."""
     if config.name in MODELS:
-        return MODELS.get(config.name).factory(**config.model_args)
+        try:
+            return MODELS.get(config.name).factory(**config.model_args)
+        except Exception as exc:  # noqa: BLE001
+            raise ConfigError(f"model '{config.name}' rejected its arguments {config.model_args}: "
+                              f"{type(exc).__name__}: {_first_line(exc)}") from exc
     return _create_timm(config.name, False, config.model_args)
+
+
+def check_finite_weights(model: nn.Module, source: str) -> None:
+    """A NaN or Inf weight makes every output meaningless while top-1 still prints."""
+    bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise CheckpointError(f"{source} holds NaN or Inf values in {len(bad)} tensor(s), e.g. {bad[0]}")
 
 
 def load_model(
     config: ModelConfig,
-    cache_dir: str | Path = ".psaq-cache",
+    store: str | Path = ".",
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     progress: bool = True,
 ) -> LoadedModel:
-    """Build the model by name, load its weights, and return it in eval mode on ``device``."""
+    """Build the model by name, load its weights, and return it in eval mode on ``device``.
+
+    Weights come from ``config.checkpoint``, timm's cache (``pretrained``), psaq's own trainer
+    (``digits-vit``: trained once into the artifact store at ``store``), or, only when asked
+    for, a random initialization seeded by ``train_seed``."""
     checkpoint = Path(config.checkpoint) if config.checkpoint else None
     if config.name in MODELS:
         entry = MODELS.get(config.name)
-        model = entry.factory(**config.model_args)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.train_seed)
+            model = create_architecture(config)
         spec, dataset = entry.spec, entry.dataset
-        if checkpoint is None and entry.default_checkpoint is not None and not config.pretrained:
-            checkpoint = entry.default_checkpoint(config.train_seed, Path(cache_dir), progress=progress)
+        if checkpoint is None and entry.trainer is not None and not config.random_weights:
+            from psaq.models.digits import TrainConfig
+            from psaq.stages import model as model_stage
+            from psaq.store import Store
+
+            weights, _ = model_stage.run(Store(store), config, TrainConfig(), progress)
+            checkpoint = Path(weights.path)
     else:
-        model = _create_timm(config.name, config.pretrained and checkpoint is None, config.model_args)
-        spec, dataset = spec_from_timm(model), "imagenet"
+        if not (checkpoint or config.pretrained or config.random_weights):
+            check_supported(_create_timm(config.name, False, config.model_args), config.name)
+            raise ConfigError(f"model '{config.name}' has no weights: pass --checkpoint FILE (or model.checkpoint) or "
+                              "--pretrained for timm's cached weights; --random-weights runs its random init on purpose")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.train_seed)  # a random init, when asked for, is the same every time
+            model = _create_timm(config.name, config.pretrained and checkpoint is None, config.model_args)
+        spec, dataset = spec_from_timm(model, config.name), None
     check_supported(model, config.name)
     sha = None
     if checkpoint is not None:
         load_checkpoint(model, checkpoint)
         sha = file_sha256(checkpoint)
+        names = checkpoint_class_names(checkpoint)
+        if names is not None:
+            if len(names) != spec.num_classes:
+                raise CheckpointError(f"checkpoint '{checkpoint}' names {len(names)} classes but the model has "
+                                      f"{spec.num_classes} outputs")
+            spec = dataclasses.replace(spec, class_names=tuple(names))
+    if not config.random_weights:
+        check_finite_weights(model, f"checkpoint '{checkpoint}'" if checkpoint else f"the weights of '{config.name}'")
     model.to(device=device, dtype=dtype).eval()
     return LoadedModel(config.name, model, spec, dataset, checkpoint, sha)

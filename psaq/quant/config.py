@@ -18,10 +18,13 @@ def check_bits(name: str, value: object) -> None:
 
 @dataclass(frozen=True)
 class QuantConfig:
-    """Weights: symmetric per output channel. Activations: asymmetric per tensor (DESIGN §1).
+    """Weights: symmetric per output channel. Activations: asymmetric per tensor, at the sites
+    of the set ``sites`` names (``psaq.quant.sites``: ``official``, the default, or ``compact``).
 
-    ``act_observer``/``weight_observer`` name an entry of ``OBSERVERS``
-    (minmax is the paper's rule). ``percentile`` is used by the percentile observer.
+    ``act_observer``/``weight_observer`` name an entry of ``OBSERVERS`` (minmax is the paper's
+    rule). ``percentile`` is used by the percentile observer. ``calibrate_with_quantized_weights``
+    (psaq's option) takes the activation ranges with the weights already rounded; the official
+    code takes them on the float model.
     """
 
     w_bits: int = 8
@@ -29,13 +32,19 @@ class QuantConfig:
     act_observer: str = "minmax"
     weight_observer: str = "minmax"
     percentile: float = 99.99
-    quantize_attention: bool = True  # q·kᵀ and softmax(q·kᵀ)·v sites
+    sites: str = "official"
+    calibrate_with_quantized_weights: bool = False
 
     def __post_init__(self) -> None:
         check_bits("w_bits", self.w_bits)
         check_bits("a_bits", self.a_bits)
         for field in ("act_observer", "weight_observer"):
             OBSERVERS.get(getattr(self, field))  # raises UnknownNameError with suggestions
+        from psaq.quant.sites import SITE_SETS
+
+        SITE_SETS.get(self.sites)
+        if not isinstance(self.calibrate_with_quantized_weights, bool):
+            raise ConfigError(f"calibrate_with_quantized_weights must be true or false, got {self.calibrate_with_quantized_weights!r}")
         if not isinstance(self.percentile, (int, float)) or not 50.0 < float(self.percentile) <= 100.0:
             raise ConfigError(f"percentile must be in (50, 100], got {self.percentile!r}")
 

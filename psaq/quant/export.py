@@ -18,7 +18,6 @@ from psaq.errors import CheckpointError
 from psaq.models.checkpoint import atomic_write
 from psaq.quant.config import QuantConfig
 from psaq.quant.layers import QuantConv2d, QuantLinear
-from psaq.quant.primitives import quantize
 from psaq.quant.quantize import quantize_, require_calibrated
 
 INT8_SUFFIX, INT4_SUFFIX = ".int8", ".int4"
@@ -46,7 +45,7 @@ def unpack_int4(packed: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
 def _quant_layers(model: nn.Module):
     for name, module in model.named_modules():
         if isinstance(module, (QuantLinear, QuantConv2d)):
-            inner = "linear" if isinstance(module, QuantLinear) else "conv"
+            inner = "conv" if isinstance(module, QuantConv2d) else "linear"
             yield name, module, f"{name}.{inner}.weight"
 
 
@@ -57,8 +56,7 @@ def integer_state(model: nn.Module, config: QuantConfig) -> tuple[dict[str, torc
     shapes: dict[str, list[int]] = {}
     for _, module, key in _quant_layers(model):
         wq = module.weight_quantizer
-        q = quantize(module.weight.detach().double().cpu(), wq.scale.double().cpu(), wq.zero_point.double().cpu(),
-                     wq.qmin, wq.qmax).to(torch.int8)
+        q = wq.integers(module.weight.detach()).cpu().to(torch.int8)
         del state[key]
         if config.w_bits <= PACKED_INT4_MAX_BITS:
             state[key + INT4_SUFFIX] = pack_int4(q)

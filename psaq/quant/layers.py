@@ -1,64 +1,111 @@
-"""Quantized wrappers of torch layers: the float layer plus an input and a weight quantizer."""
+"""Quantized wrappers of torch layers: the float layer, its weight quantizer, and taps.
+
+A *tap* is a point where an activation quantizer may sit; ``Taps`` holds the quantizers
+that the site plan puts at a module's taps (none, when the site set leaves them float).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from psaq.quant.config import QuantConfig
-from psaq.quant.quantizers import ActQuantizer, WeightQuantizer
+from psaq.quant.quantizers import WeightQuantizer
 
 
-def act_quantizer(config: QuantConfig) -> ActQuantizer:
-    return ActQuantizer(config.a_bits, config.act_observer, percentile=config.percentile)
+def _key(site: str) -> str:
+    return site.replace(".", "_")  # module names cannot hold dots
+
+
+class Taps(nn.Module):
+    """Activation quantizers by site name; a site without one passes its tensor through."""
+
+    def __init__(self, plan, sites: Iterable[str | None]):
+        super().__init__()
+        self.quantizers = nn.ModuleDict()
+        for site in sites:
+            q = plan.quantizer(site) if site else None
+            if q is not None:
+                self.quantizers[_key(site)] = q
+
+    def forward(self, site: str, x: torch.Tensor) -> torch.Tensor:
+        q = self.quantizers[_key(site)] if _key(site) in self.quantizers else None
+        return x if q is None else q(x)
+
+    def __len__(self) -> int:
+        return len(self.quantizers)
 
 
 def weight_quantizer(weight: torch.Tensor, config: QuantConfig) -> WeightQuantizer:
     return WeightQuantizer(weight.detach(), config.w_bits, config.weight_observer, percentile=config.percentile)
 
 
-class QuantLinear(nn.Module):
-    """``linear(q_a(x), q_w(W)) + b``; the bias stays in float (int32 in a real kernel)."""
+class _QuantWeighted(nn.Module):
+    """A layer with a weight quantizer and taps at its input and output, given by its role
+    (e.g. an attention's ``proj``: ``attn.context`` in, ``attn.proj`` out)."""
 
-    def __init__(self, linear: nn.Linear, config: QuantConfig):
+    def __init__(self, layer: nn.Module, config: QuantConfig, plan, inputs: Iterable[str | None],
+                 outputs: Iterable[str | None]):
         super().__init__()
+        inputs, outputs = [s for s in inputs if s], [s for s in outputs if s]
+        self.inputs, self.input_sites = Taps(plan, inputs), tuple(inputs)
+        self.outputs, self.output_sites = Taps(plan, outputs), tuple(outputs)
+        self.weight_quantizer = weight_quantizer(layer.weight, config)
+
+    def _in(self, x: torch.Tensor) -> torch.Tensor:
+        for site in self.input_sites:
+            x = self.inputs(site, x)
+        return x
+
+    def _out(self, x: torch.Tensor) -> torch.Tensor:
+        for site in self.output_sites:
+            x = self.outputs(site, x)
+        return x
+
+
+class QuantLinear(_QuantWeighted):
+    """``q_out(linear(q_in(x), q_w(W)) + b)``; the bias stays float (int32 in a real kernel)."""
+
+    def __init__(self, linear: nn.Linear, config: QuantConfig, plan, inputs: Iterable[str | None] = (),
+                 outputs: Iterable[str | None] = ()):
+        super().__init__(linear, config, plan, inputs, outputs)
         self.linear = linear
-        self.input_quantizer = act_quantizer(config)
-        self.weight_quantizer = weight_quantizer(linear.weight, config)
 
     @property
     def weight(self) -> torch.Tensor:
         return self.linear.weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.input_quantizer(x), self.weight_quantizer(self.linear.weight), self.linear.bias)
+        return self._out(F.linear(self._in(x), self.weight_quantizer(self.linear.weight), self.linear.bias))
 
 
-class QuantConv2d(nn.Module):
+class QuantConv2d(_QuantWeighted):
     """The patch embedding's convolution, quantized like a linear layer."""
 
-    def __init__(self, conv: nn.Conv2d, config: QuantConfig):
-        super().__init__()
+    def __init__(self, conv: nn.Conv2d, config: QuantConfig, plan, inputs: Iterable[str | None] = (),
+                 outputs: Iterable[str | None] = ()):
+        super().__init__(conv, config, plan, inputs, outputs)
         self.conv = conv
-        self.input_quantizer = act_quantizer(config)
-        self.weight_quantizer = weight_quantizer(conv.weight, config)
 
     @property
     def weight(self) -> torch.Tensor:
         return self.conv.weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv._conv_forward(self.input_quantizer(x), self.weight_quantizer(self.conv.weight), self.conv.bias)
+        return self._out(self.conv._conv_forward(self._in(x), self.weight_quantizer(self.conv.weight), self.conv.bias))
 
 
 class QuantOutput(nn.Module):
-    """Quantizes a module's output, e.g. the positional-embedding sum at ``pos_drop``."""
+    """Quantizes a module's output at ``site`` (e.g. the patch embedding's, the final norm's)."""
 
-    def __init__(self, inner: nn.Module, config: QuantConfig):
+    def __init__(self, inner: nn.Module, plan, site: str):
         super().__init__()
         self.inner = inner
-        self.output_quantizer = act_quantizer(config)
+        self.site = site
+        self.taps = Taps(plan, [site])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.output_quantizer(self.inner(x))
+    def forward(self, *args, **kwargs) -> torch.Tensor:
+        return self.taps(self.site, self.inner(*args, **kwargs))

@@ -51,10 +51,11 @@ class Observer:
         return self.min_val, self.max_val
 
     def qparams(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(scale, zero_point), one per channel (shape (C,)) or per tensor (shape (1,))."""
+        """(scale, zero_point), one per channel (shape (C,)) or per tensor (shape (1,)), in the
+        dtype of the observed values (the official code computes them in the model's dtype)."""
         lo, hi = self.compute_range()
         rule = symmetric_qparams if self.symmetric else asymmetric_qparams
-        return rule(lo.float(), hi.float(), self.bits)
+        return rule(lo, hi, self.bits)
 
 
 @OBSERVERS.register("minmax")

@@ -1,7 +1,9 @@
 """ONNX export of a calibrated model with QuantizeLinear/DequantizeLinear carrying its scales.
 
-Weights are per-channel int8 initializers (QuantizeLinear folded away, so the file holds
-integers); activations get per-tensor uint8 Q/DQ pairs. ONNX Runtime's CPU graph optimizer
+Weights are per-channel 8-bit integer initializers (QuantizeLinear folded away, so the file
+holds integers): the signed grid stored as uint8 with zero point 128, because ONNX Runtime's
+u8×s8 kernel saturates on x86 CPUs without VNNI and its u8×u8 kernel does not. Activations get
+per-tensor uint8 Q/DQ pairs. ONNX Runtime's CPU graph optimizer
 then fuses DQ → MatMul → … into integer kernels (MatMulIntegerToFloat / QLinearMatMul,
 QLinearConv); ``integer_ops`` reports which ran. Bit widths below 8 are stored in 8-bit types
 holding the lower-bit grid, and the model's metadata says so.
@@ -72,7 +74,7 @@ def _constants(graph) -> dict[str, np.ndarray]:
 
 def fold_weight_quantization(onnx_model) -> int:
     """Replace QuantizeLinear(constant float weight) with the integer initializer it computes,
-    so the file stores int8 weights; returns how many were folded."""
+    so the file stores integer weights; returns how many were folded."""
     from onnx import numpy_helper
 
     graph = onnx_model.graph
@@ -124,8 +126,8 @@ def export_onnx(model: nn.Module, config: QuantConfig, example: torch.Tensor, pa
             raise ConfigError(f"{type(model).__name__}: no quantized weights found to export")
         meta = {
             "psaq.quant_config": json.dumps(dataclasses.asdict(config)),
-            "psaq.weight_storage": (f"int8 per channel holding the {config.w_bits}-bit grid [-{2 ** (config.w_bits - 1)}, "
-                                    f"{2 ** (config.w_bits - 1) - 1}]" if config.w_bits < 8 else "int8 per channel"),
+            "psaq.weight_storage": (f"uint8 per channel, zero point 128, holding the signed {config.w_bits}-bit grid "
+                                    f"[-{2 ** (config.w_bits - 1)}, {2 ** (config.w_bits - 1) - 1}]"),
             "psaq.activation_storage": (f"uint8 per tensor holding the {config.a_bits}-bit grid [0, {2 ** config.a_bits - 1}]"
                                         f" (a Clip before each QuantizeLinear)" if config.a_bits < 8 else "uint8 per tensor"),
             **{f"psaq.{k}": str(v) for k, v in (extra_metadata or {}).items()},

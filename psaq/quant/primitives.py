@@ -1,14 +1,16 @@
 """Pure quantization math: integer ranges, qparams from a range, (fake) quantization.
 
-Everything broadcasts, so per-tensor and per-channel use the same functions: pass
-``scale`` and ``zero_point`` shaped to broadcast against ``x``.
+The formulas are the official PSAQ-ViT code's (``models/quantization_utils/quant_utils.py``),
+computed in the dtype of their inputs as it does. Everything broadcasts, so per-tensor and
+per-channel use the same functions: pass ``scale`` and ``zero_point`` shaped to broadcast
+against ``x``.
 """
 
 from __future__ import annotations
 
 import torch
 
-MIN_SCALE = 1e-8  # keeps a constant tensor (range zero) from dividing by zero
+MIN_SCALE = torch.finfo(torch.float32).eps  # the official floor of a scale (a constant tensor has range 0)
 MIN_BITS, MAX_BITS = 2, 8
 
 
@@ -20,30 +22,30 @@ def int_range(bits: int, signed: bool) -> tuple[int, int]:
 
 
 def symmetric_qparams(min_val: torch.Tensor, max_val: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """PSAQ-ViT's weight rule: scale = max(|min|, |max|) / ((qmax - qmin) / 2), zero point 0, signed grid."""
+    """The weight rule: scale = max(−min, max) / ((qmax − qmin) / 2), zero point 0, signed grid.
+
+    The scale maps the largest magnitude to ±(2^b − 1)/2, half a step outside the grid's
+    positive end, so the largest positive weight rounds to qmax after clamping."""
     qmin, qmax = int_range(bits, signed=True)
-    absmax = torch.maximum(min_val.abs(), max_val.abs())
+    absmax = torch.maximum(-min_val, max_val)
     scale = (absmax / ((qmax - qmin) / 2)).clamp_min(MIN_SCALE)
     return scale, torch.zeros_like(scale)
 
 
 def asymmetric_qparams(min_val: torch.Tensor, max_val: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Activation rule: the range [min, max] (widened to hold 0) onto the unsigned grid.
+    """The activation rule: [min, max] onto [0, 2^b − 1]; zero point = clamp(−round(min / scale)).
 
-    The range is widened to contain zero so that zero is exact and the zero point is a
-    valid unsigned integer, which ONNX QuantizeLinear requires.
-    """
+    As in the official code the range is not widened to hold 0: for a range that excludes 0
+    the zero point is clamped to the grid, so the grid no longer covers the whole range."""
     qmin, qmax = int_range(bits, signed=False)
-    lo = torch.minimum(min_val, torch.zeros_like(min_val))
-    hi = torch.maximum(max_val, torch.zeros_like(max_val))
-    scale = ((hi - lo) / (qmax - qmin)).clamp_min(MIN_SCALE)
-    zero_point = (qmin - torch.round(lo / scale)).clamp(qmin, qmax)
+    scale = ((max_val - min_val) / (qmax - qmin)).clamp_min(MIN_SCALE)
+    zero_point = (qmin - torch.round(min_val / scale)).clamp(qmin, qmax)
     return scale, zero_point
 
 
 def quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
-    """Real values to integers (kept in x's float dtype): clamp(round(x / s) + z)."""
-    return torch.clamp(torch.round(x / scale) + zero_point, qmin, qmax)
+    """Real values to integers (kept in x's float dtype): clamp(round(x / s + z)), rounding half to even."""
+    return torch.clamp(torch.round(x / scale + zero_point), qmin, qmax)
 
 
 def dequantize(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor) -> torch.Tensor:

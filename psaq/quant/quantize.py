@@ -5,16 +5,19 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from timm.models.swin_transformer import SwinTransformerBlock, WindowAttention
-from timm.models.deit import VisionTransformerDistilled
-from timm.models.vision_transformer import Attention, Block, VisionTransformer
 import torch
+from timm.layers import ClassifierHead, Mlp, PatchEmbed
+from timm.models.deit import VisionTransformerDistilled
+from timm.models.swin_transformer import PatchMerging, SwinTransformer, SwinTransformerBlock, WindowAttention
+from timm.models.vision_transformer import Attention, Block, VisionTransformer
 from torch import nn
 
+from psaq import cancel
 from psaq.errors import ConfigError, NotCalibratedError
 from psaq.quant.config import QuantConfig
-from psaq.quant.layers import QuantConv2d, QuantLinear
-from psaq.quant.quantizers import ActQuantizer
+from psaq.quant.layers import QuantConv2d, QuantLinear, QuantOutput
+from psaq.quant.quantizers import ActQuantizer, WeightQuantizer
+from psaq.quant.sites import SitePlan, model_family
 from psaq.quant.timm_wrappers import (
     QuantSwinBlock,
     QuantViTAttention,
@@ -23,7 +26,7 @@ from psaq.quant.timm_wrappers import (
     quantize_vit_sites,
 )
 
-Wrapper = Callable[[nn.Module, QuantConfig], nn.Module]
+Wrapper = Callable[[nn.Module, QuantConfig, SitePlan], nn.Module]
 
 # Keyed by exact module type: a subclass may change forward(), so it must be registered itself.
 WRAPPERS: dict[type[nn.Module], Wrapper] = {}
@@ -37,14 +40,31 @@ def register_wrapper(module_type: type[nn.Module]) -> Callable[[Wrapper], Wrappe
     return add
 
 
-register_wrapper(nn.Linear)(QuantLinear)
-register_wrapper(nn.Conv2d)(QuantConv2d)
 register_wrapper(Attention)(QuantViTAttention)
 register_wrapper(WindowAttention)(QuantWindowAttention)
 register_wrapper(Block)(QuantViTBlock)
 register_wrapper(SwinTransformerBlock)(QuantSwinBlock)
 register_wrapper(VisionTransformer)(quantize_vit_sites)
 register_wrapper(VisionTransformerDistilled)(quantize_vit_sites)
+
+# The sites at a child's input and output, by the child's role: (parent type, attribute) →
+# (input sites, output sites). Linear and conv children carry them; others get a QuantOutput.
+ROLES: dict[tuple[type[nn.Module], str], tuple[tuple[str, ...], tuple[str, ...]]] = {
+    (PatchEmbed, "proj"): (("input",), ("patch_embed.proj",)),
+    (VisionTransformer, "patch_embed"): ((), ("patch_embed",)),
+    (VisionTransformerDistilled, "patch_embed"): ((), ("patch_embed",)),
+    (SwinTransformer, "patch_embed"): ((), ("patch_embed",)),
+    (Attention, "proj"): (("attn.context",), ("attn.proj",)),
+    (WindowAttention, "proj"): (("attn.context",), ("attn.proj",)),
+    (Mlp, "fc2"): (("mlp.act",), ("mlp.fc2",)),
+    (PatchMerging, "reduction"): (("merge.norm",), ("merge.reduction",)),
+    (SwinTransformer, "norm"): ((), ("final_norm",)),
+    (VisionTransformer, "head"): (("head_input",), ("logits",)),
+    (VisionTransformerDistilled, "head"): (("head_input",), ("logits",)),
+    (VisionTransformerDistilled, "head_dist"): (("head_input",), ("logits",)),
+    (ClassifierHead, "fc"): (("head_input",), ("logits",)),
+}
+EVERY_LINEAR_INPUT = "linear.input"
 
 QUANT_TYPES = (QuantLinear, QuantConv2d, QuantViTAttention, QuantWindowAttention, QuantViTBlock, QuantSwinBlock)
 
@@ -53,33 +73,58 @@ def is_quantized(model: nn.Module) -> bool:
     return any(isinstance(m, QUANT_TYPES) for m in model.modules())
 
 
+def _wrap_child(parent: nn.Module, name: str, child: nn.Module, config: QuantConfig, plan: SitePlan) -> nn.Module:
+    inputs, outputs = ROLES.get((type(parent), name), ((), ()))
+    if type(child) is nn.Linear:
+        return QuantLinear(child, config, plan, (*inputs, EVERY_LINEAR_INPUT), outputs)
+    if type(child) is nn.Conv2d:
+        return QuantConv2d(child, config, plan, inputs, outputs)
+    for site in outputs:
+        if site in plan:
+            child = QuantOutput(child, plan, site)
+    return child
+
+
 def quantize_(
     model: nn.Module,
     config: QuantConfig,
     filter_fn: Callable[[nn.Module, str], bool] | None = None,
 ) -> nn.Module:
-    """Wrap every registered module of ``model`` in place, children before parents.
+    """Wrap ``model`` in place, children before parents, with the quantizers of ``config.sites``.
 
-    ``filter_fn(module, qualified_name)`` can skip modules. Returns ``model``.
-    The model's activations pass through unchanged until it is calibrated.
+    ``filter_fn(module, qualified_name)`` can skip modules (their sites then stay float, and
+    the completeness check is skipped). Returns ``model``. The model's activations pass
+    through unchanged until it is calibrated.
     """
     if is_quantized(model):
         raise ConfigError("model is already quantized; quantize a fresh float copy")
+    plan = SitePlan(config.sites, model_family(model), config)
     keep = filter_fn or (lambda module, name: True)
 
     def visit(module: nn.Module, prefix: str) -> nn.Module:
         for name, child in list(module.named_children()):
-            new_child = visit(child, f"{prefix}.{name}" if prefix else name)
+            qualified = f"{prefix}.{name}" if prefix else name
+            new_child = visit(child, qualified)
+            if keep(child, qualified):
+                new_child = _wrap_child(module, name, new_child, config, plan)
             if new_child is not child:
                 setattr(module, name, new_child)
         wrapper = WRAPPERS.get(type(module))
         if wrapper is None or not keep(module, prefix):
             return module
-        return wrapper(module, config)
+        return wrapper(module, config, plan)
 
     result = visit(model, "")
     if result is not model:
         raise ConfigError(f"the top-level {type(model).__name__} cannot be wrapped in place; wrap its parent instead")
+    if filter_fn is None:
+        plan.check_complete(type(model).__name__)
+    # quantizer buffers (scales, zero points) in the model's float type, as the official code keeps them
+    dtype = next(model.parameters()).dtype
+    for m in model.modules():
+        if isinstance(m, (ActQuantizer, WeightQuantizer)):
+            m.to(dtype)
+    model.psaq_quant_config = config
     return model
 
 
@@ -90,12 +135,22 @@ def act_quantizers(model: nn.Module) -> Iterator[tuple[str, ActQuantizer]]:
 
 
 @contextmanager
-def calibration(model: nn.Module) -> Iterator[nn.Module]:
-    """Inside: every activation quantizer records float ranges. On a clean exit the ranges
-    are frozen into scales; on an exception nothing is frozen."""
+def calibration(model: nn.Module, quantized_weights: bool | None = None) -> Iterator[nn.Module]:
+    """Inside: every activation quantizer records the float ranges it sees and passes them on.
+    On a clean exit the ranges are frozen into scales; on an exception nothing is frozen.
+
+    As in the official code the ranges are taken on the float model: weights stay float while
+    calibrating, unless ``quantized_weights`` (psaq's option; by default the model's
+    ``QuantConfig.calibrate_with_quantized_weights``) rounds them first."""
+    if quantized_weights is None:
+        config = getattr(model, "psaq_quant_config", None)
+        quantized_weights = bool(config and config.calibrate_with_quantized_weights)
     quantizers = [q for _, q in act_quantizers(model)]
     if not quantizers:
         raise ConfigError("model has no activation quantizers; call quantize_(model, config) first")
+    weights = [m for m in model.modules() if isinstance(m, WeightQuantizer)]
+    for w in weights:
+        w.enabled = quantized_weights
     for q in quantizers:
         q.start_observing()
     ok = False
@@ -105,6 +160,8 @@ def calibration(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for q in quantizers:
             q.stop_observing(freeze=ok)
+        for w in weights:
+            w.enabled = True
 
 
 def uncalibrated(model: nn.Module) -> list[str]:
@@ -128,10 +185,12 @@ def calibrate(
     images: torch.Tensor,
     batch_size: int = 64,
     device: str | torch.device = "cpu",
+    quantized_weights: bool | None = None,
 ) -> nn.Module:
-    """Run the calibration images through the quantized model once and freeze every range."""
+    """Run the calibration images through the model once and freeze every range."""
     model.eval().to(device)
-    with torch.no_grad(), calibration(model):
+    with torch.no_grad(), calibration(model, quantized_weights):
         for i in range(0, images.shape[0], batch_size):
+            cancel.check()
             model(images[i : i + batch_size].to(device))
     return model

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from psaq.quant.observers import make_observer
-from psaq.quant.primitives import channel_shape, fake_quantize, int_range
+from psaq.quant.primitives import channel_shape, fake_quantize, int_range, quantize
 
 
 class ActQuantizer(nn.Module):
@@ -17,9 +17,10 @@ class ActQuantizer(nn.Module):
     quantizing (after calibration: fake-quantizes with the frozen scale).
     """
 
-    def __init__(self, bits: int, observer: str = "minmax", **observer_options):
+    def __init__(self, bits: int, observer: str = "minmax", site: str = "", **observer_options):
         super().__init__()
         self.bits = bits
+        self.site = site  # which tensor (a name of psaq.quant.sites.SITES)
         self.observer_name = observer
         self.observer_options = observer_options
         self.qmin, self.qmax = int_range(bits, signed=False)
@@ -65,7 +66,7 @@ class ActQuantizer(nn.Module):
 
     def extra_repr(self) -> str:
         state = "observing" if self.observing else ("calibrated" if bool(self.calibrated) else "pass-through")
-        return f"bits={self.bits}, observer={self.observer_name}, {state}"
+        return f"site={self.site}, bits={self.bits}, observer={self.observer_name}, {state}"
 
 
 class WeightQuantizer(nn.Module):
@@ -83,18 +84,28 @@ class WeightQuantizer(nn.Module):
         self._cached: torch.Tensor | None = None
         self._cache_key: tuple | None = None
         self.export_qdq = False
+        self.enabled = True  # off while calibrating on the float model (the official order)
+
+    def integers(self, weight: torch.Tensor) -> torch.Tensor:
+        """The integer grid values of ``weight`` (in its float dtype), computed as the simulated
+        forward computes them, so integer exports and the simulation agree at every rounding tie."""
+        return quantize(weight.detach(), self.scale.to(weight.dtype), self.zero_point.to(weight.dtype), self.qmin, self.qmax)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        # The paper's scale maps the largest weight to exactly ±(qmax - qmin)/2, a rounding tie;
-        # float64 breaks ties the way the integer reference does. Cached: weights are fixed in PTQ.
+        if not self.enabled:
+            return weight
+        # Cached: weights are fixed in post-training quantization.
         key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
         if self._cache_key != key:
-            q = fake_quantize(weight.detach().double(), self.scale.double(), self.zero_point.double(), self.qmin, self.qmax)
-            self._cached, self._cache_key = q.to(weight.dtype), key
+            q = self.integers(weight)
+            self._cached, self._cache_key = (q - self.zero_point.to(weight.dtype)) * self.scale.to(weight.dtype), key
         if self.export_qdq:
-            # values already on the b-bit grid, so int8 QuantizeLinear reproduces them exactly
-            return torch.fake_quantize_per_channel_affine(
-                self._cached, self.scale.flatten().float(), self.zero_point.flatten().to(torch.int32), self.axis, -128, 127)
+            # Values already on the b-bit grid, so QuantizeLinear reproduces them exactly. They are
+            # stored as uint8 with zero point 128 (the same values): ONNX Runtime's u8×s8 kernel on
+            # x86 CPUs without VNNI sums pairs of products in int16 and saturates on 8-bit weights;
+            # its u8×u8 kernel does not.
+            zp = (self.zero_point.flatten() + 128).to(torch.int32)
+            return torch.fake_quantize_per_channel_affine(self._cached, self.scale.flatten().float(), zp, self.axis, 0, 255)
         return self._cached
 
     def extra_repr(self) -> str:

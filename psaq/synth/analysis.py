@@ -21,7 +21,8 @@ def patch_similarities(model: nn.Module, images: torch.Tensor) -> list[torch.Ten
 
 
 @torch.no_grad()
-def entropy_per_block(model: nn.Module, images: torch.Tensor) -> list[float]:
+def entropy_per_block(model: nn.Module, images: torch.Tensor, estimator: str = "official") -> list[float]:
     with AttentionOutputHooks(model) as hooks:
         model(images)
-        return block_entropies(hooks.take(), int(getattr(model, "num_prefix_tokens", 0))).tolist()
+        captured = hooks.take()
+    return block_entropies(captured, images.shape[0], int(getattr(model, "num_prefix_tokens", 0)), estimator).tolist()

@@ -1,4 +1,4 @@
-"""SynthesisConfig: the paper's defaults (DESIGN §1), each with a name, validated on construction."""
+"""SynthesisConfig: the paper's and the official code's defaults, each with a name, validated on construction."""
 
 from __future__ import annotations
 
@@ -15,6 +15,9 @@ class SynthesisConfig:
     gaussian-clamped or real. ``lr=None`` takes the paper's per-family rate: 0.20 for
     ViT/DeiT, 0.25 for Swin. ``jitter_px`` is per round and given at 224 px; it and the
     TV target are scaled to the model's input (see ``psaq.synth.priors``).
+
+    ``entropy_estimator`` names an entry of ``ENTROPY_ESTIMATORS``: ``official`` (the official
+    code's, the default) or ``unique-pairs`` (psaq's variant; see ``psaq.synth.entropy``).
 
     Speed options (``psaq.synth.acceleration``): ``precision`` is the model forward's autocast
     dtype (fp32 or bf16; the entropy is float32 either way); ``compile`` names what
@@ -40,15 +43,18 @@ class SynthesisConfig:
     kde_bandwidth: float = 0.01
     kde_points: int = 10
     kde_eps: float = 1e-4
+    entropy_estimator: str = "official"
     precision: str = "fp32"
     compile: str = "none"
     cuda_graphs: bool = False
 
     def __post_init__(self) -> None:
         from psaq.synth.acceleration import COMPILE_TARGETS, PRECISIONS
+        from psaq.synth.entropy import ENTROPY_ESTIMATORS
         from psaq.synth.methods import SYNTH_METHODS
 
         SYNTH_METHODS.get(self.method)
+        ENTROPY_ESTIMATORS.get(self.entropy_estimator)
         PRECISIONS.get(self.precision)
         COMPILE_TARGETS.get(self.compile)
         if not isinstance(self.cuda_graphs, bool):

@@ -1,41 +1,97 @@
-"""Patch-similarity entropy per block, computed in one batched KDE for blocks of equal shape."""
+"""Patch-similarity entropy per block, by name of the estimator, batched over blocks of equal shape.
+
+``official`` is the estimator of PSAQ-ViT's code (``generate_data.py``): per block, the
+head-averaged attention output without its first token; the full N×N cosine-similarity
+matrix of each image (diagonal and both orders kept; on Swin, the windows of one image
+pooled into one set); one Gaussian KDE per image evaluated on a grid between the min and the
+max over the whole batch; the entropy averaged over the images.
+
+``unique-pairs`` is psaq's own variant: each unordered token pair once without the diagonal,
+prefix (class/distillation/register) tokens dropped and no other, one KDE and one grid per
+image (per window on Swin), averaged over images and windows.
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
+from psaq.registry import Registry
 from psaq.synth.hooks import Captured
 from psaq.synth.kde import BANDWIDTH, DENSITY_EPS, GRID_POINTS, kde_entropy
-from psaq.synth.similarity import mean_over_heads, pairwise_similarities
+from psaq.synth.similarity import cosine_similarity_matrix, mean_over_heads, pairwise_similarities
+
+
+@dataclass(frozen=True)
+class KdeSettings:
+    bandwidth: float = BANDWIDTH
+    num_points: int = GRID_POINTS
+    eps: float = DENSITY_EPS
+    kde: Callable[..., torch.Tensor] = kde_entropy  # or a compiled kde_entropy
+
+
+# (tokens of K blocks stacked: (K·rows, N, d), K, images, settings) → (K,) mean entropy per block
+Estimator = Callable[[torch.Tensor, int, int, KdeSettings], torch.Tensor]
+ENTROPY_ESTIMATORS: Registry[Estimator] = Registry("entropy estimator")
+# leading tokens each estimator drops, given the model's prefix-token count
+DROPPED_TOKENS: dict[str, Callable[[int], int]] = {}
+
+
+def _register(name: str, dropped: Callable[[int], int]):
+    def add(fn: Estimator) -> Estimator:
+        DROPPED_TOKENS[name] = dropped
+        return ENTROPY_ESTIMATORS.register(name)(fn)
+
+    return add
+
+
+# The official code drops token 0 of every row (`[:, 1:, :]`): the class token on DeiT, the
+# first token of each window on Swin. Models outside its zoo may carry more prefix tokens
+# (distillation, registers): those are dropped too.
+@_register("official", lambda prefix: max(1, prefix))
+def official(tokens: torch.Tensor, blocks: int, images: int, kde: KdeSettings) -> torch.Tensor:
+    sims = cosine_similarity_matrix(tokens)  # (K·rows, N, N)
+    per_block = sims.detach().reshape(blocks, -1)
+    lo = per_block.amin(dim=1).repeat_interleave(images).unsqueeze(1)
+    hi = per_block.amax(dim=1).repeat_interleave(images).unsqueeze(1)
+    # rows are image-major (Swin partitions windows per image), so a view pools an image's windows
+    samples = sims.reshape(blocks * images, -1)
+    return kde.kde(samples, kde.bandwidth, kde.num_points, kde.eps, lo, hi).view(blocks, images).mean(dim=1)
+
+
+@_register("unique-pairs", lambda prefix: prefix)
+def unique_pairs(tokens: torch.Tensor, blocks: int, images: int, kde: KdeSettings) -> torch.Tensor:
+    ent = kde.kde(pairwise_similarities(tokens), kde.bandwidth, kde.num_points, kde.eps)
+    return ent.view(blocks, -1).mean(dim=1)
 
 
 def block_entropies(
     captured: list[Captured],
+    images: int,
     prefix_tokens: int,
-    bandwidth: float = BANDWIDTH,
-    num_points: int = GRID_POINTS,
-    eps: float = DENSITY_EPS,
-    kde: Callable[..., torch.Tensor] = kde_entropy,
+    estimator: str = "official",
+    kde: KdeSettings = KdeSettings(),
 ) -> torch.Tensor:
     """Mean patch-similarity entropy of each captured block → (num_blocks,).
 
+    ``images`` is the batch size: a captured tensor holds ``images × windows`` rows.
     Computed in float32 whatever the captured dtype (a bf16 forward still gets a float32 KDE:
-    the kernel width, 0.01, is below bf16's resolution near 1). ``kde`` may be a compiled
-    ``kde_entropy``.
-
-    ``prefix_tokens`` (class/register tokens) are dropped. Swin has none: its rows are
-    windows, so similarities are taken between the tokens of one window, the tokens that
-    attention mixes, and the entropy is averaged over images and windows.
+    the kernel width, 0.01, is below bf16's resolution near 1).
     """
     if not captured:
         raise ValueError("no attention outputs were captured; was the model run inside the hooks?")
+    estimate = ENTROPY_ESTIMATORS.get(estimator)
+    drop = DROPPED_TOKENS[estimator](prefix_tokens)
     groups: dict[tuple, list[int]] = defaultdict(list)
     tokens = []
     for idx, c in enumerate(captured):
-        t = mean_over_heads(c.output.float(), c.num_heads)[:, prefix_tokens:, :]
+        if c.output.shape[0] % images:
+            raise ValueError(f"{c.name}: {c.output.shape[0]} rows do not split into {images} images")
+        dtype = c.output.dtype if c.output.dtype == torch.float64 else torch.float32
+        t = mean_over_heads(c.output.to(dtype), c.num_heads)[:, drop:, :]
         if t.shape[1] < 2:
             raise ValueError(f"{c.name}: fewer than 2 patch tokens, no similarity to measure")
         tokens.append(t)
@@ -43,8 +99,6 @@ def block_entropies(
     per_block: list[torch.Tensor | None] = [None] * len(captured)
     for indices in groups.values():
         stacked = torch.cat([tokens[i] for i in indices], dim=0)  # (blocks·rows, N, d)
-        rows = tokens[indices[0]].shape[0]
-        ent = kde(pairwise_similarities(stacked), bandwidth, num_points, eps)
-        for k, block_mean in zip(indices, ent.view(len(indices), rows).mean(dim=1)):
-            per_block[k] = block_mean
+        for k, value in zip(indices, estimate(stacked, len(indices), images, kde)):
+            per_block[k] = value
     return torch.stack(per_block)

@@ -10,13 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from timm.models.swin_transformer import WindowAttention
-from timm.models.vision_transformer import Attention
 from torch import nn
 
-# Attention types whose ``proj`` input is softmax(qkᵀ)·v. timm's Attention with
-# scale_norm normalizes before proj; that variant is refused below.
-ATTENTION_TYPES: tuple[type[nn.Module], ...] = (Attention, WindowAttention)
+# timm's Attention with scale_norm normalizes before proj; that variant is refused below.
+from psaq.models.registry import ATTENTION_TYPES
 
 
 @dataclass

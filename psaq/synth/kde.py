@@ -22,16 +22,21 @@ def kde_entropy(
     bandwidth: float = BANDWIDTH,
     num_points: int = GRID_POINTS,
     eps: float = DENSITY_EPS,
+    lo: torch.Tensor | None = None,
+    hi: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Entropy −∫ p log p of each row's KDE, by the trapezoid rule on ``num_points`` between the
-    row's min and max, with ``eps`` added to p. (R, M) → (R,).
+    """Entropy −∫ p log p of each row's KDE, by the trapezoid rule on ``num_points`` evenly
+    spaced between ``lo`` and ``hi``, with ``eps`` added to p. (R, M) → (R,).
 
+    ``lo``/``hi`` (R, 1) give each row its grid ends; by default each row's own min and max.
     The grid ends are constants (detached): the gradient moves the samples, not the grid.
     """
-    lo = samples.detach().amin(dim=-1, keepdim=True)
-    hi = samples.detach().amax(dim=-1, keepdim=True)
+    if lo is None:
+        lo = samples.detach().amin(dim=-1, keepdim=True)
+    if hi is None:
+        hi = samples.detach().amax(dim=-1, keepdim=True)
     steps = torch.linspace(0.0, 1.0, num_points, device=samples.device, dtype=samples.dtype)
-    points = lo + (hi - lo) * steps
+    points = lo.detach() + (hi.detach() - lo.detach()) * steps
     p = kde_density(samples, points, bandwidth) + eps
     integrand = -p * torch.log(p)
     dx = points[:, 1:] - points[:, :-1]

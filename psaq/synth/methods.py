@@ -9,11 +9,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from psaq.data import InputSpec
+from psaq.data import InputSpec, RealSource
 from psaq.errors import ConfigError
 from psaq.registry import Registry
 
-RealSource = Callable[[int, int], tuple[torch.Tensor, torch.Tensor]]  # (n, seed) → (images, labels)
 
 
 @dataclass
@@ -77,7 +76,8 @@ def gaussian_clamped(config, ctx: SynthesisContext) -> SynthesisResult:
 def real(config, ctx: SynthesisContext) -> SynthesisResult:
     """N real training images drawn by the seed: the upper baseline that needs data."""
     if ctx.real_source is None:
-        raise ConfigError("calibration mode 'real' needs training images, and this model/dataset has none")
+        raise ConfigError("calibration mode 'real' needs training images and none were given: pass --calib-dataset "
+                          "PATH (a folder of class folders), or --dataset ROOT holding train/ and val/")
     started = time.perf_counter()
     images, labels = ctx.real_source(config.num_samples, config.seed)
     return SynthesisResult(images.float().cpu(), labels.cpu(), wall_s=time.perf_counter() - started)

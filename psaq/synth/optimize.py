@@ -11,9 +11,10 @@ from timm.models.swin_transformer import WindowAttention
 from torch import nn
 from tqdm.auto import tqdm
 
+from psaq import cancel
 from psaq.errors import SynthesisDivergedError
 from psaq.synth.acceleration import Compiled, autocast
-from psaq.synth.entropy import block_entropies
+from psaq.synth.entropy import KdeSettings, block_entropies
 from psaq.synth.hooks import AttentionOutputHooks
 from psaq.synth.methods import SynthesisContext, SynthesisResult
 from psaq.synth.priors import jitter_and_flip, scaled_jitter, total_variation, tv_target_scale, warmup_cosine_lr
@@ -64,32 +65,37 @@ def optimize_samples(config, ctx: SynthesisContext, use_entropy: bool) -> Synthe
 
     Each step: jitter + flip the batch, forward, loss = −Σ_blocks entropy·w_ent
     + w_ce·CE(logits, pseudo-labels) + w_tv·|TV(x) − v|, Adam step, clamp to valid pixels.
+    As in the official code, one Adam runs through every round (its moments carry over) and
+    each round restarts the warm-up + cosine learning-rate schedule.
     """
     model, spec, device = ctx.model, ctx.spec, ctx.device
     g = torch.Generator().manual_seed(config.seed)
-    images = torch.randn((config.num_samples, *spec.input_size), generator=g).to(device)
+    dtype = next(model.parameters()).dtype  # images live in the model's float type
+    images = torch.randn((config.num_samples, *spec.input_size), generator=g).to(device=device, dtype=dtype)
     labels = torch.randint(0, spec.num_classes, (config.num_samples,), generator=g).to(device)
     lo_tv, hi_tv = config.tv_target_range
     tv_target = (lo_tv + (hi_tv - lo_tv) * float(torch.rand(1, generator=g))) * tv_target_scale(images.shape)
-    lo, hi = spec.pixel_bounds(device=device)
+    lo, hi = spec.pixel_bounds(device=device, dtype=dtype)
     lr = config.lr if config.lr is not None else default_lr(model)
     prefix = int(getattr(model, "num_prefix_tokens", 0))
     image_side = spec.input_size[-1]
 
     compiled = Compiled(model, config, device)
+    kde = KdeSettings(config.kde_bandwidth, config.kde_points, config.kde_eps, compiled.kde)
 
     images.requires_grad_(True)
-    terms = torch.zeros((config.total_steps, len(TERMS)), device=device)  # filled on the device, read in blocks
+    terms = torch.zeros((config.total_steps, len(TERMS)), device=device, dtype=dtype)  # filled on the device, read in blocks
     history: dict[str, list[float]] = {name: [] for name in (*TERMS, "lr")}
     started = time.perf_counter()
     hooks = AttentionOutputHooks(model) if use_entropy else nullcontext()
     with frozen_eval(model), hooks:
         bar = tqdm(total=config.total_steps, desc=f"synthesize {config.method}", disable=not ctx.progress, unit="step")
         step = read = 0
+        optimizer = torch.optim.Adam([images], lr=lr, betas=config.betas, eps=config.adam_eps)
         for round_idx in range(config.rounds):
-            optimizer = torch.optim.Adam([images], lr=lr, betas=config.betas, eps=config.adam_eps)
             max_shift = scaled_jitter(config.jitter_px[round_idx], image_side)
             for round_step in range(config.steps_per_round):
+                cancel.check()
                 step_lr = warmup_cosine_lr(round_step, config.steps_per_round, config.warmup_steps, lr)
                 for group in optimizer.param_groups:
                     group["lr"] = step_lr
@@ -100,9 +106,8 @@ def optimize_samples(config, ctx: SynthesisContext, use_entropy: bool) -> Synthe
                     ce = F.cross_entropy(logits.float(), labels)
                     tv = (total_variation(x) - tv_target).abs()
                     if use_entropy:
-                        entropy = block_entropies(
-                            hooks.take(), prefix, config.kde_bandwidth, config.kde_points, config.kde_eps, compiled.kde
-                        ).sum()
+                        entropy = block_entropies(hooks.take(), config.num_samples, prefix,
+                                                  config.entropy_estimator, kde).sum()
                     else:
                         entropy = torch.zeros((), device=device)
                     loss = -config.entropy_weight * entropy + config.ce_weight * ce + config.tv_weight * tv

@@ -33,13 +33,20 @@ def scaled_jitter(pixels_at_224: int, image_size: int) -> int:
     return max(1, round(pixels_at_224 * image_size / REFERENCE_SIZE))
 
 
-def jitter_and_flip(x: torch.Tensor, max_shift: int, flip_prob: float, generator: torch.Generator) -> torch.Tensor:
-    """Roll the batch by one random offset in both axes, then flip it horizontally with ``flip_prob``."""
+def draw_jitter(max_shift: int, flip_prob: float, generator: torch.Generator) -> tuple[int, bool]:
+    """One offset, uniform over the integers in [-max_shift, max_shift], and whether to flip."""
     shift = int(torch.randint(-max_shift, max_shift + 1, (1,), generator=generator))
+    return shift, float(torch.rand(1, generator=generator)) < flip_prob
+
+
+def apply_jitter(x: torch.Tensor, shift: int, flip: bool) -> torch.Tensor:
+    """Roll the batch by the same offset in both axes, then flip it horizontally if ``flip``."""
     x = torch.roll(x, shifts=(shift, shift), dims=(-2, -1))
-    if float(torch.rand(1, generator=generator)) < flip_prob:
-        x = torch.flip(x, dims=(-1,))
-    return x
+    return torch.flip(x, dims=(-1,)) if flip else x
+
+
+def jitter_and_flip(x: torch.Tensor, max_shift: int, flip_prob: float, generator: torch.Generator) -> torch.Tensor:
+    return apply_jitter(x, *draw_jitter(max_shift, flip_prob, generator))
 
 
 def warmup_cosine_lr(step: int, total: int, warmup: int, base_lr: float) -> float:

@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 TINY = {
+    "model": {"model_args": {"depth": 1}},
     "train": {"epochs": 2},
     "synthesis": {"steps_per_round": 4, "warmup_steps": 1, "num_samples": 8},
     "quant": {"w_bits": 8, "a_bits": 8},

@@ -1,4 +1,5 @@
-"""`dvc repro` in a temporary git repository: full run, then a bit change reruns only evaluate + report."""
+"""`dvc repro` in a temporary git repository: the flows' artifacts reused, exactly the right
+stages rerun after a bit change and after a code change."""
 
 import os
 import shutil
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from psaq.store import file_sha256
 from tests.flows.conftest import write_params
 
 pytestmark = pytest.mark.slow
@@ -24,31 +26,66 @@ def ran_stages(output: str) -> set[str]:
     return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
 
 
-def test_dvc_repro_reuses_samples_after_a_bit_change(tmp_path):
+def built(output: str) -> set[str]:
+    return {line.split(":")[0] for line in output.splitlines() if ": built " in line}
+
+
+def stale(status: str) -> set[str]:
+    return {line.strip().rstrip(":") for line in status.splitlines() if line and not line.startswith("\t")
+            and line.strip().endswith(":")}
+
+
+def test_dvc_repro_shares_the_flows_artifacts_and_reruns_only_what_changed(tmp_path):
     work = tmp_path / "repo"
-    top_level = {".venv", ".git", "data", "models", "metrics", "reports", ".prefect", "mlruns", "mlflow.db",
-                 ".psaq-cache", ".pytest_cache", "benchmarks", "tests"}
+    skip_top = {".venv", ".git", "data", "models", "metrics", "reports", "pipeline", ".prefect", "mlruns",
+                "mlflow.db", ".psaq-cache", ".pytest_cache", "benchmarks", "tests", "exports"}
 
     def ignore(folder, names):
         skip = {n for n in names if n == "__pycache__" or n.endswith(".egg-info")}
-        return skip | (top_level & set(names) if Path(folder) == REPO else set())
+        return skip | (skip_top & set(names) if Path(folder) == REPO else set())
 
     shutil.copytree(REPO, work, ignore=ignore)
-    write_params(work, grid={"methods": ["gaussian"], "seeds": [0], "bits": ["W8A8"]})
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "DVC_NO_ANALYTICS": "1", "PYTHONPATH": str(work), "PSAQ_PROJECT": str(work)}
-    env.pop("MLFLOW_TRACKING_URI", None)
+    write_params(work, grid={"methods": ["gaussian"], "seeds": [0], "bits": ["W8A8"]}, tracking={"enabled": False})
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", DVC_NO_ANALYTICS="1",
+               PYTHONPATH=str(work), PSAQ_PROJECT=str(work), PREFECT_HOME=str(work / ".prefect-home"),
+               PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120")
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
                 ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"]):
         run(cmd, work, env)
     dvc = [sys.executable, "-m", "dvc"]
-    first = ran_stages(run([*dvc, "repro"], work, env))
-    assert first == {"train", "synthesize@gaussian-0", "fp32", "evaluate@gaussian-0-W8A8", "report"}
-    assert (work / "reports/dvc/benchmark.md").exists()
-    assert ran_stages(run([*dvc, "repro"], work, env)) == set()
 
+    # the benchmark flow first: dvc repro then finds every artifact in the shared store
+    run([sys.executable, "-m", "flows.benchmark", "--params", "params.yaml"], work, env)
+    objects = sorted(p.relative_to(work) for p in work.glob("models/quantized/*.safetensors"))
+    first = run([*dvc, "repro"], work, env)
+    assert {"data", "model@0", "fp32@0", "samples@0-gaussian-0", "calibrate@0-gaussian-0-W8A8-minmax",
+            "evaluate@0-gaussian-0-W8A8-minmax", "export@0-gaussian-0-W8A8-minmax", "report"} <= ran_stages(first)
+    assert built(first) <= {"report"}, built(first)  # nothing recomputed: the flow's artifacts were reused
+    assert sorted(p.relative_to(work) for p in work.glob("models/quantized/*.safetensors")) == objects
+    view = work / "pipeline" / "quantized" / "m0" / "gaussian-s0-W8A8-minmax.safetensors"
+    assert file_sha256(view) in {file_sha256(work / o) for o in objects}  # DVC tracks the flow's artifact
+    assert (work / "reports" / "benchmark.md").exists()
+
+    # nothing changed: only the stages that hash what DVC cannot see run, and their outputs are unchanged
+    assert ran_stages(run([*dvc, "repro"], work, env)) <= {"data", "model@0"}
+
+    # a new bit width: calibration onwards for it, and the report; no synthesis
     write_params(work, grid={"methods": ["gaussian"], "seeds": [0], "bits": ["W8A8", "W8A6"]})
-    second = ran_stages(run([*dvc, "repro"], work, env))
-    assert second == {"evaluate@gaussian-0-W8A6", "report"}
-    metrics = run([*dvc, "metrics", "show", "--json"], work, env)
-    assert "gaussian-seed0-W8A6.json" in metrics
+    second = run([*dvc, "repro"], work, env)
+    reran = ran_stages(second) - {"data", "model@0"}
+    assert reran == {"calibrate@0-gaussian-0-W8A6-minmax", "evaluate@0-gaussian-0-W8A6-minmax",
+                     "export@0-gaussian-0-W8A6-minmax", "report"}
+    assert "W8A6" in run([*dvc, "metrics", "show", "--json"], work, env)
+
+    # a code change marks exactly the stages that import the file
+    with open(work / "psaq" / "synth" / "kde.py", "a") as f:
+        f.write("\n# touched\n")
+    marked = stale(run([*dvc, "status"], work, env))
+    assert {"samples@0-gaussian-0", "report"} <= marked
+    assert not any(s.startswith(("fp32", "calibrate", "evaluate", "export")) for s in marked), marked
+    with open(work / "psaq" / "quant" / "primitives.py", "a") as f:
+        f.write("\n# touched\n")
+    marked = stale(run([*dvc, "status"], work, env))
+    assert any(s.startswith("calibrate@") for s in marked) and any(s.startswith("export@") for s in marked)
+    assert not any(s.startswith("fp32") for s in marked), marked

@@ -1,10 +1,12 @@
-"""Faults: kill -9 mid-run, two runs at once, a full disk; unreachable services and bad input."""
+"""Faults: kill -9 mid-run, SIGTERM, two runs at once, a full disk; wrong services and bad input."""
 
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
@@ -19,44 +21,45 @@ def env_for(project: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
     env.update(PSAQ_PROJECT=str(project), PYTHONPATH=str(REPO), PREFECT_HOME=str(project / ".prefect-home"),
                PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
-               PREFECT_LOCAL_STORAGE_PATH=str(project / ".prefect" / "storage"))
+               MLFLOW_TRACKING_URI=f"sqlite:///{project / 'mlflow.db'}")
     return env
 
 
-def start_grid(project: Path, params: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "flows.grid", "--params", str(params)], cwd=project,
-                            env=env_for(project), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+def start(project: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, *args], cwd=project, env=env_for(project), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
 
 
-def artifacts(project: Path) -> list[Path]:
+def published(project: Path) -> list[Path]:
     return [p for p in project.rglob("*") if p.is_file() and p.suffix in (".parquet", ".json", ".safetensors", ".onnx")
-            and ".partial" not in p.name and ".prefect" not in p.parts]
+            and not p.name.startswith(".") and ".prefect" not in str(p) and "mlruns" not in p.parts]
 
 
-def assert_all_artifacts_verify(project: Path) -> int:
-    import json
+def assert_all_published_verify(project: Path) -> int:
+    from psaq.store import Store
 
-    from psaq.io import read_samples
-    from psaq.models.checkpoint import read_state_dict
-
+    store = Store(project)
     count = 0
-    for p in artifacts(project):
-        if p.suffix == ".parquet":
-            read_samples(p)
-        elif p.suffix == ".json":
-            json.loads(p.read_text())
-        elif p.suffix == ".safetensors":
-            read_state_dict(p)
-        count += 1
+    for p in published(project):
+        if store.sidecar(p).exists():
+            assert store.lookup(p) is not None, p
+            count += 1
     return count
 
 
-def test_kill_9_mid_synthesis_then_rerun_finishes_and_reuses_finished_work(tmp_path):
+def children(pid: int) -> list[int]:
+    import psutil
+
+    return [c.pid for c in psutil.Process(pid).children(recursive=True)]
+
+
+def test_kill_9_then_rerun_reuses_finished_work_and_leaves_no_server_or_stale_state(tmp_path):
+    import mlflow
+    import psutil
+
     params = write_params(tmp_path, synthesis={"steps_per_round": 150, "warmup_steps": 10},
-                          grid={"methods": ["gaussian", "psaq", "psaq-noent"], "bits": ["W8A8"]},
-                          tracking={"enabled": False})
-    proc = start_grid(tmp_path, params)
+                          grid={"methods": ["gaussian", "psaq", "psaq-noent"], "bits": ["W8A8"]})
+    proc = start(tmp_path, "-m", "flows.grid", "--params", str(params))
     deadline = time.time() + 300
     first_done = None
     while time.time() < deadline and proc.poll() is None:
@@ -67,32 +70,58 @@ def test_kill_9_mid_synthesis_then_rerun_finishes_and_reuses_finished_work(tmp_p
         time.sleep(0.2)
     assert first_done is not None, proc.communicate()[0][-3000:]
     time.sleep(1.0)  # the next synthesis is under way
-    os.killpg(proc.pid, signal.SIGKILL)
+    helpers = children(proc.pid)  # the temporary Prefect server among them
+    os.kill(proc.pid, signal.SIGKILL)  # the process alone, as the OOM killer would
     proc.wait()
+    time.sleep(3)
+    assert not [p for p in helpers if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE], \
+        "a server outlived its flow"
     stamp = first_done.stat().st_mtime_ns
-    assert_all_artifacts_verify(tmp_path)  # nothing half-written is visible
+    assert assert_all_published_verify(tmp_path) >= 1  # nothing half-written is visible
 
     rerun = subprocess.run([sys.executable, "-m", "flows.grid", "--params", str(params)], cwd=tmp_path,
                            env=env_for(tmp_path), capture_output=True, text=True, timeout=900)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     assert first_done.stat().st_mtime_ns == stamp  # finished work was not recomputed
     assert len(list((tmp_path / "data" / "samples").glob("*.parquet"))) == 3
-    assert assert_all_artifacts_verify(tmp_path) >= 3 + 3 + 3
+    assert not list(tmp_path.rglob(".*.partial*")), "stale temporary files were left"
+    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("psaq").experiment_id])
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    assert [r for r in runs if r.info.status == "FAILED"]  # the killed run's parent, marked by the rerun
+
+
+def test_sigterm_stops_synthesis_within_seconds_and_leaves_nothing_half_written(tmp_path):
+    proc = start(tmp_path, "-m", "psaq.cli", "quantize", "--steps", "5000", "--model-arg", "depth=1")
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(tmp_path.glob("data/samples/.*.partial*")):
+        if list(tmp_path.glob("models/*.safetensors")):
+            time.sleep(0.5)
+            break
+        time.sleep(0.2)
+    time.sleep(4)  # well inside the 10,000-step synthesis
+    stopped = time.time()
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 130, out[-2000:]
+    assert time.time() - stopped < 10
+    assert "psaq: interrupted" in out and "Traceback" not in out
+    assert not list((tmp_path / "data").rglob("*.parquet")) and not list(tmp_path.rglob(".*.partial*"))
 
 
 def test_two_grid_runs_at_once_both_finish_with_the_same_results(tmp_path):
     params = write_params(tmp_path, grid={"methods": ["psaq", "gaussian"], "bits": ["W8A8", "W4A8"]},
                           tracking={"enabled": False})
-    a, b = start_grid(tmp_path, params), start_grid(tmp_path, params)
+    a, b = start(tmp_path, "-m", "flows.grid", "--params", str(params)), start(tmp_path, "-m", "flows.grid", "--params", str(params))
     out_a, out_b = a.communicate(timeout=900)[0], b.communicate(timeout=900)[0]
     assert a.returncode == 0, out_a[-3000:]
     assert b.returncode == 0, out_b[-3000:]
     lines = lambda out: sorted(l.split("|")[-1].strip() for l in out.splitlines() if ": top-1" in l)  # noqa: E731
     assert lines(out_a) == lines(out_b) and len(lines(out_a)) == 4
-    assert assert_all_artifacts_verify(tmp_path) > 0
+    assert assert_all_published_verify(tmp_path) > 0
 
 
-def test_disk_full_leaves_nothing_half_written_and_no_cache_entry(project, monkeypatch):
+def test_disk_full_leaves_nothing_half_written_and_the_rerun_recomputes(project, monkeypatch):
     import errno
 
     import pyarrow.parquet as pq
@@ -109,16 +138,17 @@ def test_disk_full_leaves_nothing_half_written_and_no_cache_entry(project, monke
     monkeypatch.setattr(pq, "write_table", full_disk)
     with pytest.raises(OSError, match="No space left"):
         quantize(calib="psaq", params_path=str(params))
-    assert not list((project / "data" / "samples").glob("*")), "a partial sample set was left behind"
+    assert not [p for p in (project / "data" / "samples").rglob("*")], "a partial sample set was left behind"
 
     monkeypatch.setattr(pq, "write_table", real_write)
-    record = quantize(calib="psaq", params_path=str(params))  # reruns synthesis: the failure was not cached
+    record = quantize(calib="psaq", params_path=str(params))  # reruns synthesis: the failure was not kept
     assert 0 <= record["top1"] <= 100
     assert len(list((project / "data" / "samples").glob("*.parquet"))) == 1
 
 
 def test_same_seed_gives_identical_samples_and_metrics(tmp_path, monkeypatch, prefect_server):
     from flows.quantize import quantize
+    from psaq.io import read_samples
 
     results = []
     for name in ("one", "two"):
@@ -129,30 +159,43 @@ def test_same_seed_gives_identical_samples_and_metrics(tmp_path, monkeypatch, pr
         params = write_params(folder, tracking={"enabled": False})
         record = quantize(calib="psaq", params_path=str(params))
         [samples] = (folder / "data" / "samples").glob("*.parquet")
-        from psaq.io import read_samples
-
         results.append(({k: record[k] for k in ("top1", "top5", "agreement")},
-                        read_samples(samples).metadata["content_sha256"]))
-        from psaq.io import tensor_sha256
-        from psaq.models.checkpoint import read_state_dict
-
-        [trained] = (folder / "models").glob("digits-vit-seed0-*.safetensors")
-        weights = read_state_dict(trained)  # compared by tensors: the file also holds the wall time
-        results[-1] += (tuple(tensor_sha256(weights[k]) for k in sorted(weights)),)
+                        read_samples(samples).metadata["content_sha256"], record["weights_sha256"]))
     assert results[0] == results[1]
+
+
+class _NotAService(BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"<html>hello</html>")
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def impostor():
+    server = HTTPServer(("127.0.0.1", 0), _NotAService)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
 
 
 @pytest.mark.parametrize("variable,value,message", [
     ("MLFLOW_TRACKING_URI", "http://127.0.0.1:9", "MLflow tracking server http://127.0.0.1:9 is unreachable"),
     ("PREFECT_API_URL", "http://127.0.0.1:9/api", "Prefect server http://127.0.0.1:9/api is unreachable"),
+    ("MLFLOW_TRACKING_URI", "ftp://somewhere/mlflow", "has a scheme psaq does not know"),
+    ("MLFLOW_TRACKING_URI", "IMPOSTOR", "answers, but not as an MLflow tracking server"),
+    ("PREFECT_API_URL", "IMPOSTOR/api", "answers, but not as a Prefect API"),
 ])
-def test_unreachable_services_are_named(tmp_path, variable, value, message):
+def test_wrong_services_are_named_in_one_line(tmp_path, impostor, variable, value, message):
     params = write_params(tmp_path)
-    env = {**env_for(tmp_path), variable: value}
+    env = {**env_for(tmp_path), variable: value.replace("IMPOSTOR", impostor)}
     proc = subprocess.run([sys.executable, "-m", "flows.grid", "--params", str(params)], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
-    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
 
 
 def test_gpu_asked_for_where_there_is_none(tmp_path):
@@ -166,30 +209,26 @@ def test_gpu_asked_for_where_there_is_none(tmp_path):
     assert proc.returncode == 2 and "no CUDA GPU" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_sample_set_of_another_model_is_never_used(project):
+def test_a_sample_set_of_another_model_is_never_used(tmp_path):
     import torch
 
-    from psaq.io import SampleSet, write_samples
-    from tasks.artifacts import Artifact
-    from tasks.calibrate import calibrate_model
-
-    params = write_params(project)
-    from flows.points import load_checkpoint_stage
-    from tasks.params import load_params
-
-    p = load_params(params)
-    ckpt = load_checkpoint_stage(p, 0)
-    model = {"name": "digits-vit", "checkpoint": None, "pretrained": False, "model_args": {}, "train_seed": 0}
-    runtime = {"device": "cpu", "dataset": None, "threads": None}
-    quant = {"w_bits": 8, "a_bits": 8, "act_observer": "minmax", "weight_observer": "minmax", "percentile": 99.99,
-             "quantize_attention": True}
     from psaq.errors import SampleSetError
+    from psaq.io import SampleSet, write_samples
+    from psaq.params import load_params
+    from psaq.pipeline import Point, model_config, quant_config
+    from psaq.stages import calibrate, model
+    from psaq.store import Artifact, Store
 
-    foreign = write_samples(project / "foreign.parquet", SampleSet(torch.zeros(4, 3, 32, 32), torch.zeros(4), {"model": "deit"}))
+    params = load_params(write_params(tmp_path))
+    store = Store(tmp_path)
+    weights, _ = model.run(store, model_config(params, 0), params.train, progress=False)
+    quant = quant_config(params, Point(0, "psaq", 0, "W8A8", "minmax"))
+    foreign = write_samples(tmp_path / "foreign.parquet",
+                            SampleSet(torch.zeros(4, 3, 32, 32), torch.zeros(4), {"model": "deit"}))
     with pytest.raises(SampleSetError, match="made for model='deit'"):
-        calibrate_model.fn(model, ckpt, Artifact.of(foreign), quant, runtime, str(project / "q.safetensors"), "x")
-    wrong_shape = write_samples(project / "shape.parquet",
-                                SampleSet(torch.zeros(4, 3, 16, 16), torch.zeros(4), {"model": "digits-vit"}))
-    with pytest.raises(SampleSetError, match="shape"):
-        calibrate_model.fn(model, ckpt, Artifact.of(wrong_shape), quant, runtime, str(project / "q.safetensors"), "x")
-    assert not (project / "q.safetensors").exists()
+        calibrate.run(store, model_config(params, 0), weights, Artifact.of(foreign), quant, "x", "cpu")
+    other = write_samples(tmp_path / "other.parquet", SampleSet(torch.zeros(4, 3, 32, 32), torch.zeros(4),
+                                                                {"model": "digits-vit", "weights_sha256": "0" * 64}))
+    with pytest.raises(SampleSetError, match="weights_sha256"):
+        calibrate.run(store, model_config(params, 0), weights, Artifact.of(other), quant, "x", "cpu")
+    assert not list((tmp_path / "models" / "quantized").glob("*.safetensors"))

@@ -30,7 +30,7 @@ def test_timm_name_with_overrides_and_local_checkpoint(tmp_path, images):
     src = tiny_vit()
     path = save_checkpoint(src, tmp_path / "vit.safetensors")
     loaded = load_model(ModelConfig("vit_tiny_patch16_224", str(path), model_args=TINY_VIT_ARGS))
-    assert loaded.dataset == "imagenet" and loaded.spec.input_size == (3, 32, 32)
+    assert loaded.dataset is None and loaded.spec.input_size == (3, 32, 32)
     assert loaded.checkpoint_sha256 and len(loaded.checkpoint_sha256) == 64
     torch.testing.assert_close(loaded.model(images), src(images))
 

@@ -17,14 +17,23 @@ def test_unknown_model_suggests_close_names():
     ("swin_tiny_patch4_window7_224", dict(img_size=32, window_size=4, depths=(1, 1), num_heads=(1, 2), embed_dim=16)),
 ])
 def test_timm_models_by_name_with_overrides(name, args):
-    loaded = load_model(ModelConfig(name, model_args=args))
+    loaded = load_model(ModelConfig(name, model_args=args, random_weights=True))
     assert loaded.spec.input_size == (3, 32, 32)
     assert loaded.spec.mean and loaded.spec.num_classes == 1000
 
 
 def test_bad_timm_arguments_are_a_config_error():
     with pytest.raises(ConfigError, match="rejected its arguments"):
-        load_model(ModelConfig("deit_tiny_patch16_224", model_args={"no_such_arg": 1}))
+        load_model(ModelConfig("deit_tiny_patch16_224", model_args={"no_such_arg": 1}, random_weights=True))
+    with pytest.raises(ConfigError, match="could not build 'vit_tiny_patch16_224'"):
+        load_model(ModelConfig("vit_tiny_patch16_224", model_args={"img_size": 0}, random_weights=True))
+
+
+def test_a_timm_model_without_weights_is_refused_with_the_ways_out():
+    with pytest.raises(ConfigError, match="has no weights: pass --checkpoint FILE .* --random-weights"):
+        load_model(ModelConfig("vit_tiny_patch16_224", model_args={"img_size": 32, "patch_size": 8, "depth": 1}))
+    with pytest.raises(ConfigError, match="contradicts"):
+        ModelConfig("vit_tiny_patch16_224", pretrained=True, random_weights=True)
 
 
 def test_digits_vit_is_registered_with_16_tokens():

@@ -13,9 +13,10 @@ from psaq.quant import QuantConfig, calibrate, quantize_
 from psaq.quant.onnx_export import export_fp32_onnx, export_onnx, integer_ops, ort_session
 
 
+@pytest.mark.parametrize("sites", ["official", "compact"])
 @pytest.mark.parametrize("w_bits,a_bits", [(8, 8), (4, 8)])
-def test_onnx_top1_matches_simulated_model(tmp_path, trained_digits, w_bits, a_bits):
-    cfg = QuantConfig(w_bits=w_bits, a_bits=a_bits)
+def test_onnx_top1_matches_simulated_model(tmp_path, trained_digits, w_bits, a_bits, sites):
+    cfg = QuantConfig(w_bits=w_bits, a_bits=a_bits, sites=sites)
     calib, _ = first_images(digits_split("train"), 32, seed=0)
     q = calibrate(quantize_(copy.deepcopy(trained_digits), cfg), calib)
     path = export_onnx(q, cfg, calib[:2], tmp_path / "q.onnx")
@@ -27,14 +28,14 @@ def test_onnx_top1_matches_simulated_model(tmp_path, trained_digits, w_bits, a_b
     top1_sim = 100 * float((sim.argmax(1) == y.numpy()).mean())
     top1_ort = 100 * float((ort.argmax(1) == y.numpy()).mean())
     max_diff = float(np.abs(ort - sim).max())
-    print(f"W{w_bits}A{a_bits}: simulated {top1_sim:.2f}, ONNX Runtime {top1_ort:.2f}, largest logit diff {max_diff:.4f}")
+    print(f"{sites} W{w_bits}A{a_bits}: simulated {top1_sim:.2f}, ONNX Runtime {top1_ort:.2f}, largest logit diff {max_diff:.4f}")
     assert abs(top1_ort - top1_sim) <= 0.3
     assert max_diff < 0.1 * np.abs(sim).max()
     meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
-    assert ("4-bit grid" in meta["psaq.weight_storage"]) == (w_bits == 4)
+    assert f"signed {w_bits}-bit grid" in meta["psaq.weight_storage"]
 
 
-def test_matmuls_run_as_integer_kernels_and_weights_are_int8(tmp_path, trained_digits):
+def test_matmuls_run_as_integer_kernels_and_weights_are_integers(tmp_path, trained_digits):
     cfg = QuantConfig()
     x = torch.randn(4, 3, 32, 32)
     q = calibrate(quantize_(copy.deepcopy(trained_digits), cfg), x)
@@ -42,8 +43,8 @@ def test_matmuls_run_as_integer_kernels_and_weights_are_int8(tmp_path, trained_d
     ops = integer_ops(path, tmp_path)
     assert ops.get("MatMulIntegerToFloat", 0) + ops.get("QLinearMatMul", 0) >= 4 * 2  # qkv, proj, fc1, fc2 per block
     m = onnx.load(str(path))
-    int8 = [i for i in m.graph.initializer if i.data_type == onnx.TensorProto.INT8]
-    assert len(int8) >= 8
+    weights = [i for i in m.graph.initializer if i.data_type == onnx.TensorProto.UINT8 and len(i.dims) == 2]
+    assert len(weights) >= 8
     fp32 = export_fp32_onnx(trained_digits, x[:2], tmp_path / "fp32.onnx")
     assert path.stat().st_size < fp32.stat().st_size / 2.5
 

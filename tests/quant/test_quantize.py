@@ -10,32 +10,33 @@ from psaq.quant import QuantConfig, calibrate, calibration, quantize_, require_c
 from psaq.quant.layers import QuantLinear
 from psaq.quant.primitives import int_range
 from psaq.quant.quantize import act_quantizers
+from psaq.quant.sites import SitePlan
 from psaq.quant.timm_wrappers import QuantSwinBlock, QuantViTAttention, QuantViTBlock, QuantWindowAttention
 
 
 @pytest.mark.parametrize("w_bits,a_bits", [(8, 8), (4, 8), (6, 6), (3, 5)])
-def test_quant_linear_equals_float64_integer_reference(w_bits, a_bits):
+def test_quant_linear_equals_the_official_integer_pipeline(w_bits, a_bits):
     g = torch.Generator().manual_seed(0)
     lin = nn.Linear(16, 8)
     x = torch.randn(32, 16, generator=g) * 2 + 0.5
-    q = QuantLinear(lin, QuantConfig(w_bits=w_bits, a_bits=a_bits))
+    cfg = QuantConfig(w_bits=w_bits, a_bits=a_bits)
+    q = QuantLinear(lin, cfg, SitePlan.of(cfg, "linear.input"), inputs=["linear.input"])
     with calibration(q):
         q(x)
     got = q(x).detach().double().numpy()
 
-    # the integer pipeline in float64: integer operands, integer accumulate, one rescale
-    xd, wd, bd = x.double().numpy(), lin.weight.detach().double().numpy(), lin.bias.detach().double().numpy()
-    a_lo, a_hi = min(xd.min(), 0.0), max(xd.max(), 0.0)
+    # quant_utils.py's formulas: activation qparams and weights in float32 as the official code
+    # computes them, then integer operands, an exact integer accumulate, one rescale
+    xf, wf = x.numpy(), lin.weight.detach().numpy()
     amin, amax = int_range(a_bits, signed=False)
-    # scales are stored as float32 qparams, as an integer runtime stores them; the rest is float64
-    s_x = float(np.float32((a_hi - a_lo) / (amax - amin)))
-    z_x = np.clip(amin - np.round(a_lo / s_x), amin, amax)
-    x_int = np.clip(np.round(xd / s_x) + z_x, amin, amax)
+    s_x = np.float32((xf.max() - xf.min()) / np.float32(amax - amin))
+    z_x = np.clip(amin - np.round(xf.min() / s_x), amin, amax)
+    x_int = np.clip(np.round(xf / s_x + np.float32(z_x)), amin, amax).astype(np.float64)
     wmin, wmax = int_range(w_bits, signed=True)
-    s_w = (np.abs(wd).max(axis=1) / ((wmax - wmin) / 2)).astype(np.float32).astype(np.float64)
-    w_int = np.clip(np.round(wd / s_w[:, None]), wmin, wmax)
+    s_w = (np.maximum(-wf.min(axis=1), wf.max(axis=1)) / np.float32((wmax - wmin) / 2)).astype(np.float32)
+    w_int = np.clip(np.round(wf / s_w[:, None]), wmin, wmax).astype(np.float64)
     acc = (x_int - z_x) @ w_int.T  # exact in float64: small integers
-    ref = acc * s_x * s_w[None, :] + bd
+    ref = acc * float(s_x) * s_w.astype(np.float64)[None, :] + lin.bias.detach().double().numpy()
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
 
 
@@ -130,5 +131,5 @@ def test_state_dict_carries_scales(images):
 
     model = calibrate(quantize_(tiny_vit(), QuantConfig()), images)
     state = model.state_dict()
-    assert any(k.endswith("input_quantizer.scale") for k in state)
+    assert any(k.endswith("quantizers.attn_qkv.scale") for k in state)
     assert any(k.endswith("weight_quantizer.scale") for k in state)

@@ -41,10 +41,10 @@ def test_bf16_captures_get_a_float32_entropy():
         model(x)
         captured = hooks.take()
     assert all(c.output.dtype == torch.bfloat16 for c in captured)
-    got = block_entropies(captured, 1)
+    got = block_entropies(captured, 4, 1)
     upcast = [Captured(c.name, c.num_heads, c.output.float()) for c in captured]
     assert got.dtype == torch.float32
-    torch.testing.assert_close(got, block_entropies(upcast, 1), rtol=0, atol=0)
+    torch.testing.assert_close(got, block_entropies(upcast, 4, 1), rtol=0, atol=0)
 
 
 def test_bf16_synthesis_optimizes_like_fp32():

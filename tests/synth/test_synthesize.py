@@ -16,7 +16,7 @@ FAST = dict(num_samples=8, steps_per_round=30, warmup_steps=5)
 def mean_entropy(model, images):
     with torch.no_grad(), AttentionOutputHooks(model) as hooks:
         model(images)
-        return block_entropies(hooks.take(), int(getattr(model, "num_prefix_tokens", 0))).mean().item()
+        return block_entropies(hooks.take(), images.shape[0], int(getattr(model, "num_prefix_tokens", 0))).mean().item()
 
 
 @pytest.mark.parametrize("factory", [tiny_vit, tiny_swin])

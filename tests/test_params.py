@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from psaq.errors import ConfigError
-from tasks.params import SECTIONS, load_params, params_from_dict, parse_bits
+from psaq.params import SECTIONS, load_params, params_from_dict, parse_bits
 
 
 def test_repository_params_yaml_is_valid_and_maps_one_to_one():
@@ -29,6 +29,9 @@ def test_repository_params_yaml_is_valid_and_maps_one_to_one():
     ({"eval": {"batch_size": True}}, "[eval] batch_size"),
     ({"extra": {}}, "unknown section(s) extra"),
     ({"model": {"model_args": [1]}}, "[model] model_args: expected dict"),
+    ({"quant": False}, "[quant] must be a mapping of keys to values, got False"),
+    ({"grid": []}, "[grid] must be a mapping of keys to values, got []"),
+    ({"quant": None}, "[quant] must be a mapping"),
 ])
 def test_bad_params_name_the_section_and_key(data, message):
     with pytest.raises(ConfigError) as info:
@@ -47,6 +50,19 @@ def test_missing_or_broken_file(tmp_path):
     (tmp_path / "bad.yaml").write_text("quant: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_params(tmp_path / "bad.yaml")
+
+
+@pytest.mark.parametrize("text,message", [
+    ("quant:\n  w_bits: 4\nquant:\n  a_bits: 6\n", "key 'quant' appears twice"),
+    ("quant:\n  w_bits: 4\n  w_bits: 6\n", "key 'w_bits' appears twice"),
+    ("", "is empty"),
+    ("# only a comment\n", "is empty"),
+    ("- a\n- b\n", "must be a mapping of sections, got list"),
+])
+def test_duplicate_keys_and_empty_files_are_refused(tmp_path, text, message):
+    (tmp_path / "p.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_params(tmp_path / "p.yaml")
 
 
 def test_parse_bits():

@@ -65,6 +65,7 @@ class GridConfig:
 class RuntimeConfig:
     device: str = "auto"
     dataset: str | None = None  # None: the model's own (digits for digits-vit)
+    calib_dataset: str | None = None  # the folder `real` draws from, when dataset is not a train/val root
     threads: int | None = None  # torch threads per process; None keeps torch's default
 
     def __post_init__(self) -> None:
@@ -145,11 +146,16 @@ def _check_type(section: str, key: str, value, annotation) -> None:
                           if value is not None else f"params.yaml [{section}] {key}: null is not allowed")
 
 
-def build_section(section: str, raw: dict | None):
+_ABSENT = object()
+
+
+def build_section(section: str, raw=_ABSENT):
     cls = SECTIONS[section]
-    raw = raw or {}
+    if raw is _ABSENT:
+        raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"params.yaml [{section}] must be a mapping of keys to values")
+        raise ConfigError(f"params.yaml [{section}] must be a mapping of keys to values, got {raw!r}; "
+                          "delete the section to use the defaults")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     for key, value in raw.items():
@@ -166,7 +172,7 @@ def params_from_dict(data: dict) -> Params:
     unknown = set(data) - set(SECTIONS)
     if unknown:
         raise ConfigError(f"params.yaml: unknown section(s) {', '.join(sorted(unknown))} (known: {', '.join(SECTIONS)})")
-    return Params(**{name: build_section(name, data.get(name)) for name in SECTIONS})
+    return Params(**{name: build_section(name, data.get(name, _ABSENT)) for name in SECTIONS})
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -174,9 +180,32 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     if not path.is_file():
         raise ConfigError(f"params file '{path}' does not exist")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"params file '{path}' is not valid YAML: {exc}") from exc
+        reason = " ".join(str(exc).split())
+        raise ConfigError(f"params file '{path}' is not valid YAML: {reason}") from exc
+    except OSError as exc:
+        raise ConfigError(f"params file '{path}' cannot be read: {exc.strerror or exc}") from exc
+    if data is None:
+        raise ConfigError(f"params file '{path}' is empty; it needs at least one section (see the repository's params.yaml)")
     if not isinstance(data, dict):
-        raise ConfigError(f"params file '{path}' must be a mapping of sections")
+        raise ConfigError(f"params file '{path}' must be a mapping of sections, got {type(data).__name__}")
     return params_from_dict(data)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe loader that refuses a key written twice in one mapping: YAML would keep the last,
+    so a second ``quant:`` holding only ``a_bits`` would silently reset ``w_bits``."""
+
+
+def _mapping_without_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode):
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"key '{key}' appears twice", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)

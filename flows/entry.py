@@ -1,0 +1,109 @@
+"""How every flow entry point starts and fails.
+
+- One line per error (``psaq: error: …``), no Prefect traceback before it; ``--debug`` shows all.
+- With no Prefect server configured, a temporary one is started that the kernel stops when this
+  process dies, even by ``kill -9``, so no server is left running.
+- Temporary files of writers that no longer run are removed from the store first.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from contextlib import ExitStack, contextmanager
+
+from psaq.cli import run_entry as run_psaq_entry
+from psaq.errors import PsaqError
+
+
+class _DropPsaqTracebacks(logging.Filter):
+    """Prefect logs a failed task's or flow's traceback; for a psaq error the one line says it all."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, (PsaqError, KeyboardInterrupt))
+
+
+@contextmanager
+def quiet_prefect_errors():
+    filt = _DropPsaqTracebacks()
+    loggers = [logging.getLogger(n) for n in ("prefect", "prefect.task_runs", "prefect.flow_runs", "prefect.engine")]
+    handlers = [h for lg in loggers for h in lg.handlers]
+    for target in (*loggers, *handlers):
+        target.addFilter(filt)
+    try:
+        yield
+    finally:
+        for target in (*loggers, *handlers):
+            target.removeFilter(filt)
+
+
+def _die_with_parent() -> None:
+    """Runs in the server's process before it starts: ask the kernel to stop it with its parent."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@contextmanager
+def prefect_server():
+    """The configured Prefect server, or a temporary one bound to this process's life."""
+    from prefect.server.api import server as prefect_server_module
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if PREFECT_API_URL.value():
+        yield
+        return
+
+    class _Popen(subprocess.Popen):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, preexec_fn=_die_with_parent, **kwargs)
+
+    class LinkedServer(prefect_server_module.SubprocessASGIServer):
+        def _run_uvicorn_command(self):
+            real = prefect_server_module.subprocess
+            prefect_server_module.subprocess = _SubprocessShim(real, _Popen)
+            try:
+                return super()._run_uvicorn_command()
+            finally:
+                prefect_server_module.subprocess = real
+
+    server = LinkedServer()
+    server.start()
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+            yield
+    finally:
+        server.stop()
+
+
+class _SubprocessShim:
+    """The subprocess module as Prefect's server launcher sees it, with our Popen."""
+
+    def __init__(self, real, popen):
+        self._real, self.Popen = real, popen
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+def run_entry(main: Callable[[], int], debug: bool) -> int:
+    """Run a flow command: one line per error, a clean store. ``main`` checks its input, then runs
+    its flow inside ``prefect_server()`` (so bad input is refused before a server starts)."""
+    from psaq.store import Store
+    from tasks.settings import project_root
+
+    def guarded() -> int:
+        Store(project_root()).clean_stale()
+        with ExitStack() as stack:
+            if not debug:
+                stack.enter_context(quiet_prefect_errors())
+            return main()
+
+    return run_psaq_entry(guarded, debug)
+

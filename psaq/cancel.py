@@ -1,0 +1,48 @@
+"""Cooperative cancellation: Ctrl-C or SIGTERM stops long loops within one step, in any thread.
+
+A signal handler runs only in the main thread, while the pipeline's stages may run in worker
+threads; so the handler sets an event that the training, synthesis, calibration and
+evaluation loops check every step, and they stop with ``Interrupted``. Artifacts are written to
+temporary files, so nothing half-written is published.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from psaq.errors import Interrupted
+
+_REQUESTED = threading.Event()
+
+
+def check() -> None:
+    """Raise ``Interrupted`` once a stop was requested."""
+    if _REQUESTED.is_set():
+        raise Interrupted("interrupted; rerun to continue from the finished stages")
+
+
+def request() -> None:
+    _REQUESTED.set()
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM request a stop and raise KeyboardInterrupt in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, _frame):
+        request()
+        raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    _REQUESTED.clear()
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)

@@ -1,0 +1,174 @@
+"""Image folders as users pass them: an ImageNet-style root or a folder of class folders.
+
+Everything that decides which label an image gets is checked here, because a wrong label
+gives a plausible wrong top-1: class folders against the model's outputs (count, and names
+when the model or its checkpoint carries them), numeric names ordered as numbers, hidden
+entries skipped, symlinked folders followed once (a loop is not followed again).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from psaq.errors import DatasetError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+EVAL_SPLIT, CALIB_SPLIT = "val", "train"  # the official --dataset root holds train/ and val/
+SYNSET = re.compile(r"^n\d{8}$")
+
+
+def _visible_dirs(path: Path) -> list[os.DirEntry]:
+    try:
+        return [e for e in os.scandir(path) if not e.name.startswith(".") and e.is_dir()]
+    except OSError as exc:
+        raise DatasetError(f"cannot read '{path}': {exc.strerror or exc}") from exc
+
+
+def class_order(names: list[str]) -> list[str]:
+    """Numeric names (``1``…``10``) in numeric order, so ``10`` does not come before ``2``; any
+    other names sorted as text (as torchvision's ImageFolder sorts them)."""
+    if all(re.fullmatch(r"[+-]?\d+", n) for n in names):
+        return sorted(names, key=int)
+    return sorted(names)
+
+
+def _images_under(folder: Path) -> list[Path]:
+    """Image files below ``folder``; symlinked folders are followed, but each real folder once."""
+    seen: set[tuple[int, int]] = set()
+    found: list[Path] = []
+    stack = [folder]
+    while stack:
+        current = stack.pop()
+        try:
+            st = current.stat()
+        except OSError as exc:
+            raise DatasetError(f"cannot read '{current}': {exc.strerror or exc}") from exc
+        if (st.st_dev, st.st_ino) in seen:
+            continue  # a symlink loop, or a folder linked twice
+        seen.add((st.st_dev, st.st_ino))
+        try:
+            entries = sorted(os.scandir(current), key=lambda e: e.name)
+        except OSError as exc:
+            raise DatasetError(f"cannot read '{current}': {exc.strerror or exc}") from exc
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():
+                stack.append(Path(entry.path))
+            elif entry.is_file() and entry.name.lower().endswith(IMAGE_EXTENSIONS):
+                found.append(Path(entry.path))
+    return sorted(found)
+
+
+@dataclass(frozen=True)
+class ClassFolders:
+    """A scanned folder of class folders: every image with its class index in the model's order."""
+
+    root: Path
+    classes: tuple[str, ...]  # folder names, in label order
+    samples: tuple[tuple[str, int], ...]  # (path, label)
+
+    @property
+    def fingerprint(self) -> str:
+        """Changes when a file is added, removed, replaced or relabelled (path, size, mtime, label)."""
+        h = hashlib.sha256()
+        for path, label in self.samples:
+            st = os.stat(path)
+            h.update(f"{os.path.relpath(path, self.root)}\0{st.st_size}\0{st.st_mtime_ns}\0{label}\n".encode())
+        return h.hexdigest()[:16]
+
+
+def scan_class_folders(root: str | Path, num_classes: int, class_names: tuple[str, ...] | None = None) -> ClassFolders:
+    """Scan ``root/<class>/<image>`` and check it against a model with ``num_classes`` outputs.
+
+    With ``class_names`` (the model's, in output order) folders are matched by name, so a
+    folder order that differs from the model's still gets the right labels."""
+    path = Path(root)
+    if not path.exists():
+        raise DatasetError(f"dataset path '{path}' does not exist")
+    if not path.is_dir():
+        raise DatasetError(f"dataset path '{path}' is a file; expected a folder of class folders ({path}/<class>/<image>)")
+    names = [e.name for e in _visible_dirs(path)]
+    if not names:
+        raise DatasetError(f"dataset path '{path}' has no class folders (expected {path}/<class>/<image>)")
+    if len(names) != num_classes:
+        hint = ""
+        if set(names) == {EVAL_SPLIT, CALIB_SPLIT} or set(names) <= {EVAL_SPLIT, CALIB_SPLIT, "test"}:
+            hint = f"; it looks like a dataset root: pass the root that holds {CALIB_SPLIT}/ and {EVAL_SPLIT}/"
+        raise DatasetError(f"dataset '{path}' has {len(names)} class folders but the model has {num_classes} outputs{hint}")
+    class_names = names_to_check(names, num_classes, class_names)
+    if class_names is not None:
+        unknown = sorted(set(names) - set(class_names))
+        if unknown:
+            raise DatasetError(f"dataset '{path}': class folder(s) {', '.join(unknown[:5])} are not among the model's "
+                               f"classes ({', '.join(class_names[:5])}{', …' if len(class_names) > 5 else ''})")
+        order = list(class_names)
+    else:
+        order = class_order(names)
+    samples = []
+    for label, name in enumerate(order):
+        images = _images_under(path / name)
+        if not images:
+            raise DatasetError(f"dataset '{path}': class folder '{name}' holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        samples.extend((str(p), label) for p in images)
+    return ClassFolders(path, tuple(order), tuple(samples))
+
+
+def folder_fingerprint(root: str | Path) -> str:
+    """Every image below ``root`` by relative path, size and modification time, with the class
+    folders it sits in: a changed, added, removed or moved image changes it."""
+    path = Path(root)
+    if not path.is_dir():
+        raise DatasetError(f"dataset path '{path}' does not exist or is not a folder")
+    h = hashlib.sha256()
+    for entry in sorted(_visible_dirs(path), key=lambda e: e.name):
+        for image in _images_under(Path(entry.path)):
+            st = image.stat()
+            h.update(f"{entry.name}/{image.relative_to(entry.path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return f"folder:{h.hexdigest()[:16]}"
+
+
+@dataclass(frozen=True)
+class DataRoots:
+    """Where evaluation images and ``real`` calibration images come from (None: not given)."""
+
+    eval_dir: Path
+    calib_dir: Path | None
+
+
+def resolve_roots(dataset: str | Path, calib_dataset: str | Path | None = None) -> DataRoots:
+    """``ROOT`` holding ``val/`` (and ``train/``): evaluate on ``val/``, calibrate ``real`` on
+    ``train/``, as the official ``--dataset`` does. Any other folder is the evaluation set, and
+    the ``real`` mode then needs ``calib_dataset``; test images never calibrate."""
+    root = Path(dataset)
+    if not root.exists():
+        raise DatasetError(f"dataset path '{root}' does not exist")
+    if not root.is_dir():
+        raise DatasetError(f"dataset path '{root}' is a file; expected a folder of class folders or a root with {EVAL_SPLIT}/")
+    subdirs = {e.name for e in _visible_dirs(root)}
+    calib = Path(calib_dataset) if calib_dataset else None
+    if EVAL_SPLIT in subdirs:
+        return DataRoots(root / EVAL_SPLIT, calib or (root / CALIB_SPLIT if CALIB_SPLIT in subdirs else None))
+    if subdirs == {CALIB_SPLIT}:
+        raise DatasetError(f"dataset root '{root}' has {CALIB_SPLIT}/ but no {EVAL_SPLIT}/ to evaluate on")
+    return DataRoots(root, calib)
+
+
+def imagenet_synsets() -> tuple[str, ...]:
+    from timm.data import ImageNetInfo
+
+    return tuple(ImageNetInfo().label_names())
+
+
+def names_to_check(folder_names: list[str], num_classes: int, class_names: tuple[str, ...] | None):
+    """The model's class names to check folders against: its own, or ImageNet-1k's synsets for
+    a 1000-class model whose folders are named by synset."""
+    if class_names is not None:
+        return class_names
+    if num_classes == 1000 and folder_names and all(SYNSET.match(n) for n in folder_names):
+        return imagenet_synsets()
+    return None

@@ -1,0 +1,162 @@
+"""Quantizer sites as data: which activations are quantized, and how, is a value.
+
+A *site* is one named tensor of a ViT or Swin forward pass (``SITES`` says which). A
+``SiteSpec`` puts a quantizer there: its kind, bits, granularity and observer (``None``
+takes the ``QuantConfig``'s activation bits and observer). A *site set* maps each model
+family to its specs; ``QuantConfig.sites`` names one.
+
+``official`` is the set of PSAQ-ViT's code (``models/vit_quant.py``, ``layers_quant.py``,
+``swin_quant.py``): 10 activation quantizers per ViT/DeiT block and 7 outside the blocks;
+on Swin 12 per block (with the relative-position-bias table and the scores after adding
+it), 2 per patch merging and 6 outside. ``compact`` is the smaller set psaq used before:
+the input of every linear layer and of the patch convolution, the qkv output, q·kᵀ, the two
+residual sums and the positional-embedding sum.
+
+Weights are not sites: every linear and convolution weight, the classifier's included, is
+quantized at ``w_bits``, symmetric per output channel, in every set.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from timm.models.swin_transformer import SwinTransformer
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+
+from psaq.errors import ConfigError
+from psaq.registry import Registry
+
+# Every site a wrapper can quantize, with the tensor it is.
+SITES: dict[str, str] = {
+    "input": "the input image (input of the patch-embedding convolution)",
+    "patch_embed.proj": "the patch-embedding convolution's output, before its norm (Swin)",
+    "patch_embed": "the patch embedding's output",
+    "prefix_concat": "the tokens after the class/distillation/register tokens are prepended",
+    "pos_embed": "the positional-embedding parameter",
+    "pos_sum": "the tokens after the positional embedding is added",
+    "block.norm1": "each block's first LayerNorm output (the attention's input)",
+    "attn.qkv": "the qkv projection's output",
+    "attn.scores": "q·kᵀ·scale, before softmax (on Swin before the relative-position bias)",
+    "attn.rel_pos_table": "Swin's relative-position-bias table",
+    "attn.biased_scores": "Swin's scores after adding the relative-position bias, before the shift mask",
+    "attn.context": "softmax(q·kᵀ)·v with heads concatenated (the output projection's input)",
+    "attn.proj": "the attention's output projection",
+    "block.residual1": "each block's first residual sum",
+    "block.norm2": "each block's second LayerNorm output (the MLP's input)",
+    "mlp.act": "the MLP's GELU output (the second MLP layer's input)",
+    "mlp.fc2": "the MLP's output",
+    "block.residual2": "each block's second residual sum",
+    "merge.norm": "Swin's patch-merging LayerNorm output (the reduction's input)",
+    "merge.reduction": "Swin's patch-merging output",
+    "final_norm": "the final LayerNorm output (Swin)",
+    "head_input": "the classifier's input (the class token after the final norm; Swin: the pooled features)",
+    "logits": "the classifier's output",
+    "linear.input": "the input of every linear layer",
+}
+
+ACTIVATION_KINDS = ("uniform",)  # asymmetric affine per tensor: the paper's activation quantizer
+GRANULARITIES = ("tensor",)
+
+
+@dataclass(frozen=True)
+class SiteSpec:
+    """One quantizer at one site. ``bits``/``observer`` ``None``: the QuantConfig's activation settings."""
+
+    site: str
+    kind: str = "uniform"
+    bits: int | None = None
+    granularity: str = "tensor"
+    observer: str | None = None
+
+    def __post_init__(self) -> None:
+        from psaq.quant.config import check_bits
+        from psaq.quant.observers import OBSERVERS
+
+        if self.site not in SITES:
+            raise ConfigError(f"unknown quantizer site '{self.site}'; known: {', '.join(SITES)}")
+        if self.kind not in ACTIVATION_KINDS:
+            raise ConfigError(f"site '{self.site}': unknown quantizer kind '{self.kind}'; known: {', '.join(ACTIVATION_KINDS)}")
+        if self.granularity not in GRANULARITIES:
+            raise ConfigError(f"site '{self.site}': granularity must be one of {', '.join(GRANULARITIES)}")
+        if self.bits is not None:
+            check_bits(f"site '{self.site}' bits", self.bits)
+        if self.observer is not None:
+            OBSERVERS.get(self.observer)
+
+
+def _specs(*names: str) -> tuple[SiteSpec, ...]:
+    return tuple(SiteSpec(n) for n in names)
+
+
+_BLOCK_OFFICIAL = ("block.norm1", "attn.qkv", "attn.scores", "attn.context", "attn.proj", "block.residual1",
+                   "block.norm2", "mlp.act", "mlp.fc2", "block.residual2")
+
+# family → the specs of that family
+SiteSet = dict[str, tuple[SiteSpec, ...]]
+SITE_SETS: Registry[SiteSet] = Registry("quantizer site set")
+SITE_SETS.register("official")({
+    "vit": _specs("input", "patch_embed", "prefix_concat", "pos_embed", "pos_sum", *_BLOCK_OFFICIAL,
+                  "head_input", "logits"),
+    "swin": _specs("input", "patch_embed.proj", "patch_embed", *_BLOCK_OFFICIAL, "attn.rel_pos_table",
+                   "attn.biased_scores", "merge.norm", "merge.reduction", "final_norm", "head_input", "logits"),
+})
+SITE_SETS.register("compact")({
+    "vit": _specs("input", "linear.input", "attn.qkv", "attn.scores", "block.residual1", "block.residual2", "pos_sum"),
+    "swin": _specs("input", "linear.input", "attn.qkv", "attn.scores", "block.residual1", "block.residual2"),
+})
+
+FAMILIES: dict[type[nn.Module], str] = {VisionTransformer: "vit", SwinTransformer: "swin"}
+
+
+def model_family(model: nn.Module) -> str:
+    for cls, family in FAMILIES.items():
+        if isinstance(model, cls):
+            return family
+    raise ConfigError(f"{type(model).__name__} is neither a timm VisionTransformer nor a SwinTransformer: "
+                      "psaq has no quantizer sites for it")
+
+
+class SitePlan:
+    """The specs of one model's quantization; counts where each site was placed."""
+
+    def __init__(self, set_name: str, family: str, config, specs: tuple[SiteSpec, ...] | None = None):
+        self.set_name, self.family, self.config = set_name, family, config
+        chosen = SITE_SETS.get(set_name)[family] if specs is None else specs
+        self.specs = {s.site: s for s in chosen}
+        self.placed: Counter[str] = Counter()
+
+    @classmethod
+    def of(cls, config, *sites: str) -> SitePlan:
+        """A plan with just these sites, for a layer used on its own."""
+        return cls("custom", "any", config, tuple(SiteSpec(s) for s in sites))
+
+    def __contains__(self, site: str) -> bool:
+        return site in self.specs
+
+    def quantizer(self, site: str):
+        """A new activation quantizer for ``site``, or None when the set does not quantize it."""
+        from psaq.quant.quantizers import ActQuantizer
+
+        spec = self.specs.get(site)
+        if spec is None:
+            return None
+        self.placed[site] += 1
+        cfg = self.config
+        return ActQuantizer(spec.bits or cfg.a_bits, spec.observer or cfg.act_observer, site=site,
+                            percentile=cfg.percentile)
+
+    def check_complete(self, model_name: str) -> None:
+        """Every spec of the set must have found its tensor: a site quantized nowhere is a silent no-op."""
+        missing = [s for s in self.specs if not self.placed[s]]
+        if missing:
+            raise ConfigError(f"quantizer site(s) {', '.join(missing)} of set '{self.set_name}' found no place in "
+                              f"{model_name}; psaq supports timm ViT/DeiT and Swin layouts")
+
+
+def site_counts(model: nn.Module) -> Counter[str]:
+    """How many activation quantizers sit at each site of a quantized model."""
+    from psaq.quant.quantizers import ActQuantizer
+
+    return Counter(m.site for m in model.modules() if isinstance(m, ActQuantizer))

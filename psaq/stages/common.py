@@ -1,0 +1,60 @@
+"""What every stage shares: the model's identity in keys, loading it from its weights, devices."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from psaq.device import resolve_device
+from psaq.errors import ArtifactError
+from psaq.models import LoadedModel, ModelConfig, load_model
+from psaq.store import Store, stable_hash
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Where a model's weights come from, and their content hash: the model's identity in every key."""
+
+    source: str  # trained | checkpoint | pretrained | random
+    sha256: str  # a user's checkpoint: the file's hash; otherwise the tensors' (``state_sha256``)
+    path: str | None = None
+
+
+def state_sha256(model: nn.Module) -> str:
+    """Content hash of a model's tensors (weights loaded from timm's cache or a random init)."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode() + b"\0" + str(t.dtype).encode() + str(tuple(t.shape)).encode())
+        h.update(np.ascontiguousarray(t.detach().cpu().float().numpy()).tobytes())
+    return h.hexdigest()
+
+
+def identity(model: ModelConfig, weights: Weights) -> dict:
+    """What a stage's output depends on about the model: architecture and weight content."""
+    return {"name": model.name, "model_args": model.model_args, "weights": weights.sha256}
+
+
+def device_kind(device: str | torch.device | None) -> str:
+    """Results differ between device types (kernels round differently), not between thread counts."""
+    return resolve_device(device).type
+
+
+def load(model: ModelConfig, weights: Weights, device: str | torch.device = "cpu") -> LoadedModel:
+    """The model with exactly the weights its key names; refuses weights that changed since."""
+    cfg = dataclasses.replace(model, checkpoint=weights.path) if weights.path else model
+    loaded = load_model(cfg, device=device, progress=False)
+    actual = loaded.checkpoint_sha256 if weights.source == "checkpoint" else state_sha256(loaded.model)
+    if actual != weights.sha256:
+        raise ArtifactError(f"the weights of '{model.name}' ({weights.path or weights.source}) changed since this run "
+                            "hashed them; rerun")
+    return loaded
+
+
+def artifact_path(store: Store, stage, stem: str, suffix: str, *parts) -> str:
+    """``<store>/<stage folder>/<stem>-<key><suffix>``; the key hashes the stage, its code and ``parts``."""
+    return str(store.path(stage.folder, stem, stable_hash(stage.name, stage.code, *parts), suffix))

@@ -1,0 +1,45 @@
+"""Stage ``data``: fingerprints of the evaluation images and of the images `real` calibrates on.
+
+They change when a file is added, removed, replaced or touched, so every artifact computed
+from the images is keyed by them. The checks against the model (class folders, size,
+normalization) happen where the images are read, in the stages that read them.
+"""
+
+from __future__ import annotations
+
+from psaq.data import DATASETS, builtin_fingerprint
+from psaq.errors import DatasetError
+from psaq.folders import folder_fingerprint, resolve_roots
+from psaq.models import MODELS, ModelConfig
+
+
+def default_dataset(model: ModelConfig) -> str | None:
+    return MODELS.get(model.name).dataset if model.name in MODELS else None
+
+
+def describe(model: ModelConfig, dataset: str | None, calib_dataset: str | None) -> tuple[str, str]:
+    """Where a run evaluates, and where `real` draws images, in words (before anything is read)."""
+    from pathlib import Path
+
+    name = dataset or default_dataset(model)
+    if name is None:
+        return "nothing: set --dataset", "nothing"
+    if name in DATASETS and not Path(name).exists():
+        return f"{name} test split (built in)", f"{name} train split (built in)"
+    roots = resolve_roots(name, calib_dataset)
+    return str(roots.eval_dir), str(roots.calib_dir) if roots.calib_dir else "nothing: pass --calib-dataset PATH"
+
+
+def run(model: ModelConfig, dataset: str | None, calib_dataset: str | None) -> dict:
+    """{"eval": fingerprint, "calib": fingerprint or None}."""
+    from pathlib import Path
+
+    name = dataset or default_dataset(model)
+    if name is None:
+        raise DatasetError(f"model '{model.name}' has no built-in dataset: set runtime.dataset (or --dataset) to a "
+                           "folder of class folders or a root holding train/ and val/")
+    if name in DATASETS and not Path(name).exists():
+        return {"eval": builtin_fingerprint(name, "test"), "calib": builtin_fingerprint(name, "train")}
+    roots = resolve_roots(name, calib_dataset)
+    return {"eval": folder_fingerprint(roots.eval_dir),
+            "calib": folder_fingerprint(roots.calib_dir) if roots.calib_dir else None}

@@ -1,0 +1,36 @@
+"""Stage ``evaluate``: the quantized model's top-1/top-5, agreement with FP32, per-image results."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from psaq.device import resolve_device
+from psaq.evaluate import EvalConfig, evaluate
+from psaq.io import read_json, write_json
+from psaq.models import ModelConfig
+from psaq.quant.serialize import load_quantized
+from psaq.stages import GRAPH
+from psaq.stages.common import Weights, artifact_path, device_kind, identity, load
+from psaq.stats import pack_correct
+from psaq.store import Artifact, Store
+from psaq.sources import eval_loader, model_data
+
+
+def run(store: Store, model: ModelConfig, weights: Weights, quantized: Artifact, fp32: Artifact, eval_cfg: EvalConfig,
+        data_fp: dict, dataset: str | None, stem: str, device: str = "auto") -> tuple[Artifact, bool]:
+    out = artifact_path(store, GRAPH["evaluate"], stem, ".json", identity(model, weights), quantized, fp32,
+                        eval_cfg.__dict__, data_fp["eval"], device_kind(device))
+
+    def write(tmp):
+        dev = resolve_device(device)
+        loaded = load(model, weights, dev)
+        reference = read_json(fp32.verify())
+        qmodel = load_quantized(copy.deepcopy(loaded.model), quantized.verify())
+        res = evaluate(qmodel, eval_loader(model_data(loaded, dataset), eval_cfg.batch_size), dev,
+                       torch.tensor(reference["predictions"]), eval_cfg.limit)
+        write_json(tmp, {**res.metrics(), "fp32_top1": reference["top1"], "fp32_top5": reference["top5"],
+                         "correct": pack_correct(res.correct.numpy())})
+
+    return store.publish(out, write)

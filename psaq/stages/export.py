@@ -1,0 +1,44 @@
+"""Stage ``export``: the calibrated model as a QDQ ONNX model and a compact integer weight file."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from psaq.models import ModelConfig
+from psaq.quant.export import save_integer_model
+from psaq.quant.onnx_export import export_onnx
+from psaq.quant.serialize import load_quantized, read_quant_config
+from psaq.stages import GRAPH
+from psaq.stages.common import Weights, artifact_path, identity, load
+from psaq.store import Artifact, Store
+
+
+def run(store: Store, model: ModelConfig, weights: Weights, quantized: Artifact, stem: str) -> tuple[dict[str, Artifact], bool]:
+    """({"integer": …, "onnx": …}, built)."""
+    parts = (identity(model, weights), quantized)
+    int_out = artifact_path(store, GRAPH["export"], stem, ".int.safetensors", *parts)
+    onnx_out = artifact_path(store, GRAPH["export"], stem, ".onnx", *parts)
+    cache: dict = {}
+
+    def qmodel():
+        if not cache:
+            loaded = load(model, weights, "cpu")
+            path = quantized.verify()
+            cache["config"] = read_quant_config(path)
+            cache["model"] = load_quantized(copy.deepcopy(loaded.model), path).cpu()
+            cache["spec"] = loaded.spec
+        return cache["model"], cache["config"], cache["spec"]
+
+    def write_integer(tmp):
+        m, config, _ = qmodel()
+        save_integer_model(m, config, {"name": model.name, "model_args": model.model_args}, tmp)
+
+    def write_onnx(tmp):
+        m, config, spec = qmodel()
+        export_onnx(m, config, torch.zeros((1, *spec.input_size)), tmp, {"model": model.name, "source": quantized.path})
+
+    integer, built_int = store.publish(int_out, write_integer)
+    onnx, built_onnx = store.publish(onnx_out, write_onnx)
+    return {"integer": integer, "onnx": onnx}, built_int or built_onnx

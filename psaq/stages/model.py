@@ -1,0 +1,42 @@
+"""Stage ``model``: the weights a run quantizes, and their content hash.
+
+psaq's own models (``digits-vit``) are trained here, once per training config and seed, into
+the store. A user's checkpoint is hashed where it lies; timm's cached weights and, on
+purpose only, a random initialization are hashed after loading.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from psaq.models import MODELS, ModelConfig, load_model, save_checkpoint
+from psaq.models.digits import TrainConfig
+from psaq.stages import GRAPH
+from psaq.stages.common import Weights, artifact_path, state_sha256
+from psaq.store import Store, file_sha256
+
+
+def run(store: Store, model: ModelConfig, train: TrainConfig, progress: bool = True) -> tuple[Weights, bool]:
+    """(weights, built): built is True when this call trained the model."""
+    if model.checkpoint:
+        path = Path(model.checkpoint).expanduser().resolve()
+        load_model(dataclasses.replace(model, checkpoint=str(path)), progress=False)  # refuse a bad file now
+        return Weights("checkpoint", file_sha256(path), str(path)), False
+    entry = MODELS.get(model.name) if model.name in MODELS else None
+    if entry is not None and entry.trainer is not None and not model.random_weights:
+        cfg = dataclasses.replace(train, seed=model.train_seed)
+        out = artifact_path(store, GRAPH["model"], f"{model.name}-m{model.train_seed}", ".safetensors",
+                            model.name, model.model_args, dataclasses.asdict(cfg))
+
+        def write(tmp: Path) -> None:
+            result, metadata = entry.trainer(cfg, model.model_args, progress)
+            save_checkpoint(result.model, tmp, metadata)
+
+        artifact, built = store.publish(out, write)
+        # identity by tensors: safetensors writes its metadata in no fixed order, so equal weights can
+        # differ in file bytes (the store still verifies the file's bytes before every reuse)
+        loaded = load_model(dataclasses.replace(model, checkpoint=artifact.path), progress=False)
+        return Weights("trained", state_sha256(loaded.model), artifact.path), built
+    loaded = load_model(model, progress=False)  # timm's cache, or a seeded random init; refuses no weights
+    return Weights("pretrained" if model.pretrained else "random", state_sha256(loaded.model)), False

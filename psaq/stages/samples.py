@@ -1,0 +1,44 @@
+"""Stage ``samples``: a calibration set (synthesized, noise or real images) as Parquet with its provenance."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from psaq.device import resolve_device
+from psaq.io import SampleSet, write_samples
+from psaq.models import ModelConfig
+from psaq.stages import GRAPH
+from psaq.stages.common import Weights, artifact_path, device_kind, identity, load
+from psaq.store import Artifact, Store
+from psaq.synth import SynthesisConfig, synthesize
+from psaq.sources import model_data, real_source
+
+
+def run(store: Store, model: ModelConfig, weights: Weights, synth: SynthesisConfig, data_fp: dict, dataset: str | None,
+        calib_dataset: str | None, device: str = "auto", progress: bool = True) -> tuple[Artifact, bool]:
+    calib = data_fp["calib"] if synth.method == "real" else None  # only `real` reads data
+    out = artifact_path(store, GRAPH["samples"], f"{model.name}-{synth.method}-s{synth.seed}", ".parquet",
+                        identity(model, weights), dataclasses.asdict(synth), calib, device_kind(device))
+
+    def write(tmp):
+        dev = resolve_device(device)
+        loaded = load(model, weights, dev)
+        source = real_source(model_data(loaded, dataset, calib_dataset)) if synth.method == "real" else None
+        result = synthesize(loaded.model, synth, loaded.spec, dev, source, progress)
+        metadata = {
+            "model": loaded.name,
+            "weights_sha256": weights.sha256,
+            "input_shape": list(loaded.spec.input_size),
+            "seed": synth.seed,
+            "method": synth.method,
+            "config": dataclasses.asdict(synth),
+            "steps": result.steps,
+            "final": {k: result.final(k) for k in ("loss", "entropy", "ce", "tv")},
+            "history": {k: v for k, v in result.history.items() if k != "lr"},
+            "wall_s": result.wall_s,
+            "steps_per_s": result.steps_per_s if result.steps else None,
+            "device": str(dev),
+        }
+        write_samples(tmp, SampleSet(result.images, result.labels, metadata))
+
+    return store.publish(out, write)

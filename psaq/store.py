@@ -1,0 +1,225 @@
+"""The artifact store: every stage's output, content-addressed and verified before reuse.
+
+An artifact lives at ``<root>/<kind>/<stem>-<key><suffix>``, where ``key`` hashes everything
+that can change it (configs, upstream content hashes, data fingerprints, the stage's code).
+Publishing writes a temporary file named after the writing process, records the content hash
+in a sidecar (``<file>.sha256``), then links the file into place only if no other writer got
+there first: nothing half-written is ever visible, and a new config never overwrites an old
+artifact. Reuse re-hashes the file against its sidecar; a file that fails is moved aside and
+rebuilt, never adopted. The command line, the Prefect flows and the DVC stages share one store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from psaq.errors import ArtifactError
+
+SIDECAR = ".sha256"
+MANIFEST = "manifest.sha256.json"  # a published folder's file hashes
+PARTIAL = ".partial"
+_WRITER = re.compile(r"\.(\d+)(?:-\w+)?\.partial")  # the writing process's pid in a temporary name
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A published file and the content hash it was published with."""
+
+    path: str
+    sha256: str
+
+    @classmethod
+    def of(cls, path: str | Path) -> Artifact:
+        """A file as it is now (a user's file, a DVC view): its path and current content hash."""
+        return cls(str(path), file_sha256(path))
+
+    def verify(self) -> Path:
+        """The path, after checking the file still has the content it was published with."""
+        p = Path(self.path)
+        if not p.is_file():
+            raise ArtifactError(f"artifact '{p}' is missing; rerun to rebuild it")
+        if file_sha256(p) != self.sha256:
+            raise ArtifactError(f"artifact '{p}' changed on disk since it was made (content hash differs); "
+                                "delete it and rerun to rebuild it")
+        return p
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def stable_hash(*parts: Any, length: int = 16) -> str:
+    """Hash of JSON-able parts (configs, hashes, fingerprints); Artifacts hash by content."""
+    def default(obj):
+        if isinstance(obj, Artifact):
+            return {"artifact": obj.sha256}
+        if isinstance(obj, Path):
+            return str(obj)
+        raise TypeError(f"cannot hash {type(obj).__name__} into a cache key")
+
+    text = json.dumps(parts, sort_keys=True, default=default)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Store:
+    """A folder of content-addressed artifacts (``root``: the project folder)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).resolve()
+
+    def path(self, kind: str, stem: str, key: str, suffix: str) -> Path:
+        return self.root / kind / f"{stem}-{key}{suffix}"
+
+    @staticmethod
+    def sidecar(path: Path) -> Path:
+        return path.with_name(path.name + SIDECAR)
+
+    def lookup(self, path: str | Path) -> Artifact | None:
+        """The verified artifact at ``path``, or None when it must be (re)built. A file whose
+        content no longer matches its recorded hash is moved aside, not adopted."""
+        path = Path(path)
+        if not path.is_file():
+            return None
+        side = self.sidecar(path)
+        try:
+            recorded = json.loads(side.read_text())["sha256"]
+        except (OSError, ValueError, KeyError, TypeError):
+            recorded = None
+        actual = file_sha256(path)
+        if recorded == actual:
+            return Artifact(str(path), actual)
+        self._set_aside(path)
+        side.unlink(missing_ok=True)
+        return None
+
+    def publish(self, path: str | Path, write: Callable[[Path], Any]) -> tuple[Artifact, bool]:
+        """``(artifact, built)``: the verified artifact at ``path``, built by ``write(tmp)`` if it
+        is missing or fails its hash. Two writers at once: the first one published wins."""
+        path = Path(path)
+        found = self.lookup(path)
+        if found is not None:
+            return found, False
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}-{time.monotonic_ns() % 10**9}{PARTIAL}{path.suffix}")
+        try:
+            write(tmp)
+            sha = file_sha256(tmp)
+            side_tmp = tmp.with_name(tmp.name + SIDECAR)
+            side_tmp.write_text(json.dumps({"sha256": sha, "created": time.time()}) + "\n")
+            try:
+                os.link(tmp, path)
+                os.replace(side_tmp, self.sidecar(path))
+            except FileExistsError:
+                pass  # another writer published first; use theirs after checking it below
+            finally:
+                side_tmp.unlink(missing_ok=True)
+        finally:
+            tmp.unlink(missing_ok=True)
+        found = self.lookup(path)
+        if found is None:
+            raise ArtifactError(f"artifact '{path}' could not be published (it failed its hash right after writing)")
+        return found, True
+
+    def lookup_dir(self, path: str | Path) -> Artifact | None:
+        """A published folder, verified file by file against its manifest (``MANIFEST``)."""
+        path = Path(path)
+        manifest = path / MANIFEST
+        if not manifest.is_file():
+            if path.exists():
+                self._set_aside(path)
+            return None
+        try:
+            recorded = json.loads(manifest.read_text())
+        except (OSError, ValueError):
+            recorded = None
+        files = {p.relative_to(path).as_posix(): file_sha256(p) for p in sorted(path.rglob("*"))
+                 if p.is_file() and p.name != MANIFEST}
+        if recorded != files:
+            self._set_aside(path)
+            return None
+        return Artifact(str(path), stable_hash(files, length=64))
+
+    def publish_dir(self, path: str | Path, write: Callable[[Path], Any]) -> tuple[Artifact, bool]:
+        """As ``publish``, for a folder of files (a report and its figures)."""
+        path = Path(path)
+        found = self.lookup_dir(path)
+        if found is not None:
+            return found, False
+        tmp = path.with_name(f".{path.name}.{os.getpid()}-{time.monotonic_ns() % 10**9}{PARTIAL}")
+        tmp.mkdir(parents=True)
+        try:
+            write(tmp)
+            files = {p.relative_to(tmp).as_posix(): file_sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+            (tmp / MANIFEST).write_text(json.dumps(files, indent=1, sort_keys=True) + "\n")
+            try:
+                os.rename(tmp, path)
+            except OSError:
+                pass  # another writer published first
+        finally:
+            if tmp.exists():
+                import shutil
+
+                shutil.rmtree(tmp, ignore_errors=True)
+        found = self.lookup_dir(path)
+        if found is None:
+            raise ArtifactError(f"report folder '{path}' could not be published")
+        return found, True
+
+    @staticmethod
+    def _set_aside(path: Path) -> None:
+        os.replace(path, path.with_name(f".{path.name}.corrupt-{int(time.time())}"))
+
+    def link_view(self, artifact: Artifact, view: str | Path) -> Path:
+        """A stable name (``view``) for an artifact: a hard link replaced atomically, so DVC and
+        people find the latest result at a fixed path while the store keeps every version."""
+        view = Path(view)
+        view.parent.mkdir(parents=True, exist_ok=True)
+        tmp = view.with_name(f".{view.name}.{os.getpid()}{PARTIAL}")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(artifact.path, tmp)
+        except OSError:  # another file system: copy instead
+            import shutil
+
+            shutil.copyfile(artifact.path, tmp)
+        os.replace(tmp, view)
+        return view
+
+    def clean_stale(self) -> list[Path]:
+        """Remove temporary files left by writers that no longer run (a ``kill -9``)."""
+        removed = []
+        if not self.root.is_dir():
+            return removed
+        for folder in ("models", "data", "metrics", "reports", "pipeline", "exports"):
+            base = self.root / folder
+            if not base.is_dir():
+                continue
+            for tmp in base.rglob(f".*{PARTIAL}*"):
+                match = _WRITER.search(tmp.name)
+                if match and _pid_alive(int(match.group(1))):
+                    continue
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp)
+        return removed

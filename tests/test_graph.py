@@ -1,0 +1,64 @@
+"""One stage graph: dvc.yaml is generated from it, and each stage's code is its import closure."""
+
+from pathlib import Path
+
+import pytest
+
+from psaq import codehash
+from psaq.stages import GRAPH
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_committed_dvc_yaml_is_what_the_graph_generates():
+    from flows.stages import dvc_yaml
+
+    assert (REPO / "dvc.yaml").read_text() == dvc_yaml(), "run: python -m flows.stages write-dvc-yaml"
+
+
+def test_each_stage_depends_on_the_code_it_runs_and_not_on_the_rest():
+    files = {name: set(stage.code_files()) for name, stage in GRAPH.items()}
+    assert "psaq/synth/kde.py" in files["samples"] and "psaq/synth/kde.py" not in files["fp32"]
+    assert "psaq/io.py" in files["samples"] and "psaq/io.py" in files["calibrate"]
+    assert "psaq/quant/primitives.py" in files["calibrate"] and "psaq/quant/primitives.py" in files["export"]
+    assert "psaq/quant/primitives.py" not in files["samples"] and "psaq/quant/primitives.py" not in files["fp32"]
+    assert "psaq/evaluate.py" in files["fp32"] and "psaq/evaluate.py" in files["evaluate"]
+    assert "psaq/data.py" in files["data"] and "psaq/folders.py" in files["data"]
+    assert "psaq/plots.py" in files["report"] and "psaq/plots.py" not in files["evaluate"]
+    for name, stage in GRAPH.items():
+        assert f"psaq/stages/{name}.py" in files[name]
+        assert all(n in GRAPH for n in stage.needs)
+
+
+@pytest.fixture
+def package(tmp_path, monkeypatch):
+    pkg = tmp_path / "pkgx"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("def f():\n    from pkgx.sub import b\n    return b\n")
+    (pkg / "sub" / "b.py").write_text("from . import c\nX = 1\n")
+    (pkg / "sub" / "c.py").write_text("Y = 2\n")
+    (pkg / "d.py").write_text("Z = 3\n")
+    monkeypatch.setattr(codehash, "ROOT", tmp_path)
+    monkeypatch.setattr(codehash, "PACKAGES", ("pkgx",))
+    codehash.closure.cache_clear()
+    codehash.code_hash.cache_clear()
+    yield pkg
+    codehash.closure.cache_clear()
+    codehash.code_hash.cache_clear()
+
+
+def test_closure_follows_imports_inside_functions_relative_imports_and_package_inits(package):
+    got = {p.relative_to(package.parent).as_posix() for p in codehash.closure("pkgx.a")}
+    assert got == {"pkgx/__init__.py", "pkgx/a.py", "pkgx/sub/__init__.py", "pkgx/sub/b.py", "pkgx/sub/c.py"}
+
+
+def test_the_code_hash_changes_with_a_file_in_the_closure_only(package):
+    before = codehash.code_hash("pkgx.a")
+    (package / "d.py").write_text("Z = 4\n")
+    codehash.code_hash.cache_clear()
+    assert codehash.code_hash("pkgx.a") == before
+    (package / "sub" / "c.py").write_text("Y = 3\n")
+    codehash.code_hash.cache_clear()
+    assert codehash.code_hash("pkgx.a") != before

@@ -1,0 +1,121 @@
+"""The stage graph run inline (as the CLI and the DVC stages run it): keys, reuse, rebuilds."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from psaq.params import params_from_dict
+from psaq.pipeline import Point, inline_runner, record, report_inputs, submit_points
+from psaq.store import Store
+
+TINY = {
+    "model": {"model_args": {"depth": 1}},
+    "train": {"epochs": 2},
+    "synthesis": {"steps_per_round": 3, "warmup_steps": 1, "num_samples": 8},
+    "grid": {"methods": ["psaq"], "seeds": [0], "bits": ["W8A8"]},
+    "runtime": {"device": "cpu"},
+}
+
+
+def tiny(**sections):
+    data = {k: dict(v) for k, v in TINY.items()}
+    for k, v in sections.items():
+        data.setdefault(k, {}).update(v)
+    return params_from_dict(data)
+
+
+def run(store, params, points=None):
+    log = []
+    submit = inline_runner(store, progress=False, log=log.append)
+    points = points or [Point(0, "psaq", 0, "W8A8", "minmax")]
+    jobs = submit_points(submit, params, points)
+    return [record(j) for j in jobs], {line.split()[0]: line.split()[1] for line in log}, jobs
+
+
+def test_rerun_reuses_every_stage_and_a_bit_change_reruns_only_what_follows(tmp_path):
+    store, params = Store(tmp_path), tiny()
+    first, built, _ = run(store, params)
+    assert set(built.values()) == {"built"}
+    again, reused, _ = run(store, params)
+    assert set(reused.values()) == {"reused"} and again == first
+    _, changed, _ = run(store, params, [Point(0, "psaq", 0, "W4A8", "minmax")])
+    assert changed == {"model": "reused", "fp32": "reused", "samples": "reused", "calibrate": "built",
+                       "evaluate": "built", "export": "built"}
+
+
+def test_a_corrupted_artifact_is_rebuilt_not_adopted(tmp_path):
+    store, params = Store(tmp_path), tiny()
+    first, _, jobs = run(store, params)
+    weights = jobs[0]["weights"].result()
+    with open(weights.path, "r+b") as f:  # flip bytes in the trained model
+        f.seek(200)
+        f.write(b"\x00\x01\x02\x03")
+    second, log, _ = run(store, params)
+    assert log["model"] == "built"  # retrained from its inputs, not hashed and adopted
+    assert second[0]["fp32_top1"] == first[0]["fp32_top1"] and second[0]["top1"] == first[0]["top1"]
+
+
+def save_digits(root, limit=60):
+    from tests.test_data import save_digits_as_pngs
+
+    return save_digits_as_pngs(root, limit=limit)
+
+
+def test_changing_the_evaluation_images_reruns_what_reads_them(tmp_path):
+    from PIL import Image
+
+    folder = save_digits(tmp_path / "digits")
+    store, params = Store(tmp_path / "project"), tiny(runtime={"dataset": str(folder)})
+    first, _, _ = run(store, params)
+    assert first[0]["count"] == 60
+    image = next(folder.rglob("*.png"))
+    Image.new("L", (32, 32), 255).save(image)  # a changed file: same name, new content
+    second, log, _ = run(store, params)
+    assert log["fp32"] == "built" and log["evaluate"] == "built"
+    assert log["samples"] == "reused" and log["calibrate"] == "reused"
+
+
+def test_the_command_line_reuses_what_the_pipeline_made(tmp_path, monkeypatch, capsys):
+    import yaml
+
+    from psaq.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PSAQ_PROJECT", raising=False)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({k: dict(v) for k, v in TINY.items()}))
+    params = tiny()
+    run(Store(tmp_path), params)
+    assert main(["quantize", "--w-bits", "8", "--a-bits", "8"]) == 0
+    out = capsys.readouterr().out
+    for stage in ("model", "fp32", "samples", "calibrate", "evaluate", "export"):
+        assert f"stage         {stage:<10} reused" in out, out
+
+
+def test_a_report_is_the_runs_own(tmp_path):
+    """Params A, then B, then A: the report in reports/ is A's, B's, then A's again."""
+    from psaq.stages import report
+    from psaq.stages.report import publish_view
+
+    store = Store(tmp_path)
+    texts = []
+    for bits in ("W8A8", "W4A8", "W8A8"):
+        params = tiny(grid={"bits": [bits]})
+        records, _, jobs = run(store, params, [Point(0, "psaq", 0, bits, "minmax")])
+        art, _ = report.run(store, **report_inputs(params, jobs, records), title=f"run {bits}")
+        files = publish_view(art, tmp_path / "reports")
+        texts.append(files["benchmark.md"].read_text())
+    assert texts[0] == texts[2] != texts[1]
+    assert "# run W8A8" in texts[2] and "| psaq |" in texts[2]
+
+
+def test_weights_that_change_mid_run_are_refused(tmp_path):
+    from psaq.errors import ArtifactError
+    from psaq.stages.common import Weights, load
+
+    store, params = Store(tmp_path), tiny()
+    _, _, jobs = run(store, params)
+    weights = jobs[0]["weights"].result()
+    with pytest.raises(ArtifactError, match="changed since this run hashed them"):
+        load(params.model, dataclasses.replace(weights, sha256="0" * 64))
+    assert isinstance(weights, Weights) and torch.is_tensor(torch.zeros(1))

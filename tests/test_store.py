@@ -1,0 +1,104 @@
+"""The artifact store: publish once, verify before reuse, never adopt a changed file."""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from psaq.errors import ArtifactError
+from psaq.store import Artifact, Store, stable_hash
+
+
+def write_text(text):
+    return lambda tmp: tmp.write_text(text)
+
+
+def test_publish_then_reuse(tmp_path):
+    store = Store(tmp_path)
+    path = store.path("metrics", "m", "abc", ".json")
+    art, built = store.publish(path, write_text("1"))
+    assert built and path.read_text() == "1"
+    assert json.loads(store.sidecar(path).read_text())["sha256"] == art.sha256
+    again, built = store.publish(path, write_text("2"))
+    assert not built and again == art and path.read_text() == "1"
+    assert stat.S_IMODE(path.stat().st_mode) & 0o044  # readable by the group and others, as the umask allows
+
+
+def test_a_changed_file_is_set_aside_and_rebuilt_never_adopted(tmp_path):
+    store = Store(tmp_path)
+    path = store.path("models", "m", "k", ".safetensors")
+    art, _ = store.publish(path, write_text("good"))
+    path.write_text("flipped")
+    with pytest.raises(ArtifactError, match="changed on disk"):
+        art.verify()
+    assert store.lookup(path) is None  # the corrupt file is moved aside …
+    assert list(tmp_path.joinpath("models").glob(".m-k.safetensors.corrupt-*"))
+    rebuilt, built = store.publish(path, write_text("good"))
+    assert built and rebuilt.sha256 == art.sha256  # … and rebuilt from its inputs
+
+
+def test_a_file_without_its_recorded_hash_is_not_adopted(tmp_path):
+    store = Store(tmp_path)
+    path = store.path("data", "s", "k", ".parquet")
+    path.parent.mkdir(parents=True)
+    path.write_text("from somewhere else")
+    _, built = store.publish(path, write_text("mine"))
+    assert built and path.read_text() == "mine"
+
+
+def test_a_failed_write_leaves_nothing(tmp_path):
+    store = Store(tmp_path)
+    path = store.path("data", "s", "k", ".parquet")
+
+    def boom(tmp):
+        tmp.write_text("half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        store.publish(path, boom)
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+def test_stale_temporary_files_of_dead_writers_are_removed(tmp_path):
+    store = Store(tmp_path)
+    folder = tmp_path / "data" / "samples"
+    folder.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = folder / f".x.{dead.stdout.strip()}-123.partial.parquet"
+    live = folder / f".y.{os.getpid()}-456.partial.parquet"
+    stale.write_text("")
+    live.write_text("")
+    assert store.clean_stale() == [stale]
+    assert live.exists() and not stale.exists()
+
+
+def test_published_folders_are_verified_file_by_file(tmp_path):
+    store = Store(tmp_path)
+
+    def write(folder):
+        (folder / "a.md").write_text("report")
+        (folder / "b.png").write_bytes(b"png")
+
+    art, built = store.publish_dir(tmp_path / "reports" / "r-1", write)
+    assert built and store.publish_dir(tmp_path / "reports" / "r-1", write) == (art, False)
+    (tmp_path / "reports" / "r-1" / "b.png").write_bytes(b"other")
+    assert store.lookup_dir(tmp_path / "reports" / "r-1") is None
+
+
+def test_views_point_at_the_latest_artifact(tmp_path):
+    store = Store(tmp_path)
+    a, _ = store.publish(store.path("metrics", "m", "1", ".json"), write_text("a"))
+    b, _ = store.publish(store.path("metrics", "m", "2", ".json"), write_text("b"))
+    view = tmp_path / "pipeline" / "m.json"
+    store.link_view(a, view)
+    store.link_view(b, view)
+    assert view.read_text() == "b" and Artifact(a.path, a.sha256).verify()
+
+
+def test_keys_hash_artifacts_by_content_not_path():
+    assert stable_hash(Artifact("/x", "h")) == stable_hash(Artifact("/y", "h")) != stable_hash(Artifact("/x", "g"))
+    with pytest.raises(TypeError, match="cannot hash"):
+        stable_hash(object())
