@@ -80,7 +80,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        digits = load_model(ModelConfig("digits-vit"), ".psaq-cache", "cpu").model
+        digits = load_model(ModelConfig("digits-vit"), ".", "cpu").model
         rows += bench("digits-vit", digits, first_images(digits_split("train"), 32, 0)[0], settings, work, args.repeats)
         if not args.quick:
             torch.manual_seed(0)

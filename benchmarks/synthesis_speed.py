@@ -47,7 +47,7 @@ from psaq.synth.kde import kde_entropy
 from psaq.synth.priors import jitter_and_flip, scaled_jitter, total_variation, tv_target_scale, warmup_cosine_lr
 from psaq.synth.similarity import mean_over_heads, pairwise_similarities
 from psaq.quant import quantized_copy
-from psaq.sources import eval_loader
+from psaq.sources import eval_loader, model_data
 
 
 def sync(device: torch.device) -> None:
@@ -110,7 +110,8 @@ def loop(model, spec: InputSpec, cfg: SynthesisConfig, device, *, fused: bool, b
                 logits = model(xa)
                 captured = hooks.take()
                 if batched:
-                    entropy = block_entropies(captured, prefix).sum()
+                    # the estimator these loop levers were measured with (psaq's unique-pairs variant)
+                    entropy = block_entropies(captured, x.shape[0], prefix, "unique-pairs").sum()
                 else:
                     entropy = sum(naive_block_entropy(c.output, c.num_heads, prefix, broadcast) for c in captured)
                 loss = -entropy + F.cross_entropy(logits, labels) + 0.05 * (total_variation(xa) - v).abs()
@@ -169,7 +170,7 @@ SEEDS_IN_BATCH = 3  # several seeds' images in one batch: per-seed steps/s = ste
 
 def build(name: str):
     if name == "digits-vit":
-        loaded = load_model(ModelConfig("digits-vit"), ".psaq-cache", "cpu", progress=False)
+        loaded = load_model(ModelConfig("digits-vit"), ".", "cpu", progress=False)
         return loaded.model, loaded.spec
     timm_names = {"deit_tiny": "deit_tiny_patch16_224", "deit_base": "deit_base_patch16_224",
                   "swin_tiny": "swin_tiny_patch4_window7_224"}
@@ -295,8 +296,8 @@ QUALITY_SETTINGS = {"W4A8": QuantConfig(w_bits=4, a_bits=8), "W8A8": QuantConfig
 
 
 def quality(device, seeds: list[int]) -> tuple[list[dict], float]:
-    loaded = load_model(ModelConfig("digits-vit"), ".psaq-cache", device, progress=False)
-    data = eval_loader(loaded, "digits")
+    loaded = load_model(ModelConfig("digits-vit"), ".", device, progress=False)
+    data = eval_loader(model_data(loaded, "digits"))
     fp = evaluate(loaded.model, data, device)
     rows = []
     for seed in seeds:  # in turns: every implementation for one seed, then the next seed

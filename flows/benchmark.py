@@ -1,7 +1,10 @@
-"""``benchmark``: the grid of params.yaml, then the report (table, intervals, figures, summary).
+"""``benchmark``: the grid of a params file, then its report (table, intervals, figures, summary).
 
-    python -m flows.benchmark                          # what `make run` runs
-    python -m flows.benchmark --params params/fashion.yaml   # what `make benchmark` runs
+    python -m flows.benchmark                          # params.yaml: what `make run` runs
+    python -m flows.benchmark --params benchmarks/fashion-vit.yaml --params benchmarks/fashion-swin.yaml
+                                                       # the Fashion-MNIST benchmark: what `make benchmark` runs
+
+Each params file's report goes to ``reports/<model>/`` (benchmark.md, summary.json, figures).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ def benchmark(params_path: str = "params.yaml", allow_large_grid: bool = False) 
         records, jobs = run_points(params, points, parent)
         report = resolve(stages.submit("report", **report_inputs(params, jobs, records),
                                        title=f"psaq benchmark: {params.model.name}"))
-        files = publish_view(report, project_root() / "reports")
+        files = publish_view(report, project_root() / "reports" / params.model.name)
         table = _table(files["benchmark.md"])
         if parent:
             attach(tracking_uri(params.tracking.mlflow_uri), parent, [str(p) for p in files.values()],
@@ -61,7 +64,7 @@ def _prefect_artifact(table: str, path: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--params", action="append", help="params file, repeatable (default: params.yaml)")
     ap.add_argument("--dask", action="store_true", help="run grid points on a local Dask cluster")
     ap.add_argument("--allow-large-grid", action="store_true", help="run a grid of more than 500 points")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -69,13 +72,16 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> int:
         started = time.perf_counter()
-        params = load_params(args.params)
-        preflight(params, args.allow_large_grid)
+        files = args.params or ["params.yaml"]
+        all_params = [load_params(f) for f in files]
+        for params in all_params:  # every file is checked before any work
+            preflight(params, args.allow_large_grid)
         with prefect_server():
-            result = benchmark.with_options(task_runner=task_runner(params, args.dask))(args.params, args.allow_large_grid)
-        print("\n" + result["table"] + "\n")
-        print(f"report:   {result['report']}  (this run's: {result['report_artifact']})")
-        print(f"figures:  {', '.join(result['figures'].values())}")
+            for path, params in zip(files, all_params):
+                result = benchmark.with_options(task_runner=task_runner(params, args.dask))(path, args.allow_large_grid)
+                print(f"\n{params.model.name} ({path}):\n\n" + result["table"] + "\n")
+                print(f"report:   {result['report']}  (this run's: {result['report_artifact']})")
+                print(f"figures:  {', '.join(result['figures'].values())}")
         print(f"MLflow:   {result['tracking_uri']}  (browse: make mlflow-ui → http://127.0.0.1:5000)")
         print(f"done in {time.perf_counter() - started:.0f} s")
         return 0

@@ -52,7 +52,9 @@ def log_nested(params: Params, parent: str, point: Point, rec: dict) -> None:
     from psaq.io import read_samples
 
     history = read_samples(rec["samples"]).metadata.get("history", {})
-    files = [rec["metrics"], rec["quantized"], rec["integer"], rec["onnx"]]
+    files = [rec["metrics"]]
+    if params.tracking.artifacts:
+        files += [f for f in (rec["quantized"], rec["integer"], rec["onnx"]) if f]
     log_point(tracking_uri(params.tracking.mlflow_uri), params.tracking.experiment, parent,
               f"{params.model.name} {point.name}", point_params(params, point), rec, history, files)
 

@@ -2,11 +2,13 @@
 
     PREFECT_API_URL=http://127.0.0.1:4200/api python -m flows.serve
     prefect deployment run 'quantize/quantize' -p model=digits-vit -p w_bits=4 --watch
-    prefect deployment run 'benchmark/benchmark'
+    prefect deployment run 'benchmark/digits'            # the make-run grid on demand
+    prefect deployment run 'benchmark/fashion-vit'       # one model of the Fashion-MNIST benchmark
 
-``benchmark`` carries a cron schedule: the scheduled regeneration of the benchmark (default
-Mondays 03:00 UTC; ``PSAQ_BENCHMARK_CRON`` and ``PSAQ_BENCHMARK_TZ`` change it). Deployment
-parameters are checked against their types and allowed values before a run starts.
+``benchmark/fashion-vit`` and ``benchmark/fashion-swin`` carry a cron schedule: the scheduled
+regeneration of the Fashion-MNIST benchmark (default Mondays 03:00 UTC; ``PSAQ_BENCHMARK_CRON``
+and ``PSAQ_BENCHMARK_TZ`` change it). Deployment parameters are checked against their types and
+allowed values before a run starts.
 """
 
 from __future__ import annotations
@@ -20,21 +22,30 @@ BENCHMARK_CRON = os.environ.get("PSAQ_BENCHMARK_CRON", "0 3 * * 1")
 BENCHMARK_TZ = os.environ.get("PSAQ_BENCHMARK_TZ", "UTC")
 
 
-def deployments(params: str = "params.yaml", benchmark_params: str | None = None):
+SCHEDULED = {"fashion-vit": "benchmarks/fashion-vit.yaml", "fashion-swin": "benchmarks/fashion-swin.yaml"}
+
+
+def deployments(params: str = "params.yaml"):
     from prefect.schedules import Cron
 
     from flows.benchmark import benchmark
     from flows.quantize import quantize
 
-    return [
+    out = [
         quantize.to_deployment(name="quantize", parameters={"params_path": str(Path(params).resolve())},
                                description="One model × bits × calibration mode × seed; unset parameters come from "
                                            "params.yaml.", enforce_parameter_schema=True),
-        benchmark.to_deployment(name="benchmark", schedule=Cron(BENCHMARK_CRON, timezone=BENCHMARK_TZ),
-                                parameters={"params_path": str(Path(benchmark_params or params).resolve())},
-                                description=f"The benchmark grid and its report, regenerated on a schedule "
-                                            f"({BENCHMARK_CRON}, {BENCHMARK_TZ}).", enforce_parameter_schema=True),
+        benchmark.to_deployment(name="digits", parameters={"params_path": str(Path(params).resolve())},
+                                description="The params.yaml grid (what `make run` runs) and its report.",
+                                enforce_parameter_schema=True),
     ]
+    for name, path in SCHEDULED.items():
+        out.append(benchmark.to_deployment(
+            name=name, schedule=Cron(BENCHMARK_CRON, timezone=BENCHMARK_TZ),
+            parameters={"params_path": str(Path(path).resolve())}, enforce_parameter_schema=True,
+            description=f"The Fashion-MNIST benchmark for {name}, regenerated on a schedule ({BENCHMARK_CRON} "
+                        f"{BENCHMARK_TZ}): report in reports/{name}/, runs in MLflow."))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,8 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     from tasks.services import check_prefect
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--params", default="params.yaml", help="settings of the quantize deployment")
-    ap.add_argument("--benchmark-params", help="settings of the scheduled benchmark (default: --params)")
+    ap.add_argument("--params", default="params.yaml", help="settings of the quantize and digits deployments")
     ap.add_argument("--debug", action="store_true")
     args = ap.parse_args(argv)
 
@@ -57,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("serving deployments needs a Prefect server: start one (make prefect-server) and set "
                               "PREFECT_API_URL=http://127.0.0.1:4200/api (make serve does)")
         check_prefect()
-        serve(*deployments(args.params, args.benchmark_params))
+        serve(*deployments(args.params))
         return 0
 
     return run_entry(run, args.debug)

@@ -113,8 +113,9 @@ def run_report(params: Params, store: Store, args) -> None:
         jobs.append(job)
         records.append(record(job))
     art, built = report.run(store, **report_inputs(params, jobs, records), title=f"psaq benchmark: {params.model.name}")
-    publish_view(art, "reports")
-    print(f"report: {'built' if built else 'reused'} {art.path} → reports/")
+    folder = Path(view("report", model=params.model.name)).parent
+    publish_view(art, folder)
+    print(f"report: {'built' if built else 'reused'} {art.path} → {folder}/")
 
 
 POINT_STAGES = {"data": run_data, "model": run_model, "fp32": run_fp32, "samples": run_samples,
@@ -155,7 +156,7 @@ def dvc_yaml() -> str:
         spec["deps"] = list(dict.fromkeys(deps))
         if stage.params:
             spec["params"] = list(stage.params)
-        outs = [v.format(**{k: item[k] for k in stage.matrix}) for v in stage.views]
+        outs = [v.format(model="${model.name}", **{k: item[k] for k in stage.matrix}) for v in stage.views]
         if stage.kind == "metrics":
             spec["metrics"] = [{o: {"cache": False}} for o in outs]
         elif name == "report":

@@ -12,11 +12,14 @@ EPILOG = textwrap.dedent(
     examples:
       psaq quantize --model digits-vit --w-bits 4 --a-bits 8 --calib psaq --seed 0
       psaq quantize --model digits-vit --a-bits 4 --act-observer mse --calib gaussian
+      psaq quantize --model fashion-vit --dataset fashion-mnist --w-bits 4 --a-bits 8
       psaq quantize --model deit_small_patch16_224 --checkpoint deit_s.safetensors \\
                     --dataset /data/imagenet/val --device cuda
       psaq quantize --model vit_tiny_patch16_224 --model-arg img_size=64 --model-arg num_classes=10 \\
                     --checkpoint mine.pt --dataset ./val
       psaq quantize --model deit_base_patch16_224 --pretrained --device cuda --precision bf16 --compile all
+      psaq quantize --model deit_small_patch16_224 --checkpoint deit_s.pth --dataset /data/imagenet --calib real
+                    (a root holding train/ and val/: evaluates on val/, real draws from train/)
 
     calibration modes (--calib):
       psaq              images optimized from noise for diverse patch similarity (PSAQ-ViT)
@@ -24,6 +27,10 @@ EPILOG = textwrap.dedent(
       gaussian          N(0,1) noise in normalized space
       gaussian-clamped  noise clipped to valid pixel values
       real              N training images (needs data: the baseline psaq replaces)
+
+    settings: ./params.yaml when there is one (the pipeline's), else the library defaults (the
+    official PSAQ-ViT numerics); flags override either. Artifacts go to the project's store, shared
+    with `make run`, the flows and `dvc repro`: what one made, the others reuse.
     """
 )
 
@@ -253,24 +260,41 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train-digits", help="train the embedded digits-vit and save it as safetensors",
-                       description="Train the small ViT that psaq uses as its default model on scikit-learn's digits.")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, default=60)
-    p.add_argument("--out", required=True, help="output .safetensors path")
-    p.add_argument("--device", default="cpu")
+    p = sub.add_parser("train", help="train one of psaq's own models (digits-vit, fashion-vit, fashion-swin)",
+                       description="Train one of psaq's own models on its built-in dataset into the artifact store "
+                       "(the pipeline reuses it), and optionally copy it to --out.")
+    p.add_argument("--model", default="digits-vit", help="digits-vit, fashion-vit or fashion-swin (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="training seed (default: %(default)s)")
+    p.add_argument("--epochs", type=int, help="default: the model's own")
+    p.add_argument("--out", help="also copy the trained .safetensors here")
+    p.add_argument("--store", help="artifact store (default: $PSAQ_PROJECT or the current folder)")
     p.set_defaults(func=_train)
 
 
 def _train(args: argparse.Namespace) -> int:
-    from psaq.device import resolve_device
-    from psaq.models import save_checkpoint
-    from psaq.models.digits import TrainConfig, checkpoint_metadata, train_digits_vit
+    import shutil
 
-    cfg = TrainConfig(seed=args.seed, epochs=args.epochs)
-    result = train_digits_vit(cfg, device=resolve_device(args.device))
-    save_checkpoint(result.model, args.out, checkpoint_metadata(result, cfg))
-    print(f"digits-vit seed {args.seed}: test top-1 {result.test_top1:.2f} % in {result.wall_s:.0f} s → {args.out}")
+    from psaq.errors import ConfigError
+    from psaq.models import MODELS, ModelConfig
+    from psaq.models.train import TrainConfig
+    from psaq.stages import model as model_stage
+    from psaq.store import Store
+
+    if args.model not in MODELS or MODELS.get(args.model).trainer is None:
+        trainable = [n for n in MODELS.names() if MODELS.get(n).trainer is not None]
+        raise ConfigError(f"'{args.model}' is not one of psaq's trainable models ({', '.join(trainable)})")
+    store = Store(args.store or os.environ.get("PSAQ_PROJECT", "."))
+    weights, built = model_stage.run(store, ModelConfig(args.model, train_seed=args.seed),
+                                     TrainConfig(epochs=args.epochs))
+    from safetensors import safe_open
+
+    with safe_open(weights.path, framework="pt") as f:
+        top1 = (f.metadata() or {}).get("test_top1", "?")
+    print(f"{args.model} seed {args.seed}: test top-1 {top1} % ({'trained' if built else 'already in the store'}) "
+          f"→ {weights.path}")
+    if args.out:
+        shutil.copyfile(weights.path, args.out)
+        print(f"copied to {args.out}")
     return 0
 
 

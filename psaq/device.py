@@ -6,6 +6,8 @@ import torch
 
 from psaq.errors import DeviceError
 
+SUPPORTED = ("cpu", "cuda", "mps")  # devices that hold real tensors (not meta, not lazy backends)
+
 
 def resolve_device(name: str | torch.device | None = None) -> torch.device:
     """``None`` or ``"auto"`` picks CUDA when present, else the CPU."""
@@ -15,6 +17,8 @@ def resolve_device(name: str | torch.device | None = None) -> torch.device:
         device = torch.device(name)
     except (RuntimeError, TypeError) as exc:
         raise DeviceError(f"'{name}' is not a device name (try cpu, cuda, cuda:0)") from exc
+    if device.type not in SUPPORTED:
+        raise DeviceError(f"device '{name}' cannot run psaq's stages; use cpu, cuda, cuda:N or mps")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise DeviceError(f"device '{name}' was asked for, but this machine has no CUDA GPU; use --device cpu")

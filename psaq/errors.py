@@ -39,6 +39,10 @@ class SampleSetError(PsaqError):
     """A sample-set file that is truncated, corrupt, or made for another model."""
 
 
+class TrackingError(PsaqError):
+    """The MLflow store failed while a run was being logged."""
+
+
 class ArtifactError(PsaqError):
     """A stored artifact that is missing, or whose content no longer matches its recorded hash."""
 
@@ -61,3 +65,12 @@ class Interrupted(PsaqError):
 
 class CompileError(PsaqError):
     """torch.compile could not build the synthesis step on this machine."""
+
+
+MAX_SEED = 2**63 - 1  # torch generators take 64-bit seeds
+
+
+def check_seed(name: str, value: object) -> None:
+    """Seeds are integers from 0 to 2^63 − 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        raise ConfigError(f"{name} must be an integer from 0 to 2^63-1, got {value!r}")

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import yaml
 
-from psaq.errors import ConfigError, PsaqError
+from psaq.errors import ConfigError, PsaqError, check_seed
 from psaq.evaluate import EvalConfig
 from psaq.models import ModelConfig
-from psaq.models.digits import TrainConfig
+from psaq.models.train import TrainConfig
 from psaq.quant import QuantConfig
 from psaq.synth import SynthesisConfig
 
@@ -39,6 +39,7 @@ class GridConfig:
     bits: list[str] = field(default_factory=lambda: ["W8A8", "W4A8"])
     observers: list[str] = field(default_factory=lambda: ["minmax"])
     max_concurrency: int = 2
+    export: bool = True  # ONNX and integer files for every point (a large benchmark may skip them)
 
     def __post_init__(self) -> None:
         from psaq.quant.observers import OBSERVERS
@@ -55,8 +56,7 @@ class GridConfig:
         for b in self.bits:
             parse_bits(b)
         for s in (*self.seeds, *self.train_seeds):
-            if isinstance(s, bool) or not isinstance(s, int) or s < 0:
-                raise ConfigError(f"grid seeds must be non-negative integers, got {s!r}")
+            check_seed("grid seeds", s)
         if not isinstance(self.max_concurrency, int) or self.max_concurrency < 1:
             raise ConfigError(f"grid.max_concurrency must be a positive integer, got {self.max_concurrency!r}")
 
@@ -84,6 +84,7 @@ class TrackingConfig:
     mlflow_uri: str | None = None
     experiment: str = "psaq"
     enabled: bool = True
+    artifacts: bool = True  # log each point's files (weights, ONNX) too, not only its metrics
 
 
 SECTIONS: dict[str, type] = {

@@ -128,7 +128,8 @@ def submit_points(submit, params: Params, points: list[Point], progress: bool = 
                            quant=quant_config(params, point), stem=point.name, device=rt.device)
         metrics = submit("evaluate", model=mcfg, weights=w, quantized=quantized, fp32=fp32s[point.train_seed],
                          eval_cfg=params.eval, data_fp=data_fp, dataset=rt.dataset, stem=point.name, device=rt.device)
-        exported = submit("export", model=mcfg, weights=w, quantized=quantized, stem=point.name)
+        exported = submit("export", model=mcfg, weights=w, quantized=quantized, stem=point.name) if params.grid.export \
+            else None
         jobs.append({"point": point, "weights": w, "samples": sample_sets[key], "quantized": quantized,
                      "metrics": metrics, "exported": exported, "fp32": fp32s[point.train_seed]})
     return jobs
@@ -139,14 +140,15 @@ def record(job: dict) -> dict:
     from psaq.io import read_json, read_samples
 
     samples_art, metrics_art = resolve(job["samples"]), resolve(job["metrics"])
-    exported, quantized = resolve(job["exported"]), resolve(job["quantized"])
+    exported, quantized = resolve(job["exported"]) or {}, resolve(job["quantized"])
     meta = read_samples(samples_art.verify()).metadata
     metrics = read_json(metrics_art.verify())
     return {**job["point"].coords, **metrics, "synthesis_wall_s": meta.get("wall_s"), "steps_per_s": meta.get("steps_per_s"),
             "synthesis_steps": meta.get("steps"),
             "samples": samples_art.path, "samples_sha256": samples_art.sha256, "metrics": metrics_art.path,
-            "metrics_sha256": metrics_art.sha256, "quantized": quantized.path, "integer": exported["integer"].path,
-            "onnx": exported["onnx"].path, "weights_sha256": resolve(job["weights"]).sha256}
+            "metrics_sha256": metrics_art.sha256, "quantized": quantized.path,
+            "integer": exported["integer"].path if exported else None, "onnx": exported["onnx"].path if exported else None,
+            "weights_sha256": resolve(job["weights"]).sha256}
 
 
 def report_inputs(params: Params, jobs: list[dict], records: list[dict]) -> dict:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from prefect import task
 
+from psaq.errors import PsaqError, TrackingError
 from tasks.settings import project_root
 
 RESULT_TAG = "psaq.result"  # content hash of a point's metrics artifact
@@ -35,6 +36,19 @@ def _client(uri: str):
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=uri)
+
+
+@contextmanager
+def _store_errors(uri: str, doing: str):
+    """An MLflow failure (a store deleted mid-run, a full disk, a dropped server) as one line."""
+    try:
+        yield
+    except PsaqError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise TrackingError(f"MLflow store {uri} failed while {doing} ({type(exc).__name__}: {reason}); "
+                            "the results are in the store: rerun to log them, or set tracking.enabled: false") from exc
 
 
 def experiment_id(uri: str, name: str) -> str:
@@ -102,6 +116,11 @@ def _alive(pid: int) -> bool:
 def log_point(uri: str, experiment: str, parent_id: str, name: str, params: dict, record: dict,
               history: dict[str, list[float]], files: list[str]) -> tuple[str, bool]:
     """(run id, reused): a nested run for a grid point, unless its result is already logged."""
+    with _store_errors(uri, f"logging {name}"):
+        return _log_point(uri, experiment, parent_id, name, params, record, history, files)
+
+
+def _log_point(uri, experiment, parent_id, name, params, record, history, files) -> tuple[str, bool]:
     from mlflow.entities import Metric
 
     client = _client(uri)
@@ -129,13 +148,14 @@ def log_point(uri: str, experiment: str, parent_id: str, name: str, params: dict
 
 @task(name="mlflow-attach", retries=2, retry_delay_seconds=2)
 def attach(uri: str, run_id: str, files: list[str], tags: dict | None = None, metrics: dict | None = None) -> None:
-    client = _client(uri)
-    for path in files:
-        client.log_artifact(run_id, path)
-    for k, v in (tags or {}).items():
-        client.set_tag(run_id, k, v)
-    for k, v in (metrics or {}).items():
-        client.log_metric(run_id, k, float(v))
+    with _store_errors(uri, "attaching the report"):
+        client = _client(uri)
+        for path in files:
+            client.log_artifact(run_id, path)
+        for k, v in (tags or {}).items():
+            client.set_tag(run_id, k, v)
+        for k, v in (metrics or {}).items():
+            client.log_metric(run_id, k, float(v))
 
 
 @contextmanager
@@ -144,12 +164,17 @@ def parent_run(enabled: bool, uri: str, experiment: str, name: str, params: dict
     if not enabled:
         yield None
         return
-    fail_stale_runs(uri, experiment)
-    client = _client(uri)
-    run_id = _create(client, experiment_id(uri, experiment), name, params, tags or {})
+    with _store_errors(uri, "starting the run"):
+        fail_stale_runs(uri, experiment)
+        client = _client(uri)
+        run_id = _create(client, experiment_id(uri, experiment), name, params, tags or {})
     try:
         yield run_id
     except BaseException:
-        client.set_terminated(run_id, "FAILED")
+        try:
+            client.set_terminated(run_id, "FAILED")
+        except Exception:  # noqa: BLE001 - the store itself may be what failed; the error that ends the run is raised
+            pass
         raise
-    client.set_terminated(run_id, "FINISHED")
+    with _store_errors(uri, "finishing the run"):
+        client.set_terminated(run_id, "FINISHED")

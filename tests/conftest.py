@@ -42,7 +42,8 @@ def images():
 @pytest.fixture(scope="session")
 def trained_digits():
     """A 2-block digits-vit trained for a few seconds: real accuracy, so parity checks mean something."""
-    from psaq.models.digits import TrainConfig, train_digits_vit
+    from psaq.models.digits import train_digits_vit
+    from psaq.models.train import TrainConfig
 
     result = train_digits_vit(TrainConfig(seed=0, epochs=20, warmup_epochs=1, lr=3e-3), progress=False,
                               model_args={"depth": 2})

@@ -84,6 +84,16 @@ BAD_INPUTS = [
     (["--precision", "fp16"], "unknown synthesis precision 'fp16'"),
     (["--compile", "yes"], "unknown compile target 'yes'"),
     (["--cuda-graphs"], "set compile to kde, model or all"),
+    (["--device", "meta"], "device 'meta' cannot run psaq's stages"),
+    (["--device", "gpu0"], "'gpu0' is not a device name"),
+    (["--seed", str(2**70)], "seed must be an integer from 0 to 2^63-1"),
+    (["--train-seed", "-1"], "train_seed must be an integer from 0 to 2^63-1"),
+    (["--model-arg", "depth=0"], "is not a supported vision transformer"),
+    (["--model-arg", "embed_dim=100"], "model 'digits-vit' rejected its arguments {'embed_dim': 100}"),
+    (["--model-arg", "nosuch"], "--model-arg expects key=value"),
+    (["--sites", "officail"], "did you mean official"),
+    (["--entropy-estimator", "pairs"], "unknown entropy estimator 'pairs'"),
+    (["--params", "missing.yaml"], "params file 'missing.yaml' does not exist"),
 ]
 
 

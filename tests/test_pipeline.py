@@ -119,3 +119,25 @@ def test_weights_that_change_mid_run_are_refused(tmp_path):
     with pytest.raises(ArtifactError, match="changed since this run hashed them"):
         load(params.model, dataclasses.replace(weights, sha256="0" * 64))
     assert isinstance(weights, Weights) and torch.is_tensor(torch.zeros(1))
+
+
+def test_a_grid_of_more_than_500_points_needs_a_flag():
+    from psaq.errors import ConfigError
+    from psaq.pipeline import grid_points
+
+    params = tiny(grid={"seeds": list(range(200)), "bits": ["W8A8", "W4A8", "W6A6"]})
+    with pytest.raises(ConfigError, match="600 points .* --allow-large-grid"):
+        grid_points(params)
+    assert len(grid_points(params, allow_large=True)) == 600
+
+
+def test_an_mlflow_store_that_fails_mid_run_is_one_line():
+    from psaq.errors import TrackingError
+    from tasks.tracking import _store_errors
+
+    with pytest.raises(TrackingError, match=r"MLflow store sqlite:///x failed while logging p \(OperationalError: no such table: runs\)"):
+        with _store_errors("sqlite:///x", "logging p"):
+            class OperationalError(Exception):
+                pass
+
+            raise OperationalError("no such table: runs\n[SQL: ...]")

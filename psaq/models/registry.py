@@ -14,7 +14,7 @@ from timm.models.vision_transformer import Attention
 from torch import nn
 
 from psaq.data import DIGITS_SPEC, InputSpec, spec_from_timm
-from psaq.errors import CheckpointError, ConfigError, UnknownNameError
+from psaq.errors import CheckpointError, ConfigError, UnknownNameError, check_seed
 from psaq.models.checkpoint import checkpoint_class_names, file_sha256, load_checkpoint
 from psaq.registry import Registry
 
@@ -31,15 +31,20 @@ class ModelEntry:
     dataset: str | None
     # trains the weights when the user gives none: (TrainConfig, model_args, progress) → (TrainResult, metadata)
     trainer: Callable | None = None
+    train_defaults: dict = field(default_factory=dict)  # the TrainConfig values a None field takes
 
 
 MODELS: Registry[ModelEntry] = Registry("model")
 
 
 def _register_builtin() -> None:
-    from psaq.models.digits import digits_vit, train_for_store
+    from psaq.models import fashion
+    from psaq.models.digits import DIGITS_TRAIN, digits_vit, train_for_store
 
-    MODELS.register("digits-vit")(ModelEntry(digits_vit, DIGITS_SPEC, "digits", train_for_store))
+    MODELS.register("digits-vit")(ModelEntry(digits_vit, DIGITS_SPEC, "digits", train_for_store, DIGITS_TRAIN))
+    for name, factory in fashion.ARCHITECTURES.items():
+        MODELS.register(name)(ModelEntry(factory, fashion.FASHION_SPEC, "fashion-mnist", fashion.trainer(name),
+                                         fashion.FASHION_TRAIN[name]))
 
 
 _register_builtin()
@@ -69,8 +74,7 @@ class ModelConfig:
             raise ConfigError(f"model name must be a non-empty string, got {self.name!r}")
         if not isinstance(self.model_args, dict):
             raise ConfigError(f"model_args must be a mapping, got {type(self.model_args).__name__}")
-        if isinstance(self.train_seed, bool) or not isinstance(self.train_seed, int) or not 0 <= self.train_seed < 2**63:
-            raise ConfigError(f"train_seed must be an integer from 0 to 2^63-1, got {self.train_seed!r}")
+        check_seed("train_seed", self.train_seed)
         for flag in ("pretrained", "random_weights"):
             if not isinstance(getattr(self, flag), bool):
                 raise ConfigError(f"{flag} must be true or false, got {getattr(self, flag)!r}")
@@ -189,7 +193,7 @@ def load_model(
             model = create_architecture(config)
         spec, dataset = entry.spec, entry.dataset
         if checkpoint is None and entry.trainer is not None and not config.random_weights:
-            from psaq.models.digits import TrainConfig
+            from psaq.models.train import TrainConfig
             from psaq.stages import model as model_stage
             from psaq.store import Store
 

@@ -62,6 +62,6 @@ GRAPH: dict[str, Stage] = {s.name: s for s in (
     Stage("export", "psaq.stages.export", (), ("model", "calibrate"), POINT,
           (f"pipeline/exported/{POINT_STEM}.int.safetensors", f"pipeline/exported/{POINT_STEM}.onnx"), "models/exported"),
     Stage("report", "psaq.stages.report", ("grid",), ("data", "model", "samples", "evaluate"), (),
-          ("reports/benchmark.md", "reports/summary.json", "reports/samples.png", "reports/similarity.png",
-           "reports/accuracy.png", "reports/differences.png"), "reports/runs"),
+          tuple(f"reports/{{model}}/{name}" for name in ("benchmark.md", "summary.json", "samples.png", "similarity.png",
+                                                         "accuracy.png", "differences.png")), "reports/runs"),
 )}

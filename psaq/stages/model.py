@@ -8,13 +8,17 @@ purpose only, a random initialization are hashed after loading.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
-from psaq.models import MODELS, ModelConfig, load_model, save_checkpoint
-from psaq.models.digits import TrainConfig
+from psaq.models import MODELS, ModelConfig, create_architecture, load_model, save_checkpoint
+from psaq.models.registry import check_supported
+from psaq.models.train import TrainConfig
 from psaq.stages import GRAPH
 from psaq.stages.common import Weights, artifact_path, state_sha256
 from psaq.store import Store, file_sha256
+
+TRAINING_LOG = ".training.json"  # beside a trained model: wall time, test top-1, losses
 
 
 def run(store: Store, model: ModelConfig, train: TrainConfig, progress: bool = True) -> tuple[Weights, bool]:
@@ -25,13 +29,17 @@ def run(store: Store, model: ModelConfig, train: TrainConfig, progress: bool = T
         return Weights("checkpoint", file_sha256(path), str(path)), False
     entry = MODELS.get(model.name) if model.name in MODELS else None
     if entry is not None and entry.trainer is not None and not model.random_weights:
-        cfg = dataclasses.replace(train, seed=model.train_seed)
+        check_supported(create_architecture(model), model.name)  # refuse bad model_args before training
+        cfg = dataclasses.replace(train, seed=model.train_seed).resolved(entry.train_defaults)
         out = artifact_path(store, GRAPH["model"], f"{model.name}-m{model.train_seed}", ".safetensors",
                             model.name, model.model_args, dataclasses.asdict(cfg))
 
         def write(tmp: Path) -> None:
             result, metadata = entry.trainer(cfg, model.model_args, progress)
             save_checkpoint(result.model, tmp, metadata)
+            # how long training took: kept beside the model, not in it (the file's bytes stay the same per seed)
+            Path(out + TRAINING_LOG).write_text(json.dumps({"wall_s": result.wall_s, "test_top1": result.test_top1,
+                                                            "epoch_losses": result.losses, "config": metadata}))
 
         artifact, built = store.publish(out, write)
         # identity by tensors: safetensors writes its metadata in no fixed order, so equal weights can

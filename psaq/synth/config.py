@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from psaq.errors import ConfigError
+from psaq.errors import ConfigError, check_seed
 
 
 @dataclass(frozen=True)
@@ -68,8 +68,7 @@ class SynthesisConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+        check_seed("seed", self.seed)
         if not 0 <= self.warmup_steps < self.steps_per_round:
             raise ConfigError(f"warmup_steps must be in [0, steps_per_round), got {self.warmup_steps}")
         if self.lr is not None and not self.lr > 0:

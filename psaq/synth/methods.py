@@ -97,3 +97,14 @@ def psaq_noent(config, ctx: SynthesisContext) -> SynthesisResult:
     from psaq.synth.optimize import optimize_samples
 
     return optimize_samples(config, ctx, use_entropy=False)
+
+
+@SYNTH_METHODS.register("psaq-unique-pairs")
+def psaq_unique_pairs(config, ctx: SynthesisContext) -> SynthesisResult:
+    """psaq with psaq's own entropy estimator (``entropy_estimator: unique-pairs``), as a grid method
+    so that a benchmark can pair it with the official estimator on the same models and seeds."""
+    import dataclasses
+
+    from psaq.synth.optimize import optimize_samples
+
+    return optimize_samples(dataclasses.replace(config, entropy_estimator="unique-pairs"), ctx, use_entropy=True)

@@ -65,7 +65,7 @@ def test_dvc_repro_shares_the_flows_artifacts_and_reruns_only_what_changed(tmp_p
     assert sorted(p.relative_to(work) for p in work.glob("models/quantized/*.safetensors")) == objects
     view = work / "pipeline" / "quantized" / "m0" / "gaussian-s0-W8A8-minmax.safetensors"
     assert file_sha256(view) in {file_sha256(work / o) for o in objects}  # DVC tracks the flow's artifact
-    assert (work / "reports" / "benchmark.md").exists()
+    assert (work / "reports" / "digits-vit" / "benchmark.md").exists()
 
     # nothing changed: only the stages that hash what DVC cannot see run, and their outputs are unchanged
     assert ran_stages(run([*dvc, "repro"], work, env)) <= {"data", "model@0"}

@@ -47,8 +47,8 @@ def test_benchmark_caches_reruns_only_what_changed_and_logs_each_result_once(pro
     assert len(records) == 4 and {r["method"] for r in records} == {"psaq", "gaussian"}
     assert all(0 <= r["top1"] <= 100 and r["agreement"] is not None for r in records)
     for name in ("benchmark.md", "samples.png", "similarity.png", "accuracy.png", "differences.png", "summary.json"):
-        assert (project / "reports" / name).stat().st_size > 0
-    assert "| psaq |" in result["table"] and "psaq − gaussian" in (project / "reports" / "benchmark.md").read_text()
+        assert (project / "reports" / "digits-vit" / name).stat().st_size > 0
+    assert "| psaq |" in result["table"] and "psaq − gaussian" in (project / "reports" / "digits-vit" / "benchmark.md").read_text()
     assert STAGES <= set(stage_states(state))
     client, exp, runs = mlflow_runs(project)
     assert exp.tags.get("mlflow.experimentKind") == "custom_model_development"

@@ -73,3 +73,31 @@ def test_pickled_objects_are_not_unpickled(tmp_path):
     torch.save({"model": Evil()}, path)
     with pytest.raises(CheckpointError, match="corrupt"):
         load_checkpoint(tiny_vit(), path)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_checkpoint_with_non_finite_weights_is_refused(tmp_path, bad):
+    src = tiny_vit()
+    with torch.no_grad():
+        src.blocks[1].mlp.fc2.weight[0, 0] = bad
+    path = save_checkpoint(src, tmp_path / "bad.safetensors")
+    with pytest.raises(CheckpointError, match="holds NaN or Inf values in 1 tensor.*blocks.1.mlp.fc2.weight"):
+        load_model(ModelConfig("vit_tiny_patch16_224", str(path), model_args=TINY_VIT_ARGS))
+
+
+def test_class_names_in_a_checkpoint_must_match_the_outputs(tmp_path):
+    import json
+
+    from psaq.models.checkpoint import CLASS_NAMES_KEY
+
+    path = save_checkpoint(tiny_vit(), tmp_path / "named.safetensors", {CLASS_NAMES_KEY: json.dumps(["a", "b"])})
+    with pytest.raises(CheckpointError, match="names 2 classes but the model has 10 outputs"):
+        load_model(ModelConfig("vit_tiny_patch16_224", str(path), model_args=TINY_VIT_ARGS))
+    path = save_checkpoint(tiny_vit(), tmp_path / "ok.safetensors", {CLASS_NAMES_KEY: json.dumps(list("abcdefghij"))})
+    assert load_model(ModelConfig("vit_tiny_patch16_224", str(path), model_args=TINY_VIT_ARGS)).spec.class_names[0] == "a"
+
+
+def test_random_weights_are_seeded_and_on_request_only():
+    a = load_model(ModelConfig("vit_tiny_patch16_224", model_args=TINY_VIT_ARGS, random_weights=True, train_seed=3))
+    b = load_model(ModelConfig("vit_tiny_patch16_224", model_args=TINY_VIT_ARGS, random_weights=True, train_seed=3))
+    assert all(torch.equal(x, y) for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values()))
