@@ -12,9 +12,20 @@ export PREFECT_LOCAL_STORAGE_PATH ?= $(abspath .prefect/storage)
 export DVC_NO_ANALYTICS ?= 1
 export PYTHONUNBUFFERED ?= 1
 
-.PHONY: setup run test test-fast benchmark-table repro mlflow-ui prefect-server serve clean
+.PHONY: setup run test test-fast benchmark benchmark-table repro mlflow-ui prefect-server serve clean
 
-setup: $(STAMP)
+# Fashion-MNIST (the benchmark's data) from Debian's package; root installs it, others are told how.
+FASHION := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
+
+setup: $(STAMP) $(FASHION)
+
+$(FASHION):
+	@if [ "$$(id -u)" = 0 ]; then \
+	  { apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1; }; } && \
+	  echo "installed Debian's dataset-fashion-mnist" || \
+	  echo "could not install dataset-fashion-mnist (make benchmark needs it; make run and make test do not)"; \
+	else echo "Fashion-MNIST is missing: run  sudo apt-get install dataset-fashion-mnist  (only make benchmark needs it)"; fi
 
 # torch/torchvision are pinned in pyproject.toml, so one pip command installs a consistent set.
 $(STAMP): pyproject.toml
@@ -32,7 +43,14 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
 
-# The issue-2 table: 2 trained models x 3 synthesis seeds x 5 modes x 6 bit settings (~10 min).
+# The Fashion-MNIST benchmark (fashion-vit and fashion-swin, 2 training seeds each), its reports
+# in reports/<model>/, MLflow runs, and the README's Fashion-MNIST tables written from the summaries.
+benchmark: setup
+	$(PY) -m flows.benchmark --params benchmarks/fashion-vit.yaml --params benchmarks/fashion-swin.yaml
+	$(PY) benchmarks/readme_tables.py
+
+# The digits tables: 2 trained models x 3 synthesis seeds x 5 modes x 6 bit settings, official
+# numerics and psaq's options measured against them.
 benchmark-table: setup
 	$(PY) benchmarks/digits_table.py
 

@@ -98,13 +98,13 @@ def run(args) -> dict:
                 wall_s=time.perf_counter() - started, models=args.models, seeds=args.seeds, steps=args.steps)
 
 
-def paired(records: list[dict], variant: str, mode: str, column: str, base: str = "official"):
-    """The variant minus the official default, paired by (model, seed) and test image."""
-    def runs(v):
+def paired(records: list[dict], variant: str, mode: str, column: str, base: str = "official", base_mode: str | None = None):
+    """``variant``/``mode`` minus ``base``/``base_mode``, paired by (model, seed) and test image."""
+    def runs(v, m):
         return {(r["model_seed"], r["seed"]): unpack_correct(r["correct"], r["count"])
-                for r in records if r["variant"] == v and r["calib"] == mode and r["column"] == column}
+                for r in records if r["variant"] == v and r["calib"] == m and r["column"] == column}
 
-    a, b = runs(variant), runs(base)
+    a, b = runs(variant, mode), runs(base, base_mode or mode)
     keys = sorted(set(a) & set(b))
     return paired_difference(np.stack([a[k] for k in keys]), np.stack([b[k] for k in keys])) if keys else None
 
@@ -118,6 +118,11 @@ def render(result: dict) -> str:
            accuracy_table(records, MODES, cols, fp32=result["fp32_top1"]),
            f"\n#### Low-bit columns with percentile (99.99) and MSE ranges, official numerics, {n}\n",
            accuracy_table(records, MODES, low_cols)]
+    pairs = [("psaq", "gaussian"), ("psaq", "gaussian-clamped"), ("psaq", "psaq-noent"), ("psaq", "real")]
+    rows = [[f"{a} − {b}"] + [str(paired(result["records"], "official", a, c, base_mode=b) or "–") for c in SUMMARY_COLUMNS]
+            for a, b in pairs]
+    out += [f"\n#### Paired differences between calibration modes, official numerics: top-1 points, 95 % interval "
+            f"(bootstrap over runs and test images), {n}\n", markdown_table(["difference", *SUMMARY_COLUMNS], rows)]
     if BEFORE.is_file():
         out += ["\n#### What moved: official numerics minus the tables made before them (top-1 points, difference of "
                 "means; same models, seeds and test images)\n", moved_table(records, json.loads(BEFORE.read_text()), cols + low_cols)]

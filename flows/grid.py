@@ -44,14 +44,16 @@ def point_params(params: Params, point: Point) -> dict:
 
     return {"model": dataclasses.asdict(model_config(params, point.train_seed)),
             "synthesis": dataclasses.asdict(synthesis_config(params, point)),
-            "quant": dataclasses.asdict(quant_config(params, point)), "eval": dataclasses.asdict(params.eval),
-            "point": {"bits": point.bits, "observer": point.observer}}
+            "quant": dataclasses.asdict(quant_config(params, point)), "reconstruct": dataclasses.asdict(params.reconstruct),
+            "eval": dataclasses.asdict(params.eval), "point": {"bits": point.bits, "observer": point.observer}}
 
 
 def log_nested(params: Params, parent: str, point: Point, rec: dict) -> None:
     from psaq.io import read_samples
+    from psaq.stages.reconstruct import history as reconstruct_history
 
-    history = read_samples(rec["samples"]).metadata.get("history", {})
+    history = {f"synthesis.{k}": v for k, v in read_samples(rec["samples"]).metadata.get("history", {}).items()}
+    history.update({f"reconstruct.loss.{k}": v for k, v in reconstruct_history(rec["quantized"]).items() if k != "wall_s"})
     files = [rec["metrics"]]
     if params.tracking.artifacts:
         files += [f for f in (rec["quantized"], rec["integer"], rec["onnx"]) if f]

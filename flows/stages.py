@@ -24,7 +24,7 @@ from psaq.cli import run_entry
 from psaq.io import read_json, write_json
 from psaq.params import Params, load_params
 from psaq.pipeline import Point, grid_points, model_config, quant_config, record, synthesis_config
-from psaq.stages import GRAPH, calibrate, data, evaluate, export, fp32, model, report, samples
+from psaq.stages import GRAPH, calibrate, data, evaluate, export, fp32, model, reconstruct, report, samples
 from psaq.stages.common import Weights
 from psaq.store import Artifact, Store, file_sha256
 
@@ -85,10 +85,18 @@ def run_calibrate(params: Params, store: Store, args) -> None:
     _publish(store, art, built, "calibrate", **p.coords)
 
 
+def run_reconstruct(params: Params, store: Store, args) -> None:
+    p = _point(args)
+    art, built = reconstruct.run(store, model_config(params, p.train_seed), _weights(p.train_seed),
+                                 read_view("samples", **p.coords), read_view("calibrate", **p.coords), params.reconstruct,
+                                 p.name, params.runtime.device)
+    _publish(store, art, built, "reconstruct", **p.coords)
+
+
 def run_evaluate(params: Params, store: Store, args) -> None:
     p = _point(args)
     art, built = evaluate.run(store, model_config(params, p.train_seed), _weights(p.train_seed),
-                          read_view("calibrate", **p.coords), read_view("fp32", train_seed=p.train_seed), params.eval,
+                          read_view("reconstruct", **p.coords), read_view("fp32", train_seed=p.train_seed), params.eval,
                           read_json(view("data")), params.runtime.dataset, p.name, params.runtime.device)
     _publish(store, art, built, "evaluate", **p.coords)
 
@@ -96,7 +104,7 @@ def run_evaluate(params: Params, store: Store, args) -> None:
 def run_export(params: Params, store: Store, args) -> None:
     p = _point(args)
     arts, built = export.run(store, model_config(params, p.train_seed), _weights(p.train_seed),
-                         read_view("calibrate", **p.coords), p.name)
+                         read_view("reconstruct", **p.coords), p.name)
     _publish(store, arts["integer"], built, "export", 0, **p.coords)
     _publish(store, arts["onnx"], built, "export", 1, **p.coords)
 
@@ -108,7 +116,7 @@ def run_report(params: Params, store: Store, args) -> None:
     jobs, records = [], []
     for p in grid_points(params, allow_large=True):
         job = {"point": p, "weights": Inline(_weights(p.train_seed)), "samples": Inline(read_view("samples", **p.coords)),
-               "quantized": Inline(read_view("calibrate", **p.coords)), "metrics": Inline(read_view("evaluate", **p.coords)),
+               "quantized": Inline(read_view("reconstruct", **p.coords)), "metrics": Inline(read_view("evaluate", **p.coords)),
                "exported": Inline({"integer": read_view("export", 0, **p.coords), "onnx": read_view("export", 1, **p.coords)})}
         jobs.append(job)
         records.append(record(job))
@@ -119,7 +127,7 @@ def run_report(params: Params, store: Store, args) -> None:
 
 
 POINT_STAGES = {"data": run_data, "model": run_model, "fp32": run_fp32, "samples": run_samples,
-                "calibrate": run_calibrate, "evaluate": run_evaluate, "export": run_export, "report": run_report}
+                "calibrate": run_calibrate, "reconstruct": run_reconstruct, "evaluate": run_evaluate, "export": run_export, "report": run_report}
 
 
 # --- dvc.yaml, generated from the graph --------------------------------------------------------

@@ -16,6 +16,7 @@ from psaq.evaluate import EvalConfig
 from psaq.models import ModelConfig
 from psaq.models.train import TrainConfig
 from psaq.quant import QuantConfig
+from psaq.quant.reconstruct import ReconstructConfig
 from psaq.synth import SynthesisConfig
 
 BITS_PATTERN = re.compile(r"^W([2-8])A([2-8])$")
@@ -92,6 +93,7 @@ SECTIONS: dict[str, type] = {
     "train": TrainConfig,
     "synthesis": SynthesisConfig,
     "quant": QuantConfig,
+    "reconstruct": ReconstructConfig,
     "eval": EvalConfig,
     "grid": GridConfig,
     "runtime": RuntimeConfig,
@@ -105,6 +107,7 @@ class Params:
     train: TrainConfig = TrainConfig()
     synthesis: SynthesisConfig = SynthesisConfig()
     quant: QuantConfig = QuantConfig()
+    reconstruct: ReconstructConfig = ReconstructConfig()
     eval: EvalConfig = EvalConfig()
     grid: GridConfig = GridConfig()
     runtime: RuntimeConfig = RuntimeConfig()

@@ -17,7 +17,7 @@ from psaq.errors import ConfigError
 from psaq.models import ModelConfig
 from psaq.params import Params, parse_bits
 from psaq.quant import QuantConfig
-from psaq.stages import calibrate, data, evaluate, export, fp32, model, report, samples
+from psaq.stages import calibrate, data, evaluate, export, fp32, model, reconstruct, report, samples
 from psaq.store import Store
 from psaq.synth import SynthesisConfig
 
@@ -84,6 +84,7 @@ STAGE_FUNCTIONS: dict[str, Callable] = {
     "fp32": fp32.run,
     "samples": samples.run,
     "calibrate": calibrate.run,
+    "reconstruct": reconstruct.run,
     "evaluate": evaluate.run,
     "export": export.run,
     "report": report.run,
@@ -94,11 +95,13 @@ def inline_runner(store: Store, progress: bool = True, log: Callable[[str], None
     """``submit`` that runs each stage at once in this process."""
     def submit(stage: str, **inputs):
         inputs = {k: resolve(v) for k, v in inputs.items()}
-        if stage in ("model", "samples", "fp32") and "progress" not in inputs:
+        if stage in ("model", "samples", "fp32", "reconstruct") and "progress" not in inputs:
             inputs["progress"] = progress
         out, built = STAGE_FUNCTIONS[stage](store, **inputs)
         if log and stage != "data":
-            log(f"{stage:<10} {'built' if built else 'reused'}")
+            # a stage that is switched off hands one of its inputs on unchanged
+            passed = not built and any(out is v for v in inputs.values())
+            log(f"{stage:<10} {'built' if built else 'passed' if passed else 'reused'}")
         return Inline(out)
 
     return submit
@@ -124,14 +127,16 @@ def submit_points(submit, params: Params, points: list[Point], progress: bool = 
             sample_sets[key] = submit("samples", model=mcfg, weights=w, synth=synthesis_config(params, point),
                                       data_fp=data_fp, dataset=rt.dataset, calib_dataset=rt.calib_dataset,
                                       device=rt.device)
-        quantized = submit("calibrate", model=mcfg, weights=w, samples=sample_sets[key],
-                           quant=quant_config(params, point), stem=point.name, device=rt.device)
+        calibrated = submit("calibrate", model=mcfg, weights=w, samples=sample_sets[key],
+                            quant=quant_config(params, point), stem=point.name, device=rt.device)
+        quantized = submit("reconstruct", model=mcfg, weights=w, samples=sample_sets[key], quantized=calibrated,
+                           recon=params.reconstruct, stem=point.name, device=rt.device)
         metrics = submit("evaluate", model=mcfg, weights=w, quantized=quantized, fp32=fp32s[point.train_seed],
                          eval_cfg=params.eval, data_fp=data_fp, dataset=rt.dataset, stem=point.name, device=rt.device)
         exported = submit("export", model=mcfg, weights=w, quantized=quantized, stem=point.name) if params.grid.export \
             else None
-        jobs.append({"point": point, "weights": w, "samples": sample_sets[key], "quantized": quantized,
-                     "metrics": metrics, "exported": exported, "fp32": fp32s[point.train_seed]})
+        jobs.append({"point": point, "weights": w, "samples": sample_sets[key], "calibrated": calibrated,
+                     "quantized": quantized, "metrics": metrics, "exported": exported, "fp32": fp32s[point.train_seed]})
     return jobs
 
 

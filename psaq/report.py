@@ -49,7 +49,8 @@ def accuracy_table(records: list[dict], rows: Sequence[str], cols: Sequence[str]
 
 
 # Comparisons the benchmark draws: (a, b) reads "a minus b", paired by model, seed and test image.
-COMPARISONS = (("psaq", "gaussian"), ("psaq", "psaq-noent"), ("psaq", "real"), ("psaq", "gaussian-clamped"))
+COMPARISONS = (("psaq", "gaussian"), ("psaq", "psaq-noent"), ("psaq", "real"), ("psaq", "gaussian-clamped"),
+               ("psaq-unique-pairs", "psaq"))
 
 
 def column_of(record: dict) -> str:

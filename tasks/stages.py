@@ -37,6 +37,9 @@ def _stage_task(name: str):
         out, built = run(store(), **inputs)
         if name == "data":
             return out
+        if not built and any(out is v for v in inputs.values()):  # switched off: an input handed on unchanged
+            get_run_logger().info("%s off: its input handed on unchanged", name)
+            return Completed(name="Skipped", data=out, message="off: its input handed on unchanged")
         get_run_logger().info("%s %s", name, "built" if built else "reused from the store")
         return out if built else Completed(name="Cached", data=out, message="reused from the store")
 

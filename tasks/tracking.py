@@ -135,8 +135,8 @@ def _log_point(uri, experiment, parent_id, name, params, record, history, files)
                "eval.fp32_top1": record["fp32_top1"], "synthesis.wall_s": record.get("synthesis_wall_s"),
                "synthesis.steps_per_s": record.get("steps_per_s")}
     batch = [Metric(k, float(v), now, 0) for k, v in metrics.items() if v is not None]
-    for curve, values in history.items():
-        batch += [Metric(f"synthesis.{curve}", float(v), now, step) for step, v in enumerate(values)]
+    for curve, values in history.items():  # section.key names, e.g. synthesis.loss, reconstruct.loss.blocks.0
+        batch += [Metric(curve, float(v), now, step) for step, v in enumerate(values)]
     for i in range(0, len(batch), 1000):
         client.log_batch(run_id, metrics=batch[i : i + 1000])
     for path in files:

@@ -36,12 +36,14 @@ def run(store, params, points=None):
 def test_rerun_reuses_every_stage_and_a_bit_change_reruns_only_what_follows(tmp_path):
     store, params = Store(tmp_path), tiny()
     first, built, _ = run(store, params)
+    assert built.pop("reconstruct") == "passed"  # off by default: the calibrated model goes on as it is
     assert set(built.values()) == {"built"}
     again, reused, _ = run(store, params)
+    assert reused.pop("reconstruct") == "passed"
     assert set(reused.values()) == {"reused"} and again == first
     _, changed, _ = run(store, params, [Point(0, "psaq", 0, "W4A8", "minmax")])
     assert changed == {"model": "reused", "fp32": "reused", "samples": "reused", "calibrate": "built",
-                       "evaluate": "built", "export": "built"}
+                       "reconstruct": "passed", "evaluate": "built", "export": "built"}
 
 
 def test_a_corrupted_artifact_is_rebuilt_not_adopted(tmp_path):
@@ -141,3 +143,20 @@ def test_an_mlflow_store_that_fails_mid_run_is_one_line():
                 pass
 
             raise OperationalError("no such table: runs\n[SQL: ...]")
+
+
+def test_reconstruction_runs_between_calibrate_and_evaluate_and_is_reused(tmp_path):
+    """The 4-bit recipe end to end: repq sites, then block reconstruction; a rerun reuses it, and
+    a reconstruction setting reruns only reconstruct onwards."""
+    store = Store(tmp_path)
+    params = tiny(quant={"sites": "repq"}, reconstruct={"enabled": True, "iters": 3})
+    point = [Point(0, "psaq", 0, "W4A4", "minmax")]
+    first, built, jobs = run(store, params, point)
+    assert built["reconstruct"] == "built" and built["evaluate"] == "built"
+    assert jobs[0]["quantized"].result().path != jobs[0]["calibrated"].result().path
+    again, reused, _ = run(store, params, point)
+    assert set(reused.values()) == {"reused"} and again == first
+    more = tiny(quant={"sites": "repq"}, reconstruct={"enabled": True, "iters": 4})
+    _, changed, _ = run(store, more, point)
+    assert changed == {"model": "reused", "fp32": "reused", "samples": "reused", "calibrate": "reused",
+                       "reconstruct": "built", "evaluate": "built", "export": "built"}

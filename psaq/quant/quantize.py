@@ -187,10 +187,15 @@ def calibrate(
     device: str | torch.device = "cpu",
     quantized_weights: bool | None = None,
 ) -> nn.Module:
-    """Run the calibration images through the model once and freeze every range."""
+    """Run the calibration images through the model once and freeze every range; then fold the
+    per-channel post-LayerNorm scales the site set asks to fold (``psaq.quant.fold``)."""
+    from psaq.quant.fold import fold_norm_scales, folding_pending
+
     model.eval().to(device)
     with torch.no_grad(), calibration(model, quantized_weights):
         for i in range(0, images.shape[0], batch_size):
             cancel.check()
             model(images[i : i + batch_size].to(device))
+    if folding_pending(model):
+        fold_norm_scales(model)
     return model

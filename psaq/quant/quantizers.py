@@ -9,18 +9,29 @@ from psaq.quant.observers import make_observer
 from psaq.quant.primitives import channel_shape, fake_quantize, int_range, quantize
 
 
-class ActQuantizer(nn.Module):
-    """Asymmetric per-tensor activation quantizer.
+def round_ste(x: torch.Tensor) -> torch.Tensor:
+    """Round in the forward pass, identity in the backward pass (straight-through)."""
+    return (x.round() - x).detach() + x
 
-    Three states: pass-through (before calibration), observing (inside
-    ``calibration(model)``: records the float values, returns them unchanged) and
-    quantizing (after calibration: fake-quantizes with the frozen scale).
+
+class ActQuantizer(nn.Module):
+    """Asymmetric activation quantizer, per tensor (``axis=None``) or per channel of the last axis.
+
+    Three states: pass-through (before calibration), observing (inside ``calibration(model)``:
+    records the float values, returns them unchanged) and quantizing (after calibration:
+    fake-quantizes with the frozen scale). ``folded``: calibrated per channel, then turned into a
+    per-tensor quantizer by ``psaq.quant.fold`` (its scales go into the layers around it).
+
+    Reconstruction (``psaq.quant.reconstruct``) can make the scale learnable (``learn_scale``,
+    LSQ: straight-through rounding) and drop quantization at random (``drop_prob``, QDrop).
     """
 
-    def __init__(self, bits: int, observer: str = "minmax", site: str = "", **observer_options):
+    def __init__(self, bits: int, observer: str = "minmax", site: str = "", axis: int | None = None,
+                 folded: bool = False, **observer_options):
         super().__init__()
         self.bits = bits
         self.site = site  # which tensor (a name of psaq.quant.sites.SITES)
+        self.axis, self.folded = axis, folded
         self.observer_name = observer
         self.observer_options = observer_options
         self.qmin, self.qmax = int_range(bits, signed=False)
@@ -29,22 +40,37 @@ class ActQuantizer(nn.Module):
         self.register_buffer("calibrated", torch.tensor(False))
         self.observer = None
         self.export_qdq = False  # set by psaq.quant.onnx_export while tracing for ONNX
+        self.learned_scale: nn.Parameter | None = None
+        self.drop_prob = 0.0
 
     @property
     def observing(self) -> bool:
         return self.observer is not None
 
     def start_observing(self) -> None:
-        self.observer = make_observer(self.observer_name, self.bits, symmetric=False, **self.observer_options)
+        self.observer = make_observer(self.observer_name, self.bits, symmetric=False, axis=self.axis,
+                                      **self.observer_options)
 
     def stop_observing(self, freeze: bool) -> None:
         """Freeze the observed range into scale/zero point (if anything was seen), drop the observer."""
         observer, self.observer = self.observer, None
         if freeze and observer is not None and observer.seen:
             scale, zero_point = observer.qparams()
-            self.scale.copy_(scale.reshape(1))
-            self.zero_point.copy_(zero_point.reshape(1))
-            self.calibrated.fill_(True)
+            self.set_qparams(scale.reshape(-1), zero_point.reshape(-1))
+
+    def set_qparams(self, scale: torch.Tensor, zero_point: torch.Tensor) -> None:
+        """One scale per tensor (shape (1,)) or per channel (shape (C,)); marks the quantizer calibrated."""
+        self.scale = scale.detach().to(self.scale.dtype).clone()
+        self.zero_point = zero_point.detach().to(self.zero_point.dtype).clone()
+        self.calibrated.fill_(True)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # a per-channel quantizer's scales have their channel count only once calibrated
+        for name in ("scale", "zero_point"):
+            saved = state_dict.get(prefix + name)
+            if saved is not None and saved.shape != getattr(self, name).shape:
+                setattr(self, name, torch.empty_like(saved, dtype=getattr(self, name).dtype))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.observer is not None:
@@ -54,11 +80,25 @@ class ActQuantizer(nn.Module):
             return x
         if self.export_qdq:
             return self._qdq(x)
-        return fake_quantize(x, self.scale, self.zero_point, self.qmin, self.qmax).to(x.dtype)
+        if self.learned_scale is not None:
+            scale = self.learned_scale.abs().clamp_min(1e-8)
+            q = torch.clamp(round_ste(x / scale + self.zero_point), self.qmin, self.qmax)
+            out = (q - self.zero_point) * scale
+        else:
+            out = fake_quantize(x, self.scale, self.zero_point, self.qmin, self.qmax).to(x.dtype)
+        if self.drop_prob and self.training:
+            keep = torch.rand_like(x) < self.drop_prob
+            out = torch.where(keep, x, out)
+        return out
 
     def _qdq(self, x: torch.Tensor) -> torch.Tensor:
         """The same values through ops that export as QuantizeLinear/DequantizeLinear (uint8).
         Below 8 bits a Clip to the b-bit range keeps the lower-bit grid inside uint8."""
+        if self.scale.numel() > 1:
+            zp = self.zero_point.to(torch.int32)
+            lo, hi = (self.qmin - self.zero_point) * self.scale, (self.qmax - self.zero_point) * self.scale
+            x = torch.maximum(torch.minimum(x, hi), lo) if self.qmax < 255 else x
+            return torch.fake_quantize_per_channel_affine(x, self.scale.float(), zp, x.dim() - 1, 0, 255)
         scale, zp = float(self.scale), int(self.zero_point)
         if self.qmax < 255:
             x = torch.clamp(x, (self.qmin - zp) * scale, (self.qmax - zp) * scale)
@@ -66,25 +106,76 @@ class ActQuantizer(nn.Module):
 
     def extra_repr(self) -> str:
         state = "observing" if self.observing else ("calibrated" if bool(self.calibrated) else "pass-through")
-        return f"site={self.site}, bits={self.bits}, observer={self.observer_name}, {state}"
+        granularity = "per tensor" if self.scale.numel() == 1 and self.axis is None else "per channel"
+        return f"site={self.site}, bits={self.bits}, {granularity}, observer={self.observer_name}, {state}"
+
+
+class Log2Quantizer(ActQuantizer):
+    """Probabilities in [0, 1] onto powers of two: p → 2^−q with q = round(−log2 p) in
+    [0, 2^b − 1], and p below 2^−(2^b − 1) → 0. Needs no range (FQ-ViT's log-int softmax)."""
+
+    def start_observing(self) -> None:
+        self.observer = _Seen()
+
+    def stop_observing(self, freeze: bool) -> None:
+        observer, self.observer = self.observer, None
+        if freeze and observer is not None and observer.seen:
+            self.calibrated.fill_(True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.observer is not None:
+            self.observer.seen = True
+            return x
+        if not self.calibrated:
+            return x
+        # the same float ops on the simulated path and in ONNX (Log, Round, Clip, Pow, Where):
+        # an exact decomposition; ONNX has no integer kernel for it
+        q = torch.round(-torch.log2(x.clamp_min(2.0 ** -(self.qmax + 2))))
+        out = torch.where(q > self.qmax, torch.zeros_like(x), torch.pow(2.0, -q.clamp(self.qmin, self.qmax)))
+        if self.drop_prob and self.training:
+            out = torch.where(torch.rand_like(x) < self.drop_prob, x, out)
+        return out.to(x.dtype)
+
+
+class _Seen:
+    seen = False
+
+
+QUANTIZER_KINDS: dict[str, type[ActQuantizer]] = {"uniform": ActQuantizer, "log2": Log2Quantizer}
 
 
 class WeightQuantizer(nn.Module):
-    """Symmetric per-output-channel weight quantizer; needs no data, so qparams are set at wrap time."""
+    """Symmetric per-output-channel weight quantizer; needs no data, so qparams are set at wrap time.
+
+    Reconstruction can learn each weight's rounding (``soft_rounding``, AdaRound): while it is set,
+    the forward pass uses floor(W/s) + h(V) instead of round(W/s)."""
 
     def __init__(self, weight: torch.Tensor, bits: int, observer: str = "minmax", axis: int = 0, **observer_options):
         super().__init__()
         self.bits, self.axis = bits, axis
+        self.observer_name, self.observer_options = observer, observer_options
         self.qmin, self.qmax = int_range(bits, signed=True)
-        obs = make_observer(observer, bits, symmetric=True, axis=axis, **observer_options)
-        obs.update(weight)
-        scale, zero_point = obs.qparams()
-        self.register_buffer("scale", scale.reshape(channel_shape(weight, axis)).to(weight.device))
-        self.register_buffer("zero_point", zero_point.reshape(channel_shape(weight, axis)).to(weight.device))
+        scale, zero_point = self._qparams(weight)
+        self.register_buffer("scale", scale)
+        self.register_buffer("zero_point", zero_point)
         self._cached: torch.Tensor | None = None
         self._cache_key: tuple | None = None
         self.export_qdq = False
         self.enabled = True  # off while calibrating on the float model (the official order)
+        self.soft_rounding = None  # a callable (weight) → soft-quantized weight, during reconstruction
+
+    def _qparams(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        obs = make_observer(self.observer_name, self.bits, symmetric=True, axis=self.axis, **self.observer_options)
+        obs.update(weight.detach())
+        scale, zero_point = obs.qparams()
+        shape = channel_shape(weight, self.axis)
+        return scale.reshape(shape).to(weight.device), zero_point.reshape(shape).to(weight.device)
+
+    def recompute(self, weight: torch.Tensor) -> None:
+        """New scales for changed weights (after folding activation scales into them)."""
+        scale, zero_point = self._qparams(weight)
+        self.scale, self.zero_point = scale.to(self.scale.dtype), zero_point.to(self.zero_point.dtype)
+        self._cache_key = None
 
     def integers(self, weight: torch.Tensor) -> torch.Tensor:
         """The integer grid values of ``weight`` (in its float dtype), computed as the simulated
@@ -94,6 +185,8 @@ class WeightQuantizer(nn.Module):
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
             return weight
+        if self.soft_rounding is not None:
+            return self.soft_rounding(weight)
         # Cached: weights are fixed in post-training quantization.
         key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
         if self._cache_key != key:

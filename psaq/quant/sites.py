@@ -5,12 +5,13 @@ A *site* is one named tensor of a ViT or Swin forward pass (``SITES`` says which
 takes the ``QuantConfig``'s activation bits and observer). A *site set* maps each model
 family to its specs; ``QuantConfig.sites`` names one.
 
-``official`` is the set of PSAQ-ViT's code (``models/vit_quant.py``, ``layers_quant.py``,
+``official`` (the default) is the set of PSAQ-ViT's code (``models/vit_quant.py``, ``layers_quant.py``,
 ``swin_quant.py``): 10 activation quantizers per ViT/DeiT block and 7 outside the blocks;
 on Swin 12 per block (with the relative-position-bias table and the scores after adding
 it), 2 per patch merging and 6 outside. ``compact`` is the smaller set psaq used before:
 the input of every linear layer and of the patch convolution, the qkv output, q·kᵀ, the two
-residual sums and the positional-embedding sum.
+residual sums and the positional-embedding sum. ``log2`` and ``repq`` go beyond the paper
+(see below).
 
 Weights are not sites: every linear and convolution weight, the classifier's included, is
 quantized at ``w_bits``, symmetric per output channel, in every set.
@@ -41,6 +42,7 @@ SITES: dict[str, str] = {
     "attn.scores": "q·kᵀ·scale, before softmax (on Swin before the relative-position bias)",
     "attn.rel_pos_table": "Swin's relative-position-bias table",
     "attn.biased_scores": "Swin's scores after adding the relative-position bias, before the shift mask",
+    "attn.probs": "the attention probabilities, softmax(q·kᵀ) (left float by the paper's sets)",
     "attn.context": "softmax(q·kᵀ)·v with heads concatenated (the output projection's input)",
     "attn.proj": "the attention's output projection",
     "block.residual1": "each block's first residual sum",
@@ -56,8 +58,12 @@ SITES: dict[str, str] = {
     "linear.input": "the input of every linear layer",
 }
 
-ACTIVATION_KINDS = ("uniform",)  # asymmetric affine per tensor: the paper's activation quantizer
-GRANULARITIES = ("tensor",)
+# uniform: asymmetric affine (the paper's); log2: 2^-round(-log2 p), for probabilities in [0, 1]
+ACTIVATION_KINDS = ("uniform", "log2")
+# tensor: one scale; channel: one per channel (last axis); folded-channel: calibrated per channel,
+# then folded into the LayerNorm before and the linear layer after, so inference is per tensor
+GRANULARITIES = ("tensor", "channel", "folded-channel")
+FOLDABLE = ("block.norm1", "block.norm2")  # a LayerNorm's output whose only reader is one linear layer
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,11 @@ class SiteSpec:
             raise ConfigError(f"site '{self.site}': unknown quantizer kind '{self.kind}'; known: {', '.join(ACTIVATION_KINDS)}")
         if self.granularity not in GRANULARITIES:
             raise ConfigError(f"site '{self.site}': granularity must be one of {', '.join(GRANULARITIES)}")
+        if self.granularity == "folded-channel" and self.site not in FOLDABLE:
+            raise ConfigError(f"site '{self.site}': only {', '.join(FOLDABLE)} can fold per-channel scales "
+                              "(a LayerNorm before, one linear layer after)")
+        if self.kind == "log2" and self.granularity != "tensor":
+            raise ConfigError(f"site '{self.site}': a log2 quantizer has no per-channel form")
         if self.bits is not None:
             check_bits(f"site '{self.site}' bits", self.bits)
         if self.observer is not None:
@@ -101,6 +112,26 @@ SITE_SETS.register("official")({
                   "head_input", "logits"),
     "swin": _specs("input", "patch_embed.proj", "patch_embed", *_BLOCK_OFFICIAL, "attn.rel_pos_table",
                    "attn.biased_scores", "merge.norm", "merge.reduction", "final_norm", "head_input", "logits"),
+})
+# Beyond the paper at low bits. ``log2``: the official set plus a log2 quantizer for the attention
+# probabilities (FQ-ViT). ``repq``: the inputs of every matrix product (what integer kernels
+# read), as RepQ-ViT quantizes a ViT: post-LayerNorm activations calibrated per channel and
+# folded, the qkv output, the probabilities in log2, the attention output, the GELU output, the
+# classifier's input; the residual stream, the scores before softmax and the logits stay float.
+_LOG2 = SiteSpec("attn.probs", kind="log2")
+_FOLDED = (SiteSpec("block.norm1", granularity="folded-channel"), SiteSpec("block.norm2", granularity="folded-channel"))
+
+
+def _replace(specs: tuple[SiteSpec, ...], *new: SiteSpec) -> tuple[SiteSpec, ...]:
+    names = {s.site for s in new}
+    return tuple(s for s in specs if s.site not in names) + new
+
+
+_MATMUL_INPUTS = ("input", "attn.qkv", "attn.context", "mlp.act", "head_input")
+SITE_SETS.register("log2")({f: _replace(v, _LOG2) for f, v in SITE_SETS.get("official").items()})
+SITE_SETS.register("repq")({
+    "vit": (*_specs(*_MATMUL_INPUTS), _LOG2, *_FOLDED),
+    "swin": (*_specs(*_MATMUL_INPUTS, "merge.norm"), _LOG2, *_FOLDED),
 })
 SITE_SETS.register("compact")({
     "vit": _specs("input", "linear.input", "attn.qkv", "attn.scores", "block.residual1", "block.residual2", "pos_sum"),
@@ -137,15 +168,17 @@ class SitePlan:
 
     def quantizer(self, site: str):
         """A new activation quantizer for ``site``, or None when the set does not quantize it."""
-        from psaq.quant.quantizers import ActQuantizer
+        from psaq.quant.quantizers import QUANTIZER_KINDS
 
         spec = self.specs.get(site)
         if spec is None:
             return None
         self.placed[site] += 1
         cfg = self.config
-        return ActQuantizer(spec.bits or cfg.a_bits, spec.observer or cfg.act_observer, site=site,
-                            percentile=cfg.percentile)
+        axis = None if spec.granularity == "tensor" else -1
+        return QUANTIZER_KINDS[spec.kind](spec.bits or cfg.a_bits, spec.observer or cfg.act_observer, site=site,
+                                          axis=axis, folded=spec.granularity == "folded-channel",
+                                          percentile=cfg.percentile)
 
     def check_complete(self, model_name: str) -> None:
         """Every spec of the set must have found its tensor: a site quantized nowhere is a silent no-op."""

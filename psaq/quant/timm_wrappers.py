@@ -25,7 +25,7 @@ class QuantViTAttention(nn.Module):
     """timm ``Attention`` with taps at the qkv output and at q·kᵀ·scale (computed in the
     official order: the product, then the scale)."""
 
-    SITES = ("attn.qkv", "attn.scores")
+    SITES = ("attn.qkv", "attn.scores", "attn.probs")
 
     def __init__(self, inner: Attention, config: QuantConfig, plan):
         super().__init__()
@@ -41,7 +41,7 @@ class QuantViTAttention(nn.Module):
         q, k = m.q_norm(q), m.k_norm(k)
         attn = self.taps("attn.scores", (q @ k.transpose(-2, -1)) * m.scale)
         attn = maybe_add_mask(attn, resolve_self_attn_mask(N, attn, attn_mask, is_causal))
-        attn = m.attn_drop(attn.softmax(dim=-1))
+        attn = m.attn_drop(self.taps("attn.probs", attn.softmax(dim=-1)))
         x = (attn @ v).transpose(1, 2).reshape(B, N, m.attn_dim)
         x = m.norm(x)
         if gate is not None:
@@ -54,7 +54,7 @@ class QuantWindowAttention(nn.Module):
     the scores after adding the bias. The shifted-window mask is added after the last tap, so its
     −100 entries never set a range."""
 
-    SITES = ("attn.qkv", "attn.scores", "attn.rel_pos_table", "attn.biased_scores")
+    SITES = ("attn.qkv", "attn.scores", "attn.rel_pos_table", "attn.biased_scores", "attn.probs")
 
     def __init__(self, inner: WindowAttention, config: QuantConfig, plan):
         super().__init__()
@@ -78,7 +78,7 @@ class QuantWindowAttention(nn.Module):
             num_win = mask.shape[0]
             attn = attn.view(-1, num_win, m.num_heads, N, N) + mask.unsqueeze(1).unsqueeze(0)
             attn = attn.view(-1, m.num_heads, N, N)
-        attn = m.attn_drop(m.softmax(attn))
+        attn = m.attn_drop(self.taps("attn.probs", m.softmax(attn)))
         x = (attn @ v).transpose(1, 2).reshape(B_, N, -1)
         return m.proj_drop(m.proj(x))
 

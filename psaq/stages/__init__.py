@@ -2,9 +2,11 @@
 from it) and the command line all run these stages, with these keys, into one store.
 
     data ─┐
-    model ┴─► fp32 ─────────────┐
-          └─► samples ─► calibrate ─► evaluate ─► report
-                               └─► export
+    model ┴─► fp32 ──────────────────────────────┐
+          └─► samples ─► calibrate ─► reconstruct ─► evaluate ─► report
+                                             └─► export
+
+``reconstruct`` is off by default and then hands the calibrated model on unchanged.
 
 Each stage is implemented by one module of this package. Its code is that module's import
 closure inside psaq (``psaq.codehash``): it is part of the stage's cache key and its DVC
@@ -57,9 +59,11 @@ GRAPH: dict[str, Stage] = {s.name: s for s in (
           ("train_seed", "method", "seed"), ("pipeline/samples/m{train_seed}/{method}-s{seed}.parquet",), "data/samples"),
     Stage("calibrate", "psaq.stages.calibrate", ("quant", "runtime"), ("model", "samples"), POINT,
           (f"pipeline/quantized/{POINT_STEM}.safetensors",), "models/quantized"),
-    Stage("evaluate", "psaq.stages.evaluate", ("eval", "runtime"), ("data", "model", "fp32", "calibrate"), POINT,
+    Stage("reconstruct", "psaq.stages.reconstruct", ("reconstruct", "runtime"), ("model", "samples", "calibrate"), POINT,
+          (f"pipeline/reconstructed/{POINT_STEM}.safetensors",), "models/reconstructed"),
+    Stage("evaluate", "psaq.stages.evaluate", ("eval", "runtime"), ("data", "model", "fp32", "reconstruct"), POINT,
           (f"pipeline/metrics/{POINT_STEM}.json",), "metrics/points", kind="metrics"),
-    Stage("export", "psaq.stages.export", (), ("model", "calibrate"), POINT,
+    Stage("export", "psaq.stages.export", (), ("model", "reconstruct"), POINT,
           (f"pipeline/exported/{POINT_STEM}.int.safetensors", f"pipeline/exported/{POINT_STEM}.onnx"), "models/exported"),
     Stage("report", "psaq.stages.report", ("grid",), ("data", "model", "samples", "evaluate"), (),
           tuple(f"reports/{{model}}/{name}" for name in ("benchmark.md", "summary.json", "samples.png", "similarity.png",

@@ -13,7 +13,7 @@ from psaq.quant import QuantConfig, calibrate, quantize_
 from psaq.quant.onnx_export import export_fp32_onnx, export_onnx, integer_ops, ort_session
 
 
-@pytest.mark.parametrize("sites", ["official", "compact"])
+@pytest.mark.parametrize("sites", ["official", "compact", "repq"])
 @pytest.mark.parametrize("w_bits,a_bits", [(8, 8), (4, 8)])
 def test_onnx_top1_matches_simulated_model(tmp_path, trained_digits, w_bits, a_bits, sites):
     cfg = QuantConfig(w_bits=w_bits, a_bits=a_bits, sites=sites)

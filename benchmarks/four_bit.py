@@ -1,0 +1,160 @@
+"""Beyond the paper at 4 bits, on digits-vit: calibration images × quantizer recipe × bit setting.
+
+    .venv/bin/python benchmarks/four_bit.py                    # 1 trained model × 3 synthesis seeds
+    .venv/bin/python benchmarks/four_bit.py --seeds 0 --iters 50   # a quick look
+
+Recipes (each adds to the one before it):
+    paper        the official site set, min/max ranges per tensor (the paper's quantizers)
+    paper-mse    the same sites with MSE-searched ranges (psaq's better range rule)
+    repq         site set ``repq``: log2 post-softmax probabilities, the LayerNorm outputs
+                 calibrated per channel and folded into the LayerNorm affine and the next linear,
+                 min/max ranges at the matmul inputs
+    repq+recon   ``repq`` followed by block reconstruction (AdaRound + LSQ + QDrop) on the same
+                 calibration images
+
+Calibration images: psaq (the faithful default), real (the training split), gaussian.
+Prints and writes to benchmarks/results/four_bit.{md,json}: top-1 mean ± std over seeds, paired
+differences with 95 % bootstrap intervals (over runs and test images), and the time each stage took.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from psaq.evaluate import evaluate
+from psaq.models import ModelConfig, load_model
+from psaq.quant import QuantConfig, quantized_copy
+from psaq.quant.reconstruct import ReconstructConfig, reconstruct
+from psaq.report import accuracy_table, fmt_mean_std, markdown_table
+from psaq.sources import eval_loader, model_data, real_source
+from psaq.stats import pack_correct, paired_difference, unpack_correct
+from psaq.synth import SynthesisConfig, synthesize
+
+MODES = ["psaq", "real", "gaussian"]
+SETTINGS = ["W4A4", "W4A8", "W6A6"]
+RECIPES = {
+    "paper": dict(sites="official", act_observer="minmax"),
+    "paper-mse": dict(sites="official", act_observer="mse"),
+    "repq": dict(sites="repq", act_observer="minmax"),
+    "repq+recon": dict(sites="repq", act_observer="minmax"),
+}
+PAIRS = [  # (mode, recipe) minus (mode, recipe): the comparisons the README draws
+    (("psaq", "repq"), ("psaq", "paper")),
+    (("psaq", "repq+recon"), ("psaq", "repq")),
+    (("psaq", "repq+recon"), ("real", "paper")),
+    (("psaq", "repq"), ("real", "paper")),
+    (("psaq", "repq"), ("gaussian", "repq")),
+    (("psaq", "repq"), ("real", "repq")),
+    (("psaq", "repq+recon"), ("gaussian", "repq+recon")),
+]
+
+
+def bits(setting: str) -> tuple[int, int]:
+    w, a = setting[1:].split("A")
+    return int(w), int(a)
+
+
+def run(args) -> dict:
+    device = torch.device("cpu")
+    records, fp32_top1, times = [], [], defaultdict(list)
+    started = time.perf_counter()
+    for model_seed in args.models:
+        loaded = load_model(ModelConfig("digits-vit", train_seed=model_seed), args.cache_dir, device)
+        data = model_data(loaded, "digits")
+        batches = eval_loader(data)
+        fp = evaluate(loaded.model, batches, device)
+        fp32_top1.append(fp.top1)
+        source = real_source(data)
+        for seed in args.seeds:
+            for mode in MODES:
+                t = time.perf_counter()
+                cfg = SynthesisConfig(method=mode, seed=seed, steps_per_round=args.steps,
+                                      warmup_steps=min(100, args.steps // 5))
+                images = synthesize(loaded.model, cfg, loaded.spec, device, source, progress=False).images
+                times[f"synthesize {mode}"].append(time.perf_counter() - t)
+                for setting in args.settings:
+                    w, a = bits(setting)
+                    for recipe in args.recipes:
+                        t = time.perf_counter()
+                        q = quantized_copy(loaded.model, QuantConfig(w_bits=w, a_bits=a, **RECIPES[recipe]), images, device)
+                        times["calibrate"].append(time.perf_counter() - t)
+                        if recipe.endswith("+recon"):
+                            t = time.perf_counter()
+                            reconstruct(q, copy.deepcopy(loaded.model), images,
+                                        ReconstructConfig(enabled=True, iters=args.iters, seed=seed), device, progress=False)
+                            times["reconstruct"].append(time.perf_counter() - t)
+                        t = time.perf_counter()
+                        res = evaluate(q, batches, device, fp.predictions)
+                        times["evaluate"].append(time.perf_counter() - t)
+                        records.append(dict(model_seed=model_seed, seed=seed, calib=mode, recipe=recipe, column=setting,
+                                            top1=res.top1, correct=pack_correct(res.correct.numpy()), count=res.count))
+                print(f"model {model_seed} seed {seed} {mode:9s} done ({time.perf_counter() - started:.0f} s)", flush=True)
+    return dict(records=records, fp32_top1=fp32_top1, stage_s=dict(times), wall_s=time.perf_counter() - started,
+                models=args.models, seeds=args.seeds, steps=args.steps, iters=args.iters, threads=torch.get_num_threads())
+
+
+def paired(records: list[dict], a: tuple[str, str], b: tuple[str, str], column: str):
+    def runs(mode, recipe):
+        return {(r["model_seed"], r["seed"]): unpack_correct(r["correct"], r["count"])
+                for r in records if r["calib"] == mode and r["recipe"] == recipe and r["column"] == column}
+
+    ra, rb = runs(*a), runs(*b)
+    keys = sorted(set(ra) & set(rb))
+    return paired_difference(np.stack([ra[k] for k in keys]), np.stack([rb[k] for k in keys])) if keys else None
+
+
+def render(result: dict) -> str:
+    records = result["records"]
+    settings = [s for s in SETTINGS if any(r["column"] == s for r in records)]
+    recipes = [r for r in RECIPES if any(x["recipe"] == r for x in records)]
+    n = f"{len(result['models'])} model(s) × {len(result['seeds'])} synthesis seeds"
+    rows_by = [dict(r, calib=f"{r['calib']} · {r['recipe']}") for r in records]
+    order = [f"{m} · {rc}" for rc in recipes for m in MODES]
+    out = [f"#### digits-vit top-1 (%) at low bits, mean ± std over {n} "
+           f"(synthesis {result['steps']} steps × 2 rounds, reconstruction {result['iters']} iterations per block)\n",
+           accuracy_table(rows_by, order, settings, fp32=result["fp32_top1"]),
+           f"\n#### Paired differences, top-1 points, 95 % interval (bootstrap over runs and test images), {n}\n"]
+    rows = [[f"{a[0]} · {a[1]} − {b[0]} · {b[1]}"] + [str(paired(records, a, b, c) or "–") for c in settings]
+            for a, b in PAIRS]
+    out.append(markdown_table(["difference", *settings], rows))
+    out += [f"\n#### Time per stage (s, this CPU, {result['threads']} thread(s); calibrate and evaluate per bit setting "
+            "and recipe)\n",
+            markdown_table(["stage", "seconds"], [[k, fmt_mean_std(v, 1)] for k, v in result["stage_s"].items()])]
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", type=int, nargs="+", default=[0], help="training seeds of digits-vit")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="synthesis seeds")
+    ap.add_argument("--steps", type=int, default=500, help="synthesis steps per round (2 rounds)")
+    ap.add_argument("--iters", type=int, default=200, help="reconstruction iterations per block")
+    ap.add_argument("--settings", nargs="+", default=SETTINGS, choices=SETTINGS)
+    ap.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--cache-dir", default=".psaq-cache")
+    ap.add_argument("--render-only", action="store_true", help="re-render the tables from the saved JSON")
+    args = ap.parse_args()
+    out = Path(args.out)
+    if args.render_only:
+        result = json.loads((out / "four_bit.json").read_text())
+    else:
+        result = run(args)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "four_bit.json").write_text(json.dumps(result, indent=1))
+    text = render(result)
+    print(text)
+    (out / "four_bit.md").write_text(text + "\n")
+    print(f"\nwritten to {out}/four_bit.md and .json ({result['wall_s']:.0f} s of measurement)")
+
+
+if __name__ == "__main__":
+    main()
