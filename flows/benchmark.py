@@ -19,6 +19,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.entry import prefect_server, run_entry
 from flows.grid import preflight, run_points, share_cores, task_runner, tracked
+from psaq.cli import ArgumentParser
 from psaq.params import Params, load_params
 from psaq.pipeline import grid_points, report_inputs, resolve
 from psaq.stages.report import publish_view
@@ -63,7 +64,7 @@ def _prefect_artifact(table: str, path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", action="append", help="params file, repeatable (default: params.yaml)")
     ap.add_argument("--dask", action="store_true", help="run grid points on a local Dask cluster")
     ap.add_argument("--allow-large-grid", action="store_true", help="run a grid of more than 500 points")

@@ -16,6 +16,7 @@ from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.entry import prefect_server, run_entry
+from psaq.cli import ArgumentParser
 from psaq.params import Params, load_params
 from psaq.pipeline import Point, grid_points, record, submit_points
 from tasks import stages
@@ -129,7 +130,7 @@ def preflight(params: Params, allow_large_grid: bool = False) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--dask", action="store_true", help="run grid points on a local Dask cluster")
     ap.add_argument("--dask-address", help="address of an existing Dask scheduler")

@@ -20,6 +20,7 @@ from pydantic import Field
 
 from flows.entry import prefect_server, run_entry
 from flows.grid import preflight, run_points, tracked
+from psaq.cli import ArgumentParser
 from psaq.params import Params, load_params
 from psaq.pipeline import Point
 from psaq.quant.observers import OBSERVERS
@@ -79,7 +80,7 @@ def quantize(
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model")
     ap.add_argument("--w-bits", type=int)
     ap.add_argument("--a-bits", type=int)

@@ -18,6 +18,8 @@ import os
 import sys
 from pathlib import Path
 
+from psaq.cli import ArgumentParser
+
 BENCHMARK_CRON = os.environ.get("PSAQ_BENCHMARK_CRON", "0 3 * * 1")
 BENCHMARK_TZ = os.environ.get("PSAQ_BENCHMARK_TZ", "UTC")
 
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     from psaq.cli import run_entry
     from tasks.services import check_prefect
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml", help="settings of the quantize and digits deployments")
     ap.add_argument("--debug", action="store_true")
     args = ap.parse_args(argv)

@@ -20,32 +20,41 @@ import json
 import sys
 from pathlib import Path
 
-from psaq.cli import run_entry
+from psaq.cli import ArgumentParser, run_entry
+from psaq.errors import ArtifactError
 from psaq.io import read_json, write_json
 from psaq.params import Params, load_params
 from psaq.pipeline import Point, grid_points, model_config, quant_config, record, synthesis_config
 from psaq.stages import GRAPH, calibrate, data, evaluate, export, fp32, model, reconstruct, report, samples
 from psaq.stages.common import Weights
 from psaq.store import Artifact, Store, file_sha256
+from psaq.synth.methods import SYNTH_METHODS
 
 
 def view(stage: str, index: int = 0, **item) -> Path:
     return Path(GRAPH[stage].views[index].format(**item))
 
 
-def read_view(stage: str, index: int = 0, **item) -> Artifact:
-    path = view(stage, index, **item)
+def _upstream(stage: str, path: Path) -> Path:
     if not path.is_file():
-        raise SystemExit(f"psaq: error: {path} is missing: run `dvc repro` (it builds the upstream stages first)")
+        raise ArtifactError(f"stage '{stage}' has not run ({path} is missing): run `dvc repro`, which runs the "
+                            "stages in order")
+    return path
+
+
+def read_view(stage: str, index: int = 0, **item) -> Artifact:
+    path = _upstream(stage, view(stage, index, **item))
     return Artifact(str(path), file_sha256(path))
 
 
 def _weights(seed: int) -> Weights:
-    return Weights(**read_json(view("model", train_seed=seed)))
+    return Weights(**read_json(_upstream("model", view("model", train_seed=seed))))
 
 
-def _point(args) -> Point:
-    return Point(args.train_seed, args.method, args.seed, args.bits, args.observer)
+def _point(args, bits: bool = True) -> Point:
+    if args.method is not None:
+        SYNTH_METHODS.get(args.method)  # an unknown name is refused before anything is read
+    return Point(args.train_seed, args.method, args.seed, args.bits if bits else "", args.observer if bits else "")
 
 
 def _publish(store: Store, artifact: Artifact, built: bool, stage: str, index: int = 0, **item) -> None:
@@ -71,10 +80,10 @@ def run_fp32(params: Params, store: Store, args) -> None:
 
 
 def run_samples(params: Params, store: Store, args) -> None:
-    p = Point(args.train_seed, args.method, args.seed, "", "")
+    p = _point(args, bits=False)
     art, built = samples.run(store, model_config(params, args.train_seed), _weights(args.train_seed),
-                         synthesis_config(params, p), read_json(view("data")), params.runtime.dataset,
-                         params.runtime.calib_dataset, params.runtime.device)
+                         synthesis_config(params, p), read_json(_upstream("data", view("data"))),
+                         params.runtime.dataset, params.runtime.calib_dataset, params.runtime.device)
     _publish(store, art, built, "samples", **p.coords)
 
 
@@ -183,7 +192,7 @@ def dvc_yaml() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("stage", choices=[*POINT_STAGES, "write-dvc-yaml"])
     ap.add_argument("--train-seed", type=int, default=0)
     ap.add_argument("--method")

@@ -73,6 +73,7 @@ def _default(cls, name: str):
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     from psaq.models import ModelConfig
     from psaq.quant import QuantConfig
+    from psaq.quant.reconstruct import ReconstructConfig
     from psaq.synth import SynthesisConfig
 
     d = lambda cls, name: f"(default: {_default(cls, name)})"  # noqa: E731
@@ -90,11 +91,18 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     q.add_argument("--a-bits", type=int, help=f"activation bits, 2..8, asymmetric per tensor {d(QuantConfig, 'a_bits')}")
     q.add_argument("--act-observer", help=f"activation range rule: minmax (the paper's), percentile, mse {d(QuantConfig, 'act_observer')}")
     q.add_argument("--weight-observer", help=f"weight range rule {d(QuantConfig, 'weight_observer')}")
-    q.add_argument("--sites", help="where activations are quantized: official (the official code's 10 per block + 7), "
-                   f"compact (psaq's earlier 8 + 3) {d(QuantConfig, 'sites')}")
+    q.add_argument("--sites", help="where and how activations are quantized: official (the official code's 10 per "
+                   "block + 7), compact (psaq's earlier 8 + 3), log2 (official + log2 post-softmax probabilities), "
+                   "repq (matmul inputs, log2 probabilities, LayerNorm outputs per channel folded into the "
+                   f"LayerNorm and the next linear: psaq's 4-bit recipe) {d(QuantConfig, 'sites')}")
     q.add_argument("--calibrate-with-quantized-weights", action="store_true", default=None,
                    help="take activation ranges with the weights already rounded (psaq's option; the official code "
                    "calibrates the float model)")
+    r = p.add_argument_group("block reconstruction (psaq's option, after calibration; off in the paper's method)")
+    r.add_argument("--reconstruct", action="store_true", default=None,
+                   help="learn weight rounding (AdaRound) and activation steps (LSQ) block by block on the "
+                   "calibration images, with QDrop")
+    r.add_argument("--reconstruct-iters", type=int, help=f"iterations per block {d(ReconstructConfig, 'iters')}")
     s = p.add_argument_group("calibration data")
     s.add_argument("--calib", help=f"calibration mode, see below {d(SynthesisConfig, 'method')}")
     s.add_argument("--seed", type=int, help=f"synthesis seed {d(SynthesisConfig, 'seed')}")
@@ -155,9 +163,10 @@ def _params(args: argparse.Namespace):
     synth = dataclasses.replace(base.synthesis, **_given(
         method=args.calib, seed=args.seed, num_samples=args.num_samples, precision=args.precision,
         compile=args.compile, cuda_graphs=args.cuda_graphs, entropy_estimator=args.entropy_estimator), **steps)
+    recon = dataclasses.replace(base.reconstruct, **_given(enabled=args.reconstruct, iters=args.reconstruct_iters))
     runtime = dataclasses.replace(base.runtime, **_given(device=args.device, dataset=args.dataset,
                                                          calib_dataset=args.calib_dataset))
-    return dataclasses.replace(base, model=model, quant=quant, synthesis=synth, runtime=runtime), \
+    return dataclasses.replace(base, model=model, quant=quant, synthesis=synth, reconstruct=recon, runtime=runtime), \
         (path if (args.params or path.is_file()) else None)
 
 
@@ -298,8 +307,21 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line like every other error: ``psaq: error: …``, exit 2.
+    Sub-command parsers inherit the class."""
+
+    def error(self, message: str):
+        prog = self.prog
+        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        if prog.endswith(".py") and spec is not None:  # run as python -m flows.grid
+            prog = f"python -m {spec.name}"
+        print(f"psaq: error: {prog}: {message} (see '{prog} --help')", file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="psaq",
         description="Data-free post-training quantization of vision transformers (PSAQ-ViT).",
         epilog="Run 'psaq COMMAND --help' for a command's options and examples.",
@@ -339,7 +361,12 @@ def run_entry(main, debug: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # a bad flag (its one line is printed): the exit status, as for any error
+        if exc.code == 2:
+            return 2
+        raise
     return run_entry(lambda: args.func(args), args.debug)
 
 

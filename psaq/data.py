@@ -169,6 +169,17 @@ def _builtin_source(name: str, spec: InputSpec) -> DataSource:
                       builtin_fingerprint(name, "test"), builtin_fingerprint(name, "train"))
 
 
+def is_builtin(name: str, calib_dataset: str | None = None) -> bool:
+    """Whether ``name`` is a built-in dataset (not a folder of that name); refuses a calibration
+    folder next to one, for every method: a flag that would be ignored is an error, not a no-op."""
+    if name in DATASETS and not Path(name).exists():
+        if calib_dataset:
+            raise DatasetError(f"--calib-dataset (runtime.calib_dataset) applies to image folders; '{name}' brings "
+                               "its own train split")
+        return True
+    return False
+
+
 def open_data(spec: InputSpec, dataset: str | None, calib_dataset: str | None = None,
               default: str | None = None) -> DataSource:
     """``dataset``: a built-in name, an image-folder path, or None for the model's ``default``.
@@ -183,9 +194,7 @@ def open_data(spec: InputSpec, dataset: str | None, calib_dataset: str | None = 
     if name is None:
         raise DatasetError("this model has no built-in dataset: pass --dataset PATH (a folder of class folders, "
                            "or a root holding train/ and val/)")
-    if name in DATASETS and not Path(name).exists():
-        if calib_dataset:
-            raise DatasetError(f"--calib-dataset applies to image folders; '{name}' brings its own train split")
+    if is_builtin(name, calib_dataset):
         return _builtin_source(name, spec)
     roots = resolve_roots(name, calib_dataset)
     transform = eval_transform(spec)

@@ -65,6 +65,17 @@ def test_quantize_timm_model_on_a_dataset_root(calib, dataset_root, checkpoint, 
         assert "synthesized from the model (no data)" in out
 
 
+def test_the_four_bit_recipe_from_the_command_line(dataset_root, checkpoint, capsys):
+    """--sites repq --reconstruct: the reconstruct stage runs between calibrate and evaluate."""
+    args = ["quantize", *VIT_ARGS, "--checkpoint", str(checkpoint), "--dataset", str(dataset_root), "--calib", "gaussian",
+            "--num-samples", "4", "--device", "cpu", "--w-bits", "4", "--a-bits", "4", "--sites", "repq"]
+    assert main([*args, "--reconstruct", "--reconstruct-iters", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "stage         reconstruct built" in out and "W4A4          top-1" in out
+    assert main(args) == 0  # without --reconstruct the stage hands the calibrated model on
+    assert "stage         reconstruct passed" in capsys.readouterr().out
+
+
 def test_real_on_a_plain_folder_needs_a_calibration_folder(image_folder, dataset_root, checkpoint, capsys):
     args = ["quantize", *VIT_ARGS, "--checkpoint", str(checkpoint), "--dataset", str(image_folder), "--calib", "real",
             "--num-samples", "4", "--device", "cpu", "--quiet"]
@@ -78,6 +89,7 @@ BAD_INPUTS = [
     (["--model", "deit_tiny_patch16_22"], "did you mean deit_tiny_patch16_224"),
     (["--w-bits", "9"], "w_bits must be from 2 to 8"),
     (["--a-bits", "1"], "a_bits must be from 2 to 8"),
+    (["--w-bits", "4.5"], "argument --w-bits: invalid int value: '4.5'"),  # argparse's own errors: one line too
     (["--calib", "gauss"], "unknown calibration mode 'gauss'"),
     (["--act-observer", "mse2"], "unknown observer"),
     (["--device", "cuda:7"], "no CUDA GPU"),
@@ -93,6 +105,8 @@ BAD_INPUTS = [
     (["--model-arg", "nosuch"], "--model-arg expects key=value"),
     (["--sites", "officail"], "did you mean official"),
     (["--entropy-estimator", "pairs"], "unknown entropy estimator 'pairs'"),
+    (["--calib-dataset", "."], "--calib-dataset (runtime.calib_dataset) applies to image folders; 'digits' brings"),
+    (["--reconstruct", "--reconstruct-iters", "0"], "reconstruct.iters must be a positive integer, got 0"),
     (["--params", "missing.yaml"], "params file 'missing.yaml' does not exist"),
 ]
 

@@ -7,7 +7,7 @@ normalization) happen where the images are read, in the stages that read them.
 
 from __future__ import annotations
 
-from psaq.data import DATASETS, builtin_fingerprint
+from psaq.data import builtin_fingerprint, is_builtin
 from psaq.errors import DatasetError
 from psaq.folders import folder_fingerprint, resolve_roots
 from psaq.models import MODELS, ModelConfig
@@ -19,12 +19,10 @@ def default_dataset(model: ModelConfig) -> str | None:
 
 def describe(model: ModelConfig, dataset: str | None, calib_dataset: str | None) -> tuple[str, str]:
     """Where a run evaluates, and where `real` draws images, in words (before anything is read)."""
-    from pathlib import Path
-
     name = dataset or default_dataset(model)
     if name is None:
         return "nothing: set --dataset", "nothing"
-    if name in DATASETS and not Path(name).exists():
+    if is_builtin(name, calib_dataset):
         return f"{name} test split (built in)", f"{name} train split (built in)"
     roots = resolve_roots(name, calib_dataset)
     return str(roots.eval_dir), str(roots.calib_dir) if roots.calib_dir else "nothing: pass --calib-dataset PATH"
@@ -32,13 +30,11 @@ def describe(model: ModelConfig, dataset: str | None, calib_dataset: str | None)
 
 def run(model: ModelConfig, dataset: str | None, calib_dataset: str | None) -> dict:
     """{"eval": fingerprint, "calib": fingerprint or None}."""
-    from pathlib import Path
-
     name = dataset or default_dataset(model)
     if name is None:
         raise DatasetError(f"model '{model.name}' has no built-in dataset: set runtime.dataset (or --dataset) to a "
                            "folder of class folders or a root holding train/ and val/")
-    if name in DATASETS and not Path(name).exists():
+    if is_builtin(name, calib_dataset):
         return {"eval": builtin_fingerprint(name, "test"), "calib": builtin_fingerprint(name, "train")}
     roots = resolve_roots(name, calib_dataset)
     return {"eval": folder_fingerprint(roots.eval_dir),

@@ -60,7 +60,8 @@ def test_dvc_repro_shares_the_flows_artifacts_and_reruns_only_what_changed(tmp_p
     objects = sorted(p.relative_to(work) for p in work.glob("models/quantized/*.safetensors"))
     first = run([*dvc, "repro"], work, env)
     assert {"data", "model@0", "fp32@0", "samples@0-gaussian-0", "calibrate@0-gaussian-0-W8A8-minmax",
-            "evaluate@0-gaussian-0-W8A8-minmax", "export@0-gaussian-0-W8A8-minmax", "report"} <= ran_stages(first)
+            "reconstruct@0-gaussian-0-W8A8-minmax", "evaluate@0-gaussian-0-W8A8-minmax",
+            "export@0-gaussian-0-W8A8-minmax", "report"} <= ran_stages(first)
     assert built(first) <= {"report"}, built(first)  # nothing recomputed: the flow's artifacts were reused
     assert sorted(p.relative_to(work) for p in work.glob("models/quantized/*.safetensors")) == objects
     view = work / "pipeline" / "quantized" / "m0" / "gaussian-s0-W8A8-minmax.safetensors"
@@ -74,7 +75,8 @@ def test_dvc_repro_shares_the_flows_artifacts_and_reruns_only_what_changed(tmp_p
     write_params(work, grid={"methods": ["gaussian"], "seeds": [0], "bits": ["W8A8", "W8A6"]})
     second = run([*dvc, "repro"], work, env)
     reran = ran_stages(second) - {"data", "model@0"}
-    assert reran == {"calibrate@0-gaussian-0-W8A6-minmax", "evaluate@0-gaussian-0-W8A6-minmax",
+    assert reran == {"calibrate@0-gaussian-0-W8A6-minmax", "reconstruct@0-gaussian-0-W8A6-minmax",
+                     "evaluate@0-gaussian-0-W8A6-minmax",
                      "export@0-gaussian-0-W8A6-minmax", "report"}
     assert "W8A6" in run([*dvc, "metrics", "show", "--json"], work, env)
 

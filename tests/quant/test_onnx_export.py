@@ -27,10 +27,15 @@ def test_onnx_top1_matches_simulated_model(tmp_path, trained_digits, w_bits, a_b
     ort = ort_session(path).run(None, {"images": x.numpy()})[0]
     top1_sim = 100 * float((sim.argmax(1) == y.numpy()).mean())
     top1_ort = 100 * float((ort.argmax(1) == y.numpy()).mean())
-    max_diff = float(np.abs(ort - sim).max())
-    print(f"{sites} W{w_bits}A{a_bits}: simulated {top1_sim:.2f}, ONNX Runtime {top1_ort:.2f}, largest logit diff {max_diff:.4f}")
+    per_image = np.abs(ort - sim).max(1)
+    off = int((per_image > 0.1 * np.abs(sim).max()).sum())
+    print(f"{sites} W{w_bits}A{a_bits}: simulated {top1_sim:.2f}, ONNX Runtime {top1_ort:.2f}, largest logit diff "
+          f"{per_image.max():.4f}, images off by > 10 % of the largest logit: {off}")
     assert abs(top1_ort - top1_sim) <= 0.3
-    assert max_diff < 0.1 * np.abs(sim).max()
+    # The two round a value that lands on a rounding boundary differently (ONNX rounds x/s, then adds z;
+    # its Log differs from torch's log2 in the last bit), which moves one level of one activation: a
+    # rare large difference on an image or two. A wrong export moves every image.
+    assert np.median(per_image) < 1e-3 and off <= 0.01 * len(per_image)
     meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     assert f"signed {w_bits}-bit grid" in meta["psaq.weight_storage"]
 
