@@ -77,9 +77,20 @@ def prefect_server():
     server.start()
     try:
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
-            yield
+            try:
+                yield
+            finally:
+                _send_queued_logs()
     finally:
         server.stop()
+
+
+def _send_queued_logs() -> None:
+    """Ship the run's queued log records while the temporary server still runs: otherwise Prefect
+    tries at exit, finds it gone and prints 'Error logging to API' after a run that succeeded."""
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=5)
 
 
 class _SubprocessShim:
