@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tables import add_output_args, measure_and_write  # benchmarks/tables.py
 
 from psaq.data import first_images
 from psaq.evaluate import evaluate
@@ -171,22 +172,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="synthesis seeds")
     ap.add_argument("--steps", type=int, default=500, help="steps per round (2 rounds)")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    ap.add_argument("--out", default="benchmarks/results")
-    ap.add_argument("--cache-dir", default=".psaq-cache")
-    ap.add_argument("--render-only", action="store_true", help="re-render the tables from the saved JSON")
-    args = ap.parse_args()
-    out = Path(args.out)
-    if args.render_only:
-        result = json.loads((out / "digits_table.json").read_text())
-    else:
-        result = run(args)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "digits_table.json").write_text(json.dumps(result, indent=1))
-    text = render(result)
-    print(text)
-    (out / "digits_table.md").write_text(text + "\n")
-    print(f"\nwritten to {out}/digits_table.md and .json ({result['wall_s']:.0f} s of measurement)")
-
+    add_output_args(ap)
+    measure_and_write("digits_table", ap.parse_args(), run, render)
 
 if __name__ == "__main__":
     main()

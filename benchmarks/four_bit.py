@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import time
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 import torch
+from tables import add_output_args, measure_and_write  # benchmarks/tables.py
 
 from psaq.evaluate import evaluate
 from psaq.models import ModelConfig, load_model
@@ -146,22 +145,8 @@ def main() -> None:
     ap.add_argument("--recon-settings", nargs="+", default=["W4A4"], choices=SETTINGS,
                     help="the bit settings that get the repq+recon recipe (it costs minutes per run on a CPU)")
     ap.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
-    ap.add_argument("--out", default="benchmarks/results")
-    ap.add_argument("--cache-dir", default=".psaq-cache")
-    ap.add_argument("--render-only", action="store_true", help="re-render the tables from the saved JSON")
-    args = ap.parse_args()
-    out = Path(args.out)
-    if args.render_only:
-        result = json.loads((out / "four_bit.json").read_text())
-    else:
-        result = run(args)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "four_bit.json").write_text(json.dumps(result, indent=1))
-    text = render(result)
-    print(text)
-    (out / "four_bit.md").write_text(text + "\n")
-    print(f"\nwritten to {out}/four_bit.md and .json ({result['wall_s']:.0f} s of measurement)")
-
+    add_output_args(ap)
+    measure_and_write("four_bit", ap.parse_args(), run, render)
 
 if __name__ == "__main__":
     main()
