@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 
 from psaq.cli import run_entry as run_psaq_entry
 from psaq.errors import PsaqError
@@ -60,9 +61,15 @@ def prefect_server():
         yield
         return
 
+    # The server's own output (its services report in-flight events cancelled at shutdown as
+    # tracebacks) goes to a file in the project, not after the run's results on the console.
+    log_path = Path(".prefect") / "temporary-server.log"
+    log_path.parent.mkdir(exist_ok=True)
+
     class _Popen(subprocess.Popen):
         def __init__(self, *args, **kwargs):
-            super().__init__(*args, preexec_fn=_die_with_parent, **kwargs)
+            with open(log_path, "ab") as log:
+                super().__init__(*args, preexec_fn=_die_with_parent, stdout=log, stderr=subprocess.STDOUT, **kwargs)
 
     class LinkedServer(prefect_server_module.SubprocessASGIServer):
         def _run_uvicorn_command(self):
@@ -74,7 +81,11 @@ def prefect_server():
                 prefect_server_module.subprocess = real
 
     server = LinkedServer()
-    server.start()
+    try:
+        server.start()
+    except RuntimeError as exc:  # its own output is in the log, not on the console
+        raise PsaqError(f"the temporary Prefect server did not start ({exc}); its output is in {log_path}; "
+                        "or start one (make prefect-server) and set PREFECT_API_URL") from exc
     try:
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
             try:
