@@ -27,18 +27,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tables import add_output_args, measure_and_write  # benchmarks/tables.py
+from tables import add_output_args, digits_model, measure_and_write  # benchmarks/tables.py
 
 from psaq.data import first_images
 from psaq.evaluate import evaluate
-from psaq.models import ModelConfig, load_model
 from psaq.quant import QuantConfig
 from psaq.report import accuracy_table, fmt_mean_std, markdown_table, mean_std
 from psaq.stats import pack_correct, paired_difference, unpack_correct
 from psaq.synth import SynthesisConfig, synthesize
 from psaq.synth.analysis import entropy_per_block
 from psaq.quant import quantized_copy
-from psaq.sources import eval_loader, model_data, real_source
 
 MODES = ["real", "psaq", "psaq-noent", "gaussian", "gaussian-clamped"]
 SETTINGS = [(8, 8), (4, 8), (6, 6), (8, 5), (8, 4), (4, 4)]
@@ -59,12 +57,9 @@ def run(args) -> dict:
     records, fp32_top1, speeds, entropies = [], [], defaultdict(list), {}
     started = time.perf_counter()
     for model_seed in args.models:
-        loaded = load_model(ModelConfig("digits-vit", train_seed=model_seed), args.cache_dir, device)
-        data = model_data(loaded, "digits")
-        batches = eval_loader(data)
-        fp = evaluate(loaded.model, batches, device)
+        m = digits_model(model_seed, args.cache_dir, device)
+        loaded, data, batches, fp, source = m.loaded, m.data, m.batches, m.fp32, m.source
         fp32_top1.append(fp.top1)
-        source = real_source(data)
         entropies.setdefault("real (test)", []).append(entropy_per_block(loaded.model, first_images(data.eval_set, 32, 0)[0]))
         for seed in args.seeds:
             for mode in MODES:

@@ -26,14 +26,12 @@ from collections import defaultdict
 
 import numpy as np
 import torch
-from tables import add_output_args, measure_and_write  # benchmarks/tables.py
+from tables import add_output_args, digits_model, measure_and_write  # benchmarks/tables.py
 
 from psaq.evaluate import evaluate
-from psaq.models import ModelConfig, load_model
 from psaq.quant import QuantConfig, quantized_copy
 from psaq.quant.reconstruct import ReconstructConfig, reconstruct
 from psaq.report import accuracy_table, fmt_mean_std, markdown_table
-from psaq.sources import eval_loader, model_data, real_source
 from psaq.stats import pack_correct, paired_difference, unpack_correct
 from psaq.synth import SynthesisConfig, synthesize
 
@@ -66,12 +64,9 @@ def run(args) -> dict:
     records, fp32_top1, times = [], [], defaultdict(list)
     started = time.perf_counter()
     for model_seed in args.models:
-        loaded = load_model(ModelConfig("digits-vit", train_seed=model_seed), args.cache_dir, device)
-        data = model_data(loaded, "digits")
-        batches = eval_loader(data)
-        fp = evaluate(loaded.model, batches, device)
+        m = digits_model(model_seed, args.cache_dir, device)
+        loaded, batches, fp, source = m.loaded, m.batches, m.fp32, m.source
         fp32_top1.append(fp.top1)
-        source = real_source(data)
         for seed in args.seeds:
             for mode in MODES:
                 t = time.perf_counter()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -28,3 +29,25 @@ def measure_and_write(stem: str, args: argparse.Namespace, run: Callable[[argpar
     print(text)
     (out / f"{stem}.md").write_text(text + "\n")
     print(f"\nwritten to {out}/{stem}.md and .json ({result['wall_s']:.0f} s of measurement)")
+
+
+@dataclass
+class DigitsModel:
+    """A trained digits-vit with what every table measures it against."""
+
+    loaded: object  # psaq.models.LoadedModel
+    data: object  # psaq.sources' model data: the evaluation and training images
+    batches: list  # the evaluation batches
+    fp32: object  # its FP32 evaluation (top-1, predictions)
+    source: object  # the real-image source the `real` mode draws from
+
+
+def digits_model(train_seed: int, cache_dir: str, device) -> DigitsModel:
+    from psaq.evaluate import evaluate
+    from psaq.models import ModelConfig, load_model
+    from psaq.sources import eval_loader, model_data, real_source
+
+    loaded = load_model(ModelConfig("digits-vit", train_seed=train_seed), cache_dir, device)
+    data = model_data(loaded, "digits")
+    batches = eval_loader(data)
+    return DigitsModel(loaded, data, batches, evaluate(loaded.model, batches, device), real_source(data))

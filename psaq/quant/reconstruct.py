@@ -130,8 +130,7 @@ def reconstruct(qmodel: nn.Module, float_model: nn.Module, images: torch.Tensor,
     q_blocks, f_blocks = _blocks(qmodel), _float_blocks(float_model)
     if len(q_blocks) != len(f_blocks):
         raise ConfigError(f"reconstruction found {len(q_blocks)} quantized blocks but {len(f_blocks)} float ones")
-    g = torch.Generator(device="cpu").manual_seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # QDrop's masks
     history: dict[str, list[float]] = {}
     params_state = [(p, p.requires_grad) for p in qmodel.parameters()]
     for p, _ in params_state:
@@ -148,7 +147,6 @@ def reconstruct(qmodel: nn.Module, float_model: nn.Module, images: torch.Tensor,
         for p, flag in params_state:
             p.requires_grad_(flag)
     history["wall_s"] = [time.perf_counter() - started]
-    del g
     return history
 
 
@@ -158,12 +156,11 @@ def _tune_block(block: nn.Module, x: torch.Tensor, target: torch.Tensor, cfg: Re
             and bool(m.calibrated)]
     for r in rounders:
         r.layer.weight_quantizer.soft_rounding = r.soft
+    dropped = [m for m in block.modules() if isinstance(m, ActQuantizer)]  # log2 ones too: no scale to learn
     for a in acts:
         a.learned_scale = nn.Parameter(a.scale.detach().clone())
-        a.drop_prob = cfg.drop_prob
-    for m in block.modules():
-        if isinstance(m, Log2Quantizer):
-            m.drop_prob = cfg.drop_prob
+    for m in dropped:
+        m.drop_prob = cfg.drop_prob
     opt_round = torch.optim.Adam([r.v for r in rounders], lr=cfg.lr_rounding)
     opt_scale = torch.optim.Adam([a.learned_scale for a in acts], lr=cfg.lr_scale) if acts else None
     warm = int(cfg.warmup * cfg.iters)
@@ -201,8 +198,6 @@ def _tune_block(block: nn.Module, x: torch.Tensor, target: torch.Tensor, cfg: Re
             if a.learned_scale is not None:
                 a.set_qparams(a.learned_scale.detach().abs().clamp_min(1e-8).reshape(-1), a.zero_point.reshape(-1))
                 a.learned_scale = None
-            a.drop_prob = 0.0
-        for m in block.modules():
-            if isinstance(m, Log2Quantizer):
-                m.drop_prob = 0.0
+        for m in dropped:
+            m.drop_prob = 0.0
     return losses
