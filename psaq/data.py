@@ -231,21 +231,18 @@ def spec_from_timm(model: torch.nn.Module, name: str | None = None) -> InputSpec
                      crop_pct=crop_pct, interpolation=cfg.get("interpolation", "bicubic"))
 
 
-# The official code evaluates DeiT with resize 256 / crop 224 (crop 0.875); timm's DeiT configs
-# say 0.9. Swin and ViT keep timm's 0.9, as the official code has them. timm name patterns.
-OFFICIAL_EVAL_CROP = {"deit_*": 0.875}
+# The official code picks the evaluation crop by the model type, the first word of the model's
+# name (`deit_small` → `deit`): DeiT at resize 256 / crop 224 (crop 0.875), where timm's DeiT
+# configs say 0.9; Swin and ViT at 0.9, as timm has them. A pretrained tag (`.fb_in1k`) or a hub
+# prefix does not change the type.
+OFFICIAL_EVAL_CROP = {"deit": 0.875}
 
 
-@lru_cache(maxsize=64)
 def official_crop_pct(arch: str | None) -> float | None:
-    import timm
-
     if not arch:
         return None
-    for pattern, crop in OFFICIAL_EVAL_CROP.items():
-        if arch in timm.list_models(pattern):
-            return crop
-    return None
+    name = arch.rsplit("/", 1)[-1].rsplit(":", 1)[-1].split(".", 1)[0]
+    return OFFICIAL_EVAL_CROP.get(name.split("_", 1)[0])
 
 
 def loader(dataset: Dataset, batch_size: int = 128, num_workers: int = 0) -> DataLoader:

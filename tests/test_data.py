@@ -169,13 +169,20 @@ def test_official_evaluation_crop():
     assert official_crop_pct("deit_small_patch16_224") == 0.875
     assert official_crop_pct("swin_tiny_patch4_window7_224") is None
     assert official_crop_pct("deit3_small_patch16_224") is None
+    # the model type decides, as in the official code: tags, hub prefixes and variants alike
+    for name in ("deit_small_patch16_224.fb_in1k", "deit_tiny_distilled_patch16_224.fb_in1k",
+                 "timm/deit_base_patch16_224.fb_in1k", "hf-hub:timm/deit_small_patch16_224.fb_in1k"):
+        assert official_crop_pct(name) == 0.875, name
+    assert official_crop_pct("swin_tiny_patch4_window7_224.ms_in1k") is None
+    assert official_crop_pct("vit_base_patch16_224.augreg_in21k_ft_in1k") is None
     deit = spec_from_timm(timm.create_model("deit_tiny_patch16_224", img_size=32, patch_size=8, num_classes=10), None)
     swin = spec_from_timm(timm.create_model("swin_tiny_patch4_window7_224"), None)
     assert deit.crop_pct == 0.875 and deit.interpolation == "bicubic" and swin.crop_pct == 0.9
     from psaq.data import eval_transform
 
-    resize = eval_transform(spec_from_timm(timm.create_model("deit_tiny_patch16_224"), None)).transforms[0]
-    assert resize.size == 256  # resize 256, centre crop 224, as the official code evaluates DeiT
+    for name in ("deit_tiny_patch16_224", "deit_tiny_patch16_224.fb_in1k"):
+        resize = eval_transform(spec_from_timm(timm.create_model("deit_tiny_patch16_224"), name)).transforms[0]
+        assert resize.size == 256  # resize 256, centre crop 224, as the official code evaluates DeiT
 
 
 def test_builtin_dataset_must_fit_the_model():

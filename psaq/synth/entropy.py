@@ -7,7 +7,7 @@ pooled into one set); one Gaussian KDE per image evaluated on a grid between the
 max over the whole batch; the entropy averaged over the images.
 
 ``unique-pairs`` is psaq's own variant: each unordered token pair once without the diagonal,
-prefix (class/distillation/register) tokens dropped and no other, one KDE and one grid per
+every prefix (class/distillation/register) token dropped and no other, one KDE and one grid per
 image (per window on Swin), averaged over images and windows.
 """
 
@@ -48,10 +48,10 @@ def _register(name: str, dropped: Callable[[int], int]):
     return add
 
 
-# The official code drops token 0 of every row (`[:, 1:, :]`): the class token on DeiT, the
-# first token of each window on Swin. Models outside its zoo may carry more prefix tokens
-# (distillation, registers): those are dropped too.
-@_register("official", lambda prefix: max(1, prefix))
+# The official code drops token 0 of every row and no other (`[:, 1:, :]`): the class token on
+# DeiT, the first token of each window on Swin. On a model with more prefix tokens (a
+# distillation token, registers) the others stay in, as they would in the official code.
+@_register("official", lambda prefix: 1)
 def official(tokens: torch.Tensor, blocks: int, images: int, kde: KdeSettings) -> torch.Tensor:
     sims = cosine_similarity_matrix(tokens)  # (K·rows, N, N)
     per_block = sims.detach().reshape(blocks, -1)

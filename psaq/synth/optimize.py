@@ -103,7 +103,8 @@ def optimize_samples(config, ctx: SynthesisContext, use_entropy: bool) -> Synthe
                 with compiled.first_step(step):
                     with autocast(config.precision, device):
                         logits = compiled.model(x)
-                    ce = F.cross_entropy(logits.float(), labels)
+                    # bf16 logits get a float32 loss; float64 ones keep theirs
+                    ce = F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), labels)
                     tv = (total_variation(x) - tv_target).abs()
                     if use_entropy:
                         entropy = block_entropies(hooks.take(), config.num_samples, prefix,

@@ -42,7 +42,7 @@ def test_onnx_top1_matches_simulated_model(tmp_path, trained_digits, w_bits, a_b
 
 def test_matmuls_run_as_integer_kernels_and_weights_are_integers(tmp_path, trained_digits):
     cfg = QuantConfig()
-    x = torch.randn(4, 3, 32, 32)
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     q = calibrate(quantize_(copy.deepcopy(trained_digits), cfg), x)
     path = export_onnx(q, cfg, x[:2], tmp_path / "q.onnx")
     ops = integer_ops(path, tmp_path)
@@ -59,7 +59,7 @@ def test_export_of_a_freshly_loaded_model(tmp_path, trained_digits):
     from psaq.quant.serialize import load_quantized, save_quantized
 
     cfg = QuantConfig()
-    x = torch.randn(4, 3, 32, 32)
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     q = calibrate(quantize_(copy.deepcopy(trained_digits), cfg), x)
     saved = save_quantized(q, cfg, tmp_path / "q.safetensors")
     fresh = load_quantized(copy.deepcopy(trained_digits), saved)
@@ -69,22 +69,31 @@ def test_export_of_a_freshly_loaded_model(tmp_path, trained_digits):
 
 
 def test_low_activation_bits_keep_their_grid(tmp_path, trained_digits):
+    """At 4 bits every activation QuantizeLinear must clip to 16 levels. Real digits, seeded, at 3x
+    their contrast so that every tensor leaves its calibrated range: with the Clip, 3 of 64 images
+    move (a value on a rounding boundary, as above; median difference 0); without it, 64 of 64
+    (median 1.66). The bound, 10 images, sits between the two by a wide margin."""
     cfg = QuantConfig(w_bits=4, a_bits=4)
-    x = torch.randn(8, 3, 32, 32)
-    q = calibrate(quantize_(copy.deepcopy(trained_digits), cfg), x)
-    path = export_onnx(q, cfg, x[:2], tmp_path / "q.onnx")
+    calib, _ = first_images(digits_split("train"), 32, seed=0)
+    x, _ = first_images(digits_split("test"), 64, seed=1)
+    x = 3 * x  # far outside the calibrated ranges: every tensor must clip to its 16 levels
+    q = calibrate(quantize_(copy.deepcopy(trained_digits), cfg), calib)
+    path = export_onnx(q, cfg, calib[:2], tmp_path / "q.onnx")
     ort = ort_session(path).run(None, {"images": x.numpy()})[0]
     with torch.no_grad():
         sim = q(x).numpy()
-    assert np.abs(ort - sim).max() < 0.1 * np.abs(sim).max() + 1e-3
+    per_image = np.abs(ort - sim).max(1)
+    off = int((per_image > 0.1 * np.abs(sim).max()).sum())
+    print(f"W4A4: largest logit diff {per_image.max():.4f}, median {np.median(per_image):.2e}, images off: {off} of 64")
+    assert np.median(per_image) < 1e-3 and off <= 10
     meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     assert "4-bit grid" in meta["psaq.activation_storage"]
 
 
 def test_uncalibrated_or_float_models_are_refused(tmp_path, trained_digits):
     with pytest.raises(NotCalibratedError):
-        export_onnx(copy.deepcopy(trained_digits), QuantConfig(), torch.randn(1, 3, 32, 32), tmp_path / "a.onnx")
+        export_onnx(copy.deepcopy(trained_digits), QuantConfig(), torch.zeros(1, 3, 32, 32), tmp_path / "a.onnx")
     q = quantize_(copy.deepcopy(trained_digits), QuantConfig())
     with pytest.raises(NotCalibratedError, match="never calibrated"):
-        export_onnx(q, QuantConfig(), torch.randn(1, 3, 32, 32), tmp_path / "b.onnx")
+        export_onnx(q, QuantConfig(), torch.zeros(1, 3, 32, 32), tmp_path / "b.onnx")
     assert not list(tmp_path.iterdir())

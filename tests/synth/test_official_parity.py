@@ -7,10 +7,7 @@ and the whole optimization loop against the official formulas written out here.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,18 +18,8 @@ from psaq.synth import SynthesisConfig, synthesize
 from psaq.synth.entropy import block_entropies
 from psaq.synth.hooks import AttentionOutputHooks, Captured
 from psaq.synth.priors import apply_jitter, draw_jitter, scaled_jitter, total_variation, tv_target_scale, warmup_cosine_lr
-from tests.conftest import TINY_SPEC, tiny_swin, tiny_vit
-
-REPO = Path(__file__).resolve().parents[2]
-REFERENCE = Path(os.environ.get("PSAQ_SHARED", REPO.parent / "shared")) / "reference" / "official_entropy.safetensors"
-
-
-def load_reference():
-    from safetensors import safe_open
-
-    assert REFERENCE.is_file(), f"the official reference values are missing: {REFERENCE} (set PSAQ_SHARED)"
-    f = safe_open(str(REFERENCE), "pt")
-    return f, json.loads(f.metadata()["cases"])
+from tests.conftest import TINY_SPEC, tiny_deit, tiny_swin, tiny_vit
+from tests.reference import load_reference
 
 
 def psaq_layout(official: torch.Tensor) -> torch.Tensor:
@@ -43,7 +30,7 @@ def psaq_layout(official: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("case", ["deit", "digits", "swin"])
 def test_entropy_equals_the_official_codes_values(case):
-    f, cases = load_reference()
+    f, cases = load_reference("official_entropy")
     info = cases[case]
     inputs, captured = [], []
     for b in range(info["blocks"]):
@@ -67,7 +54,7 @@ def test_entropy_equals_the_official_codes_values(case):
 
 def test_the_unique_pairs_variant_is_really_another_estimator():
     """The named option must not be the default under another name: its gradient points elsewhere."""
-    f, cases = load_reference()
+    f, cases = load_reference("official_entropy")
     x = psaq_layout(f.get_tensor("swin.block0.matmul2_out")).clone().requires_grad_(True)
     block_entropies([Captured("b", 3, x)], cases["swin"]["images"], 0, "unique-pairs").sum().backward()
     want = f.get_tensor("swin.block0.grad").transpose(1, 2).reshape(x.shape)
@@ -102,10 +89,29 @@ def official_entropy_loss(features: list[torch.Tensor], batch: int) -> torch.Ten
         x_plot = torch.linspace(sims.min().item(), sims.max().item(), steps=10, dtype=sims.dtype).repeat(batch, 1)
         var = 0.01**2
         diffs = x_plot.view(batch, 10, 1) - train.view(batch, 1, -1)
-        pdf = (1 / torch.sqrt(torch.tensor(2 * np.pi * var)) * torch.exp(-diffs.pow(2) / (2 * var))).mean(dim=-1)
+        # the official values were computed with float64 as torch's default dtype
+        pdf = (1 / torch.sqrt(torch.tensor(2 * np.pi * var, dtype=sims.dtype)) * torch.exp(-diffs.pow(2) / (2 * var))).mean(dim=-1)
         pdf = pdf + 1e-4
         loss = loss - torch.trapz(-pdf * torch.log(pdf), x_plot, dim=-1).mean()
     return loss
+
+
+def test_official_estimator_drops_token_0_and_no_other():
+    """The official code slices ``[:, 1:, :]`` whatever the model: on a distilled DeiT the
+    distillation token (token 1) stays in the similarities."""
+    torch.manual_seed(0)
+    model = tiny_deit().double().eval()
+    assert model.num_prefix_tokens == 2
+    images = torch.randn(4, 3, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    heads = model.blocks[0].attn.num_heads
+    with torch.no_grad(), AttentionOutputHooks(model) as hooks:
+        model(images)
+        captured = hooks.take()
+    features = [c.output.reshape(*c.output.shape[:2], heads, -1).transpose(1, 2) for c in captured]
+    got = -block_entropies(captured, 4, model.num_prefix_tokens).sum()
+    assert got.item() == pytest.approx(official_entropy_loss(features, 4).item(), rel=1e-12)
+    both_dropped = -block_entropies(captured, 4, model.num_prefix_tokens, "unique-pairs").sum()
+    assert both_dropped.item() != pytest.approx(got.item(), rel=1e-3)
 
 
 def test_tv_prior_is_the_official_formula():
@@ -169,11 +175,13 @@ def official_loop(model, config: SynthesisConfig, spec, fresh_adam_per_round: bo
     return img.detach()
 
 
-def test_synthesis_is_the_official_loop():
+@pytest.mark.parametrize("factory", [tiny_vit, tiny_deit])
+def test_synthesis_is_the_official_loop(factory):
     """Two rounds with one Adam, the schedule restarting each round: psaq's images equal the
-    official loop's up to rounding (float64 throughout), and a fresh Adam per round is told apart."""
+    official loop's up to rounding (float64 throughout), and a fresh Adam per round is told apart.
+    On the distilled DeiT (two prefix tokens) the official code drops token 0 only."""
     torch.manual_seed(0)
-    model = tiny_vit().double().eval()
+    model = factory().double().eval()
     for p in model.parameters():
         p.requires_grad_(False)
     cfg = SynthesisConfig(num_samples=4, steps_per_round=4, warmup_steps=2)

@@ -20,18 +20,50 @@ def mean_entropy(model, images):
 
 
 @pytest.mark.parametrize("factory", [tiny_vit, tiny_swin])
-def test_psaq_lowers_loss_and_raises_entropy(factory):
+def test_psaq_lowers_loss_and_keeps_images_valid(factory):
     torch.manual_seed(0)
     model = factory()
     result = synthesize(model, SynthesisConfig(**FAST), TINY_SPEC, "cpu", progress=False)
     h = result.history
     assert len(h["loss"]) == 60 and result.steps == 60
     assert sum(h["loss"][-5:]) / 5 < sum(h["loss"][:5]) / 5
-    noise = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    assert mean_entropy(model, result.images) > mean_entropy(model, noise)
     lo, hi = TINY_SPEC.pixel_bounds()
     assert (result.images >= lo - 1e-6).all() and (result.images <= hi + 1e-6).all()
     assert result.labels.min() >= 0 and result.labels.max() < 10
+
+
+def test_psaq_images_are_more_diverse_than_noise():
+    """On the tiny ViT the synthesized images' mean block entropy is -0.04 to -0.03 and the
+    noise's -0.59 to -0.40 (model seeds 0, 1, 2): a margin of 0.37 or more, asserted at 0.2.
+    (A random-weight Swin shows no such margin, either way: the statistical claim is tested
+    where it holds, the mechanism on Swin below.)"""
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = tiny_vit()
+        result = synthesize(model, SynthesisConfig(**FAST), TINY_SPEC, "cpu", progress=False)
+        noise = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+        assert mean_entropy(model, result.images) > mean_entropy(model, noise) + 0.2
+
+
+@pytest.mark.parametrize("factory", [tiny_vit, tiny_swin])
+def test_a_small_step_along_the_entropy_gradient_raises_the_entropy(factory):
+    """The mechanism, free of any statistics: the entropy term's gradient with respect to the
+    images points uphill, on ViT and on Swin (windows pooled per image)."""
+    torch.manual_seed(0)
+    model = factory().double()
+    x = torch.randn(4, 3, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    x.requires_grad_(True)
+    with AttentionOutputHooks(model) as hooks:
+        model(x)
+        before = block_entropies(hooks.take(), 4, int(getattr(model, "num_prefix_tokens", 0))).sum()
+    (grad,) = torch.autograd.grad(before, x)
+    step = 1e-6 / grad.norm()
+    with torch.no_grad(), AttentionOutputHooks(model) as hooks:
+        model(x + step * grad)
+        after = block_entropies(hooks.take(), 4, int(getattr(model, "num_prefix_tokens", 0))).sum()
+    # first order the rise is step·|grad|² = 1e-6·|grad| (measured: 1.01-1.07 times that on Swin,
+    # 19-323 times on ViT, where the grid ends, constants in the gradient, move too); half must show
+    assert after.item() - before.item() > 0.5e-6 * grad.norm().item() > 0
 
 
 def test_noent_ablation_has_no_entropy_term():
