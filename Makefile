@@ -37,11 +37,14 @@ $(STAMP): pyproject.toml
 run: setup
 	$(PY) -m flows.benchmark
 
+# Two pytest workers with one torch thread each: on 2 cores this beats one worker with two threads
+# (much of the suite is Python start-up and imports in subprocesses), and never oversubscribes.
+TEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest -q
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow"
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not slow"
 
 # The Fashion-MNIST benchmark (fashion-vit and fashion-swin, 2 training seeds each), its reports
 # in reports/<model>/, MLflow runs, and the README's Fashion-MNIST tables written from the summaries.

@@ -1,5 +1,7 @@
 """Tiny timm models built in the tests: real architectures, small inputs, random weights."""
 
+import os
+
 import pytest
 import timm
 import torch
@@ -40,12 +42,26 @@ def images():
 
 
 @pytest.fixture(scope="session")
-def trained_digits():
-    """A 2-block digits-vit trained for a few seconds: real accuracy, so parity checks mean something."""
-    from psaq.models.digits import train_digits_vit
+def trained_digits(tmp_path_factory):
+    """A 2-block digits-vit trained for a few seconds: real accuracy, so parity checks mean something.
+    Trained once per test run: under pytest-xdist the first worker trains and saves it, the others
+    load it (the base temporary folder's parent is shared by the workers of one run)."""
+    from filelock import FileLock
+    from safetensors.torch import load_file, save_file
+
+    from psaq.models.digits import digits_vit, train_digits_vit
     from psaq.models.train import TrainConfig
 
-    result = train_digits_vit(TrainConfig(seed=0, epochs=20, warmup_epochs=1, lr=3e-3), progress=False,
-                              model_args={"depth": 2})
-    assert result.test_top1 > 80, result.test_top1
-    return result.model
+    args = {"depth": 2}
+    base = tmp_path_factory.getbasetemp()
+    run_folder = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # xdist: .../pytest-N/popen-gwK
+    shared = run_folder / "trained-digits-depth2.safetensors"
+    with FileLock(str(shared) + ".lock"):
+        if not shared.exists():
+            result = train_digits_vit(TrainConfig(seed=0, epochs=20, warmup_epochs=1, lr=3e-3), progress=False,
+                                      model_args=args)
+            assert result.test_top1 > 80, result.test_top1
+            save_file(result.model.state_dict(), str(shared))
+    model = digits_vit(**args)
+    model.load_state_dict(load_file(str(shared)))
+    return model.eval()

@@ -9,8 +9,9 @@ pytestmark = pytest.mark.slow
 STAGES = {"model", "fp32", "samples", "calibrate", "evaluate", "export", "report"}
 
 
-def stage_states(flow_state) -> dict[str, list[str]]:
-    """Stage → the state names its task runs ended in, read back from the Prefect API."""
+def stage_states(flow_state, expect: frozenset[str] = frozenset(STAGES | {"reconstruct"})) -> dict[str, list[str]]:
+    """Stage → the state names its task runs ended in, read back from the Prefect API (waiting,
+    up to 60 s, until a task run of every ``expect`` stage is there and all are final)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
@@ -18,9 +19,10 @@ def stage_states(flow_state) -> dict[str, list[str]]:
 
     with get_client(sync_client=True) as client:
         flow_run_id = flow_state.state_details.flow_run_id
-        for _ in range(100):  # the server records task-run states from events, a moment after they happen
+        for _ in range(300):  # the server records task-run states from events, a moment after they happen
             runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-            if runs and all(r.state is not None and r.state.is_final() for r in runs):
+            if (expect <= {r.name.split("-")[0] for r in runs}
+                    and all(r.state is not None and r.state.is_final() for r in runs)):
                 break
             time.sleep(0.2)
     out: dict[str, list[str]] = {}
@@ -92,7 +94,8 @@ def test_dask_runner_maps_a_small_grid(project):
     from flows.grid import grid, task_runner
     from psaq.params import load_params
 
-    params = write_params(project, grid={"methods": ["gaussian"], "bits": ["W8A8", "W4A8"]},
+    # one worker process (each imports torch and psaq): enough to map the grid through Dask
+    params = write_params(project, grid={"methods": ["gaussian"], "bits": ["W8A8", "W4A8"], "max_concurrency": 1},
                           tracking={"enabled": False})
     runner = task_runner(load_params(params), dask=True)
     assert type(runner).__name__ == "DaskTaskRunner"
@@ -115,13 +118,21 @@ def test_bad_input_fails_before_any_work_in_one_line(project, capsys):
         assert not (project / "data").exists() and not (project / "mlflow.db").exists()
 
 
-def test_quantize_flow_passes_speed_options_to_the_synthesis_stage(project):
+def test_quantize_flow_passes_speed_options_to_the_synthesis_stage(project, monkeypatch):
+    """The plumbing: the flow's options reach the synthesis loop and its sample set's metadata.
+    torch.compile itself is tested in tests/synth/test_acceleration.py; here it is recorded, not
+    run (inductor's first compile costs 20-30 s)."""
+    import torch
+
     from flows.quantize import quantize
     from psaq.io import read_samples
 
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: compiled.append(getattr(fn, "__name__", fn)) or fn)
     params = write_params(project, tracking={"enabled": False})
     record = quantize(calib="psaq", precision="bf16", compile="kde", params_path=str(params))
     assert 0 <= record["top1"] <= 100
+    assert compiled == ["kde_entropy"]
     [path] = (project / "data" / "samples").glob("*psaq*.parquet")
     config = read_samples(path).metadata["config"]
     assert config["precision"] == "bf16" and config["compile"] == "kde" and config["cuda_graphs"] is False

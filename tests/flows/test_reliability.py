@@ -11,23 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.flows.conftest import write_params
+from tests.flows.conftest import subprocess_env, write_params
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 
 
-def env_for(project: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
-    env.update(PSAQ_PROJECT=str(project), PYTHONPATH=str(REPO), PREFECT_HOME=str(project / ".prefect-home"),
-               PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
-               MLFLOW_TRACKING_URI=f"sqlite:///{project / 'mlflow.db'}")
-    return env
-
-
-def start(project: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, *args], cwd=project, env=env_for(project), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+def start(project: Path, *args: str, prefect_api_url: str | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, *args], cwd=project, env=subprocess_env(project, prefect_api_url),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def published(project: Path) -> list[Path]:
@@ -53,13 +45,13 @@ def children(pid: int) -> list[int]:
     return [c.pid for c in psutil.Process(pid).children(recursive=True)]
 
 
-def test_kill_9_then_rerun_reuses_finished_work_and_leaves_no_server_or_stale_state(tmp_path):
+def test_kill_9_then_rerun_reuses_finished_work_and_leaves_no_server_or_stale_state(tmp_path, prefect_server):
     import mlflow
     import psutil
 
-    params = write_params(tmp_path, synthesis={"steps_per_round": 150, "warmup_steps": 10},
+    params = write_params(tmp_path, synthesis={"steps_per_round": 100, "warmup_steps": 10},
                           grid={"methods": ["gaussian", "psaq", "psaq-noent"], "bits": ["W8A8"]})
-    proc = start(tmp_path, "-m", "flows.grid", "--params", str(params))
+    proc = start(tmp_path, "-m", "flows.grid", "--params", str(params))  # with a temporary server of its own
     deadline = time.time() + 300
     first_done = None
     while time.time() < deadline and proc.poll() is None:
@@ -80,7 +72,7 @@ def test_kill_9_then_rerun_reuses_finished_work_and_leaves_no_server_or_stale_st
     assert assert_all_published_verify(tmp_path) >= 1  # nothing half-written is visible
 
     rerun = subprocess.run([sys.executable, "-m", "flows.grid", "--params", str(params)], cwd=tmp_path,
-                           env=env_for(tmp_path), capture_output=True, text=True, timeout=900)
+                           env=subprocess_env(tmp_path, prefect_server), capture_output=True, text=True, timeout=900)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     assert first_done.stat().st_mtime_ns == stamp  # finished work was not recomputed
     assert len(list((tmp_path / "data" / "samples").glob("*.parquet"))) == 3
@@ -92,7 +84,8 @@ def test_kill_9_then_rerun_reuses_finished_work_and_leaves_no_server_or_stale_st
 
 
 def test_sigterm_stops_synthesis_within_seconds_and_leaves_nothing_half_written(tmp_path):
-    proc = start(tmp_path, "-m", "psaq.cli", "quantize", "--steps", "5000", "--model-arg", "depth=1")
+    write_params(tmp_path)  # the command line reads params.yaml here: a 1-block digits-vit trained 2 epochs
+    proc = start(tmp_path, "-m", "psaq.cli", "quantize", "--steps", "5000")
     deadline = time.time() + 300
     while time.time() < deadline and not list(tmp_path.glob("data/samples/.*.partial*")):
         if list(tmp_path.glob("models/*.safetensors")):
@@ -109,10 +102,10 @@ def test_sigterm_stops_synthesis_within_seconds_and_leaves_nothing_half_written(
     assert not list((tmp_path / "data").rglob("*.parquet")) and not list(tmp_path.rglob(".*.partial*"))
 
 
-def test_two_grid_runs_at_once_both_finish_with_the_same_results(tmp_path):
+def test_two_grid_runs_at_once_both_finish_with_the_same_results(tmp_path, prefect_server):
     params = write_params(tmp_path, grid={"methods": ["psaq", "gaussian"], "bits": ["W8A8", "W4A8"]},
                           tracking={"enabled": False})
-    a, b = start(tmp_path, "-m", "flows.grid", "--params", str(params)), start(tmp_path, "-m", "flows.grid", "--params", str(params))
+    a, b = (start(tmp_path, "-m", "flows.grid", "--params", str(params), prefect_api_url=prefect_server) for _ in range(2))
     out_a, out_b = a.communicate(timeout=900)[0], b.communicate(timeout=900)[0]
     assert a.returncode == 0, out_a[-3000:]
     assert b.returncode == 0, out_b[-3000:]
@@ -185,31 +178,53 @@ def impostor():
     server.shutdown()
 
 
-@pytest.mark.parametrize("variable,value,message", [
-    ("MLFLOW_TRACKING_URI", "http://127.0.0.1:9", "MLflow tracking server http://127.0.0.1:9 is unreachable"),
-    ("PREFECT_API_URL", "http://127.0.0.1:9/api", "Prefect server http://127.0.0.1:9/api is unreachable"),
-    ("MLFLOW_TRACKING_URI", "ftp://somewhere/mlflow", "has a scheme psaq does not know"),
-    ("MLFLOW_TRACKING_URI", "IMPOSTOR", "answers, but not as an MLflow tracking server"),
-    ("PREFECT_API_URL", "IMPOSTOR/api", "answers, but not as a Prefect API"),
+@pytest.mark.parametrize("value,message", [
+    ("http://127.0.0.1:9/api", "Prefect server http://127.0.0.1:9/api is unreachable"),
+    ("IMPOSTOR/api", "answers, but not as a Prefect API"),
 ])
-def test_wrong_services_are_named_in_one_line(tmp_path, impostor, variable, value, message):
+def test_wrong_prefect_servers_are_named_in_one_line(tmp_path, impostor, value, message):
+    """In a real process: Prefect reads PREFECT_API_URL when it starts."""
     params = write_params(tmp_path)
-    env = {**env_for(tmp_path), variable: value.replace("IMPOSTOR", impostor)}
+    env = {**subprocess_env(tmp_path), "PREFECT_API_URL": value.replace("IMPOSTOR", impostor)}
     proc = subprocess.run([sys.executable, "-m", "flows.grid", "--params", str(params)], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
 
 
-def test_gpu_asked_for_where_there_is_none(tmp_path):
+@pytest.mark.parametrize("value,message", [
+    ("http://127.0.0.1:9", "MLflow tracking server http://127.0.0.1:9 is unreachable"),
+    ("ftp://somewhere/mlflow", "has a scheme psaq does not know"),
+    ("IMPOSTOR", "answers, but not as an MLflow tracking server"),
+])
+def test_wrong_mlflow_stores_are_named_in_one_line(tmp_path, monkeypatch, capsys, impostor, value, message):
+    """In this process (a real one is tested above and in tests/test_cli.py): the URI is read at
+    the check, before any work."""
+    from flows.grid import main
+
+    params = write_params(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PSAQ_PROJECT", str(tmp_path))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", value.replace("IMPOSTOR", impostor))
+    assert main(["--params", str(params)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and err.count("\n") == 1, err
+    assert not (tmp_path / "data").exists()
+
+
+def test_gpu_asked_for_where_there_is_none(tmp_path, monkeypatch, capsys):
     import torch
+
+    from flows.stages import main
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     params = write_params(tmp_path, runtime={"device": "cuda"})
-    proc = subprocess.run([sys.executable, "-m", "flows.stages", "fp32", "--params", str(params)], cwd=tmp_path,
-                          env=env_for(tmp_path), capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "no CUDA GPU" in proc.stderr and "Traceback" not in proc.stderr
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PSAQ_PROJECT", str(tmp_path))
+    assert main(["fp32", "--params", str(params)]) == 2
+    err = capsys.readouterr().err
+    assert "no CUDA GPU" in err and "Traceback" not in err
 
 
 def test_a_sample_set_of_another_model_is_never_used(tmp_path):
