@@ -57,10 +57,15 @@ def prefect_server():
         yield PREFECT_API_URL.value()
 
 
+def enter_project(monkeypatch, folder: Path) -> None:
+    """Run this process's flows and commands in ``folder``, as its project."""
+    monkeypatch.setenv("PSAQ_PROJECT", str(folder))
+    monkeypatch.chdir(folder)
+
+
 @pytest.fixture
 def project(tmp_path, monkeypatch, prefect_server):
-    monkeypatch.setenv("PSAQ_PROJECT", str(tmp_path))
+    enter_project(monkeypatch, tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.chdir(tmp_path)
     os.makedirs(tmp_path / "mlruns", exist_ok=True)
     return tmp_path

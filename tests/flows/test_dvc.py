@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 
 from psaq.store import file_sha256
-from tests.flows.conftest import subprocess_env, write_params
+from tests.flows.conftest import REPO, enter_project, subprocess_env, write_params
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[2]
 
 
 def run(cmd, cwd, env):
@@ -56,8 +55,7 @@ def test_dvc_repro_shares_the_flows_artifacts_and_reruns_only_what_changed(tmp_p
     # finds every artifact in the shared store
     from flows.benchmark import benchmark
 
-    monkeypatch.setenv("PSAQ_PROJECT", str(work))
-    monkeypatch.chdir(work)
+    enter_project(monkeypatch, work)
     benchmark("params.yaml")
     objects = sorted(p.relative_to(work) for p in work.glob("models/quantized/*.safetensors"))
     first = run([*dvc, "repro"], work, env)

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.flows.conftest import subprocess_env, write_params
+from tests.flows.conftest import enter_project, subprocess_env, write_params
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[2]
 
 
 def start(project: Path, *args: str, prefect_api_url: str | None = None) -> subprocess.Popen:
@@ -150,8 +149,7 @@ def test_same_seed_gives_identical_samples_and_metrics(tmp_path, monkeypatch, pr
     for name in ("one", "two"):
         folder = tmp_path / name
         folder.mkdir()
-        monkeypatch.setenv("PSAQ_PROJECT", str(folder))
-        monkeypatch.chdir(folder)
+        enter_project(monkeypatch, folder)
         params = write_params(folder, tracking={"enabled": False})
         record = quantize(calib="psaq", params_path=str(params))
         [samples] = (folder / "data" / "samples").glob("*.parquet")
@@ -203,8 +201,7 @@ def test_wrong_mlflow_stores_are_named_in_one_line(tmp_path, monkeypatch, capsys
     from flows.grid import main
 
     params = write_params(tmp_path)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("PSAQ_PROJECT", str(tmp_path))
+    enter_project(monkeypatch, tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", value.replace("IMPOSTOR", impostor))
     assert main(["--params", str(params)]) == 2
     err = capsys.readouterr().err
@@ -220,8 +217,7 @@ def test_gpu_asked_for_where_there_is_none(tmp_path, monkeypatch, capsys):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     params = write_params(tmp_path, runtime={"device": "cuda"})
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("PSAQ_PROJECT", str(tmp_path))
+    enter_project(monkeypatch, tmp_path)
     assert main(["fp32", "--params", str(params)]) == 2
     err = capsys.readouterr().err
     assert "no CUDA GPU" in err and "Traceback" not in err
