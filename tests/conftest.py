@@ -1,12 +1,23 @@
 """Tiny timm models built in the tests: real architectures, small inputs, random weights."""
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 import timm
 import torch
+from prefect.logging.configuration import ensure_logging_setup
 
 from psaq.data import InputSpec
+from tests import shared_prefect
+
+# Prefect's console log handler keeps the sys.stderr of the moment Prefect sets up logging (the
+# first flow or settings context of the process). Set up here, that is pytest's session-long
+# capture, not the stream of a test's capsys, which closes after that test and would fail every
+# later flow in the same worker.
+ensure_logging_setup()
 
 TINY_SPEC = InputSpec((3, 32, 32), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 10)
 
@@ -41,11 +52,33 @@ def images():
     return torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(1))
 
 
+SHARED_ENV = "PSAQ_TEST_RUN_FOLDER"
+
+
+def pytest_configure(config):
+    """The process that runs the session (the xdist controller, or the only process) makes the
+    folder that all processes of this run share; xdist workers inherit it through the environment."""
+    if not hasattr(config, "workerinput"):
+        os.environ[SHARED_ENV] = tempfile.mkdtemp(prefix="psaq-tests-")
+
+
+def pytest_sessionfinish(session):
+    if not hasattr(session.config, "workerinput") and os.environ.get(SHARED_ENV):
+        folder = Path(os.environ.pop(SHARED_ENV))
+        shared_prefect.stop(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def run_folder() -> Path:
+    """Shared by every process of this test run; removed when the run ends."""
+    return Path(os.environ[SHARED_ENV])
+
+
 @pytest.fixture(scope="session")
-def trained_digits(tmp_path_factory):
+def trained_digits():
     """A 2-block digits-vit trained for a few seconds: real accuracy, so parity checks mean something.
     Trained once per test run: under pytest-xdist the first worker trains and saves it, the others
-    load it (the base temporary folder's parent is shared by the workers of one run)."""
+    load it."""
     from filelock import FileLock
     from safetensors.torch import load_file, save_file
 
@@ -53,9 +86,7 @@ def trained_digits(tmp_path_factory):
     from psaq.models.train import TrainConfig
 
     args = {"depth": 2}
-    base = tmp_path_factory.getbasetemp()
-    run_folder = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # xdist: .../pytest-N/popen-gwK
-    shared = run_folder / "trained-digits-depth2.safetensors"
+    shared = run_folder() / "trained-digits-depth2.safetensors"
     with FileLock(str(shared) + ".lock"):
         if not shared.exists():
             result = train_digits_vit(TrainConfig(seed=0, epochs=20, warmup_epochs=1, lr=3e-3), progress=False,

@@ -7,6 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests import shared_prefect
+from tests.conftest import run_folder
+
 TINY = {
     "model": {"model_args": {"depth": 1}},
     "train": {"epochs": 2},
@@ -48,13 +51,15 @@ def subprocess_env(project: Path, prefect_api_url: str | None = None, code: Path
 
 @pytest.fixture(scope="session")
 def prefect_server():
-    """One Prefect test server for the session; yields its API URL, which commands started by the
-    tests use too."""
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
+    """The test run's Prefect server (one for all xdist workers); yields its API URL, which this
+    process's flows and the commands started by the tests use."""
+    from prefect.logging.handlers import APILogWorker
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with prefect_test_harness(server_startup_timeout=120):
-        yield PREFECT_API_URL.value()
+    url = shared_prefect.server_url(run_folder())
+    with temporary_settings(updates={PREFECT_API_URL: url}):
+        yield url
+        APILogWorker.drain_all(timeout=5)  # this process's log records reach the server before it stops
 
 
 def enter_project(monkeypatch, folder: Path) -> None:

@@ -44,7 +44,8 @@ def children(pid: int) -> list[int]:
     return [c.pid for c in psutil.Process(pid).children(recursive=True)]
 
 
-def test_kill_9_then_rerun_reuses_finished_work_and_leaves_no_server_or_stale_state(tmp_path, prefect_server):
+def test_kill_9_then_rerun_reuses_finished_work_and_leaves_no_server_or_stale_state(tmp_path, monkeypatch,
+                                                                                  prefect_server):
     import mlflow
     import psutil
 
@@ -70,9 +71,12 @@ def test_kill_9_then_rerun_reuses_finished_work_and_leaves_no_server_or_stale_st
     stamp = first_done.stat().st_mtime_ns
     assert assert_all_published_verify(tmp_path) >= 1  # nothing half-written is visible
 
-    rerun = subprocess.run([sys.executable, "-m", "flows.grid", "--params", str(params)], cwd=tmp_path,
-                           env=subprocess_env(tmp_path, prefect_server), capture_output=True, text=True, timeout=900)
-    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    # the rerun in this process (another pid, as a new process would be), on the session's server
+    from flows.grid import main
+
+    enter_project(monkeypatch, tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert main(["--params", str(params)]) == 0
     assert first_done.stat().st_mtime_ns == stamp  # finished work was not recomputed
     assert len(list((tmp_path / "data" / "samples").glob("*.parquet"))) == 3
     assert not list(tmp_path.rglob(".*.partial*")), "stale temporary files were left"
