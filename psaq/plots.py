@@ -5,17 +5,24 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
+import torch
 
-matplotlib.use("Agg")  # files only; no display on servers and CI
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+from psaq.data import InputSpec
+from psaq.models.checkpoint import atomic_write
 
-from psaq.data import InputSpec  # noqa: E402
-from psaq.models.checkpoint import atomic_write  # noqa: E402
+
+def _pyplot():
+    """matplotlib on first use: half a second that every stage command and flow would pay at start."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display on servers and CI
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _save(fig, path: str | Path) -> Path:
+    plt = _pyplot()
     out = atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png"))
     plt.close(fig)
     return out
@@ -29,7 +36,7 @@ def sample_grid(sets: Mapping[str, tuple[torch.Tensor, torch.Tensor]], spec: Inp
     mean = torch.tensor(spec.mean).view(1, -1, 1, 1)
     std = torch.tensor(spec.std).view(1, -1, 1, 1)
     names = spec.class_names
-    fig, axes = plt.subplots(len(sets), per_row, figsize=(per_row * 1.15, len(sets) * 1.45), squeeze=False)
+    fig, axes = _pyplot().subplots(len(sets), per_row, figsize=(per_row * 1.15, len(sets) * 1.45), squeeze=False)
     for r, (name, (images, labels)) in enumerate(sets.items()):
         pixels = (images[:per_row] * std + mean).clamp(0, 1)
         for c in range(per_row):
@@ -52,7 +59,7 @@ def similarity_histograms(sims: Mapping[str, Sequence[torch.Tensor]], path: str 
     n_blocks = len(next(iter(sims.values())))
     cols = min(4, n_blocks)
     rows = -(-n_blocks // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.6 * rows), squeeze=False)
+    fig, axes = _pyplot().subplots(rows, cols, figsize=(3.6 * cols, 2.6 * rows), squeeze=False)
     for b in range(rows * cols):
         ax = axes[b // cols][b % cols]
         if b >= n_blocks:
@@ -72,7 +79,7 @@ def similarity_histograms(sims: Mapping[str, Sequence[torch.Tensor]], path: str 
 def accuracy_vs_bits(rows: Mapping[str, Mapping[str, tuple[float, float]]], columns: Sequence[str], path: str | Path,
                      fp32: float | None = None) -> Path:
     """Top-1 (mean ± std) per calibration mode across bit settings."""
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(columns) + 2), 3.8))
+    fig, ax = _pyplot().subplots(figsize=(max(6, 0.9 * len(columns) + 2), 3.8))
     xs = list(range(len(columns)))
     for name, cells in rows.items():
         means = [cells.get(c, (float("nan"), 0))[0] for c in columns]
@@ -93,7 +100,7 @@ def paired_differences(rows: Sequence[dict], path: str | Path) -> Path:
     """Each comparison's paired top-1 difference per bit setting, with its 95 % interval."""
     columns = list(dict.fromkeys(r["column"] for r in rows))
     pairs = list(dict.fromkeys((r["a"], r["b"]) for r in rows))
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(columns) + 2), 3.8))
+    fig, ax = _pyplot().subplots(figsize=(max(6, 0.9 * len(columns) + 2), 3.8))
     width = 0.8 / max(1, len(pairs))
     for i, (a, b) in enumerate(pairs):
         cells = {r["column"]: r for r in rows if (r["a"], r["b"]) == (a, b)}

@@ -10,7 +10,7 @@ from PIL import Image
 
 from psaq.cli import main
 from psaq.models import save_checkpoint
-from tests.conftest import tiny_vit
+from tests.tiny import tiny_vit
 
 VIT_ARGS = ["--model", "vit_tiny_patch16_224", "--model-arg", "img_size=32", "--model-arg", "patch_size=8",
             "--model-arg", "embed_dim=48", "--model-arg", "depth=2", "--model-arg", "num_heads=3",

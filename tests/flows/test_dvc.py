@@ -34,6 +34,7 @@ def stale(status: str) -> set[str]:
             and line.strip().endswith(":")}
 
 
+@pytest.mark.cost(85)
 def test_dvc_repro_shares_the_flows_artifacts_and_reruns_only_what_changed(tmp_path, monkeypatch, prefect_server):
     work = tmp_path / "repo"
     skip_top = {".venv", ".git", "data", "models", "metrics", "reports", "pipeline", ".prefect", "mlruns",

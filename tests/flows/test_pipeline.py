@@ -39,6 +39,7 @@ def mlflow_runs(project):
     return client, exp, client.search_runs([exp.experiment_id])
 
 
+@pytest.mark.cost(18)
 def test_benchmark_caches_reruns_only_what_changed_and_logs_each_result_once(project):
     from flows.benchmark import benchmark
 
@@ -90,6 +91,7 @@ def test_a_deleted_artifact_is_rebuilt(project):
     assert samples.exists() and second["top1"] == first["top1"]
 
 
+@pytest.mark.cost(22)
 def test_dask_runner_maps_a_small_grid(project):
     from flows.grid import grid, task_runner
     from psaq.params import load_params

@@ -5,7 +5,7 @@ import torch
 
 from psaq.errors import CheckpointError
 from psaq.models import ModelConfig, load_checkpoint, load_model, save_checkpoint
-from tests.conftest import tiny_swin, tiny_vit
+from tests.tiny import tiny_swin, tiny_vit
 
 TINY_VIT_ARGS = dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3, num_classes=10)
 

@@ -12,7 +12,7 @@ from psaq.errors import ConfigError
 from psaq.quant import QuantConfig, calibrate, quantize_
 from psaq.quant.quantizers import ActQuantizer, Log2Quantizer, WeightQuantizer
 from psaq.quant.sites import SITE_SETS, SiteSpec, site_counts
-from tests.conftest import tiny_swin, tiny_vit
+from tests.tiny import tiny_swin, tiny_vit
 
 
 def reference_log2(p: np.ndarray, bits: int) -> np.ndarray:

@@ -14,7 +14,7 @@ from psaq.errors import ConfigError, UnknownNameError
 from psaq.quant import QuantConfig, calibrate, quantize_
 from psaq.quant.quantizers import ActQuantizer
 from psaq.quant.sites import SITE_SETS, SiteSpec, site_counts
-from tests.conftest import tiny_deit, tiny_swin, tiny_vit
+from tests.tiny import tiny_deit, tiny_swin, tiny_vit
 
 BLOCK = ("block.norm1", "attn.qkv", "attn.scores", "attn.context", "attn.proj", "block.residual1",
          "block.norm2", "mlp.act", "mlp.fc2", "block.residual2")

@@ -12,6 +12,7 @@ from psaq.quant.primitives import int_range
 from psaq.quant.quantize import act_quantizers
 from psaq.quant.sites import SitePlan
 from psaq.quant.timm_wrappers import QuantSwinBlock, QuantViTAttention, QuantViTBlock, QuantWindowAttention
+from tests.tiny import tiny_model  # noqa: F401  (the fixture)
 
 
 @pytest.mark.parametrize("w_bits,a_bits", [(8, 8), (4, 8), (6, 6), (3, 5)])
@@ -69,7 +70,7 @@ def test_quantize_wraps_every_site(tiny_model, images):
 
 
 def test_lower_bits_give_larger_error(images):
-    from tests.conftest import tiny_vit
+    from tests.tiny import tiny_vit
 
     errors = []
     for bits in (8, 4, 2):
@@ -82,7 +83,7 @@ def test_lower_bits_give_larger_error(images):
 
 
 def test_failed_calibration_freezes_nothing(images):
-    from tests.conftest import tiny_vit
+    from tests.tiny import tiny_vit
 
     model = quantize_(tiny_vit(), QuantConfig())
     with pytest.raises(RuntimeError, match="boom"):
@@ -93,7 +94,7 @@ def test_failed_calibration_freezes_nothing(images):
 
 
 def test_quantize_twice_is_refused():
-    from tests.conftest import tiny_vit
+    from tests.tiny import tiny_vit
 
     model = quantize_(tiny_vit(), QuantConfig())
     with pytest.raises(ConfigError, match="already quantized"):
@@ -120,14 +121,14 @@ def test_unknown_observer_is_refused():
 
 
 def test_filter_fn_skips_modules(images):
-    from tests.conftest import tiny_vit
+    from tests.tiny import tiny_vit
 
     model = quantize_(tiny_vit(), QuantConfig(), filter_fn=lambda m, name: name != "head")
     assert isinstance(model.head, nn.Linear)
 
 
 def test_state_dict_carries_scales(images):
-    from tests.conftest import tiny_vit
+    from tests.tiny import tiny_vit
 
     model = calibrate(quantize_(tiny_vit(), QuantConfig()), images)
     state = model.state_dict()

@@ -10,7 +10,7 @@ from psaq.quant import QuantConfig, calibrate, quantize_
 from psaq.quant.layers import QuantLinear
 from psaq.quant.quantizers import ActQuantizer
 from psaq.quant.reconstruct import GAMMA, ZETA, ReconstructConfig, _AdaRound, reconstruct
-from tests.conftest import tiny_swin, tiny_vit
+from tests.tiny import tiny_swin, tiny_vit
 
 
 def test_adaround_starts_at_the_float_weight_and_ends_on_the_grid():

@@ -4,7 +4,7 @@ import torch
 from psaq.errors import CheckpointError, NotCalibratedError
 from psaq.quant import QuantConfig, calibrate, quantize_
 from psaq.quant.serialize import load_quantized, save_quantized
-from tests.conftest import tiny_vit
+from tests.tiny import tiny_vit
 
 
 def test_quantized_model_round_trips(tmp_path, images):

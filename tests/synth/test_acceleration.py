@@ -9,7 +9,7 @@ from psaq.synth.entropy import block_entropies
 from psaq.synth.hooks import AttentionOutputHooks, Captured
 from psaq.synth.kde import kde_entropy
 from psaq.synth.optimize import _check_finite
-from tests.conftest import TINY_SPEC, tiny_vit
+from tests.tiny import TINY_SPEC, tiny_vit
 
 FAST = dict(num_samples=8, steps_per_round=12, warmup_steps=2)
 
@@ -61,6 +61,7 @@ def test_bf16_synthesis_optimizes_like_fp32():
     assert h["ce"][0] == pytest.approx(fp32.history["ce"][0], rel=0.05)
 
 
+@pytest.mark.cost(25)
 def test_compiled_kde_matches_the_float64_reference_as_closely_as_eager():
     """Fusion reorders the float32 sums; both must stay within float32 rounding of float64."""
     torch.manual_seed(0)
@@ -76,6 +77,7 @@ def test_compiled_kde_matches_the_float64_reference_as_closely_as_eager():
         torch.testing.assert_close(grad.double(), reference_grad, rtol=0, atol=grad_tol)
 
 
+@pytest.mark.cost(18)
 @pytest.mark.slow
 def test_compiled_synthesis_follows_the_eager_one():
     torch.manual_seed(0)

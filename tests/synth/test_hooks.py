@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from psaq.synth.hooks import AttentionOutputHooks
+from tests.tiny import tiny_model  # noqa: F401  (the fixture)
 
 
 def explicit_attention_output(attn, x):
@@ -14,7 +15,7 @@ def explicit_attention_output(attn, x):
 
 
 def test_hook_captures_softmax_qk_v_on_fused_and_explicit_paths(images):
-    from tests.conftest import tiny_vit
+    from tests.tiny import tiny_vit
 
     model = tiny_vit()
     block = model.blocks[0]

@@ -18,7 +18,7 @@ from psaq.synth import SynthesisConfig, synthesize
 from psaq.synth.entropy import block_entropies
 from psaq.synth.hooks import AttentionOutputHooks, Captured
 from psaq.synth.priors import apply_jitter, draw_jitter, scaled_jitter, total_variation, tv_target_scale, warmup_cosine_lr
-from tests.conftest import TINY_SPEC, tiny_deit, tiny_swin, tiny_vit
+from tests.tiny import TINY_SPEC, tiny_deit, tiny_swin, tiny_vit
 from tests.reference import load_reference
 
 

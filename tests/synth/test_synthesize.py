@@ -8,7 +8,7 @@ from psaq.synth import SYNTH_METHODS, SynthesisConfig, synthesize
 from psaq.synth.entropy import block_entropies
 from psaq.synth.hooks import AttentionOutputHooks
 from psaq.synth.priors import scaled_jitter, total_variation, tv_target_scale, warmup_cosine_lr
-from tests.conftest import TINY_SPEC, tiny_swin, tiny_vit
+from tests.tiny import TINY_SPEC, tiny_swin, tiny_vit
 
 FAST = dict(num_samples=8, steps_per_round=30, warmup_steps=5)
 
