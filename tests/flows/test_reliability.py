@@ -52,7 +52,7 @@ def test_kill_9_then_rerun_reuses_finished_work_and_leaves_no_server_or_stale_st
     import mlflow
     import psutil
 
-    # psaq's 2 x 200 steps take seconds: the kill lands while it synthesizes, after gaussian is published
+    # the kill lands within 0.1 s of the first sample set (gaussian), long before psaq's 2 x 200 steps end
     params = write_params(tmp_path, synthesis={"steps_per_round": 200, "warmup_steps": 10},
                           grid={"methods": ["gaussian", "psaq"], "bits": ["W8A8"]})
     shared_prefect.seed_home(run_folder(), tmp_path / ".prefect-home")  # where subprocess_env points it
