@@ -2,8 +2,8 @@
 
 ``official`` is the estimator of PSAQ-ViT's code (``generate_data.py``): per block, the
 head-averaged attention output without its first token; the full N×N cosine-similarity
-matrix of each image (diagonal and both orders kept; on Swin, the windows of one image
-pooled into one set); one Gaussian KDE per image evaluated on a grid between the min and the
+matrix of each image (diagonal and both orders kept, computed as the upper triangle with the
+off-diagonal counted twice; on Swin, the windows of one image pooled into one set); one Gaussian KDE per image evaluated on a grid between the min and the
 max over the whole batch; the entropy averaged over the images.
 
 ``unique-pairs`` is psaq's own variant: each unordered token pair once without the diagonal,
@@ -57,9 +57,15 @@ def official(tokens: torch.Tensor, blocks: int, images: int, kde: KdeSettings) -
     per_block = sims.detach().reshape(blocks, -1)
     lo = per_block.amin(dim=1).repeat_interleave(images).unsqueeze(1)
     hi = per_block.amax(dim=1).repeat_interleave(images).unsqueeze(1)
+    # The matrix is symmetric: its upper triangle with the diagonal, each off-diagonal value
+    # counted twice, is the official N² samples at half the kernel evaluations.
+    n = sims.shape[-1]
+    i, j = torch.triu_indices(n, n, device=sims.device)
+    windows = sims.shape[0] // (blocks * images)
+    weights = torch.where(i == j, 1.0, 2.0).to(sims.dtype).repeat(windows)
     # rows are image-major (Swin partitions windows per image), so a view pools an image's windows
-    samples = sims.reshape(blocks * images, -1)
-    return kde.kde(samples, kde.bandwidth, kde.num_points, kde.eps, lo, hi).view(blocks, images).mean(dim=1)
+    samples = sims[:, i, j].reshape(blocks * images, -1)
+    return kde.kde(samples, kde.bandwidth, kde.num_points, kde.eps, lo, hi, weights).view(blocks, images).mean(dim=1)
 
 
 @_register("unique-pairs", lambda prefix: prefix)

@@ -46,3 +46,51 @@ def test_entropy_is_differentiable_and_grid_is_constant():
     x = torch.rand(2, 50, dtype=torch.float64, requires_grad=True)
     kde_entropy(x).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def broadcast_density(samples, points, bandwidth, weights=None):
+    """The formula written out over the whole (R, P, M) kernel tensor, as the official code does."""
+    z = (points.unsqueeze(-1) - samples.unsqueeze(-2)) / bandwidth
+    k = torch.exp(-0.5 * z.square()) / (bandwidth * np.sqrt(2 * np.pi))
+    if weights is None:
+        return k.mean(dim=-1)
+    return (k * weights).sum(dim=-1) / weights.sum()
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_chunked_density_and_its_gradient_equal_the_broadcast_formula(weighted):
+    """Many chunks (80,000 samples per row): value and both gradients, float64."""
+    g = torch.Generator().manual_seed(0)
+    samples = (torch.rand(3, 80_000, generator=g, dtype=torch.float64) * 1.4 - 0.4).requires_grad_(True)
+    points = torch.linspace(-0.4, 1.0, 10, dtype=torch.float64).repeat(3, 1).requires_grad_(True)
+    weights = torch.randint(1, 3, (80_000,), generator=g).double() if weighted else None
+    grad_out = torch.randn(3, 10, generator=g, dtype=torch.float64)
+    got = kde_density(samples, points, 0.01, weights)
+    got_grads = torch.autograd.grad(got, (samples, points), grad_out)
+    want = broadcast_density(samples, points, 0.01, weights)
+    want_grads = torch.autograd.grad(want, (samples, points), grad_out)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=0)
+    for a, b in zip(got_grads, want_grads):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12 * b.abs().max().item())
+
+
+def test_density_passes_gradcheck():
+    g = torch.Generator().manual_seed(1)
+    samples = torch.rand(2, 30, generator=g, dtype=torch.float64).requires_grad_(True)
+    points = torch.rand(2, 5, generator=g, dtype=torch.float64).requires_grad_(True)
+    weights = torch.randint(1, 3, (30,), generator=g).double()
+    assert torch.autograd.gradcheck(lambda s, p: kde_density(s, p, 0.05, weights), (samples, points))
+
+
+def test_far_tails_floored_below_float32_resolution():
+    """Samples tens of bandwidths from every grid point (exponents far below float32's range):
+    the floored float32 entropy and gradient equal the float64 formula to float32 rounding."""
+    g = torch.Generator().manual_seed(2)
+    clusters = torch.tensor([0.0, 0.5, 1.0]).repeat_interleave(200)
+    samples = (clusters + 0.003 * torch.randn(600, generator=g)).repeat(2, 1)
+    x32 = samples.clone().requires_grad_(True)
+    x64 = samples.double().requires_grad_(True)
+    e32, e64 = kde_entropy(x32, num_points=25), kde_entropy(x64, num_points=25)
+    (g32,), (g64,) = torch.autograd.grad(e32.sum(), x32), torch.autograd.grad(e64.sum(), x64)
+    torch.testing.assert_close(e32.double(), e64, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(g32.double(), g64, rtol=0, atol=1e-4 * g64.abs().max().item())
