@@ -240,6 +240,26 @@ def median_time(fn, device, repeats: int = 5) -> float:
     return statistics.median(times)
 
 
+def overhead(model, spec: InputSpec, device, steps: int, repeats: int) -> dict:
+    """psaq's synthesis step (the faithful default) against the model's own forward + backward
+    with respect to a batch of 32 inputs (weights frozen, as in synthesis), in turns."""
+    bare_model = copy.deepcopy(model).to(device).eval().requires_grad_(False)
+    x = torch.randn((32, *spec.input_size), device=device, requires_grad=True)
+
+    def bare() -> None:
+        x.grad = None
+        bare_model(x).sum().backward()
+
+    turns = []
+    for _ in range(repeats):
+        bare_s = median_time(bare, device, steps)
+        step_s = 1 / library(model, spec, device, steps)["steps_per_s"]
+        turns.append((bare_s, step_s))
+    ratios = [s / b for b, s in turns]
+    return {"bare_s": statistics.median(b for b, _ in turns), "step_s": statistics.median(s for _, s in turns),
+            "ratio": statistics.median(ratios), "ratio_range": [min(ratios), max(ratios)]}
+
+
 def breakdown(model, spec: InputSpec, device) -> list[list[str]]:
     """Where one step's time goes: model forward+backward, similarity, KDE; eager and compiled."""
     model = copy.deepcopy(model).to(device).eval()
@@ -333,6 +353,7 @@ def main() -> None:
     ap.add_argument("--quality-seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--skip-breakdown", action="store_true")
+    ap.add_argument("--skip-levers", action="store_true", help="only the step-against-model table (and breakdown, quality)")
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -348,8 +369,10 @@ def main() -> None:
         model, spec = build(name)
         steps = args.steps[k] if args.steps else (40 if name == "digits-vit" or gpu else 3)
         print(f"{name}: {steps} timed steps per lever, {args.repeats} turns", flush=True)
-        records = speed(model, spec, device, levers, steps, args.repeats)
-        base = records[0].get("steps_per_s")
+        results.setdefault("overhead", {})[name] = overhead(model, spec, device, steps, args.repeats)
+        print(f"{name}: psaq step / model forward+backward = {results['overhead'][name]['ratio']:.2f}", flush=True)
+        records = [] if args.skip_levers else speed(model, spec, device, levers, steps, args.repeats)
+        base = records[0].get("steps_per_s") if records else None
         for rec in records:
             results["speed"].append({"model": name, **rec})
             if "error" in rec:
@@ -369,8 +392,15 @@ def main() -> None:
 def write(args, results: dict, speed_rows: list) -> str:
     device, gpu = results["device"], "card" in results
     card = f", {results['card']}" if gpu else f", {results['threads']} threads"
-    text = [f"## Steps/s, lever by lever ({device}{card}, batch 32; median of {args.repeats} turns)\n",
-            markdown_table(["model", "lever", "steps/s", "range", "vs baseline", "entropy after the timed steps"], speed_rows)]
+    over = [[name, f"{o['bare_s']:.3f}", f"{o['step_s']:.3f}", f"{o['ratio']:.2f}×",
+             f"{o['ratio_range'][0]:.2f}–{o['ratio_range'][1]:.2f}"] for name, o in results.get("overhead", {}).items()]
+    text = [f"## psaq's step against the model's own forward + backward ({device}{card}, batch 32, faithful "
+            f"default; median of {args.repeats} turns)\n",
+            markdown_table(["model", "forward + backward s", "psaq step s", "ratio", "ratio range"], over)]
+    if speed_rows:
+        text += [f"\n## Steps/s, lever by lever ({device}{card}, batch 32; median of {args.repeats} turns)\n",
+                 markdown_table(["model", "lever", "steps/s", "range", "vs baseline", "entropy after the timed steps"],
+                                speed_rows)]
     for name, rows in results.get("breakdown", {}).items():
         text += [f"\n## Where a {name} step goes ({device}, batch 32, median of 5)\n",
                  markdown_table(["part", "ms", "size / rate"], rows)]
