@@ -19,12 +19,12 @@ from psaq.quant import QuantConfig
 from psaq.quant.reconstruct import ReconstructConfig
 from psaq.synth import SynthesisConfig
 
-BITS_PATTERN = re.compile(r"^W([2-8])A([2-8])$")
+BITS_PATTERN = re.compile(r"W([2-8])A([2-8])")  # the whole tag: fullmatch, so "W8A8\n" is refused
 
 
 def parse_bits(tag: str) -> tuple[int, int]:
     """``"W4A8"`` → (4, 8)."""
-    match = BITS_PATTERN.match(str(tag))
+    match = BITS_PATTERN.fullmatch(str(tag))
     if not match:
         raise ConfigError(f"bit setting '{tag}' must look like W4A8 (weights then activations, 2..8 each)")
     return int(match.group(1)), int(match.group(2))
@@ -50,6 +50,10 @@ class GridConfig:
             value = getattr(self, name)
             if not isinstance(value, (list, tuple)) or not value:
                 raise ConfigError(f"grid.{name} must be a non-empty list, got {value!r}")
+            # a repeated entry would count one result twice in every mean and spread
+            repeated = sorted({repr(v) for v in value if value.count(v) > 1})
+            if repeated:
+                raise ConfigError(f"grid.{name} lists {', '.join(repeated)} more than once")
         for m in self.methods:
             SYNTH_METHODS.get(m)
         for o in self.observers:

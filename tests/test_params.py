@@ -32,6 +32,14 @@ def test_repository_params_yaml_is_valid_and_maps_one_to_one():
     ({"quant": False}, "[quant] must be a mapping of keys to values, got False"),
     ({"grid": []}, "[grid] must be a mapping of keys to values, got []"),
     ({"quant": None}, "[quant] must be a mapping"),
+    ({"grid": {"bits": ["W8A8", "W8A8"]}}, "[grid]: grid.bits lists 'W8A8' more than once"),
+    ({"grid": {"seeds": [0, 1, 0]}}, "grid.seeds lists 0 more than once"),
+    ({"grid": {"methods": ["psaq", "gaussian", "psaq"]}}, "grid.methods lists 'psaq' more than once"),
+    ({"grid": {"train_seeds": [2, 2]}}, "grid.train_seeds lists 2 more than once"),
+    ({"grid": {"observers": ["minmax", "minmax"]}}, "grid.observers lists 'minmax' more than once"),
+    ({"grid": {"bits": ["W8A8\n"]}}, "must look like W4A8"),
+    ({"grid": {"bits": [" W8A8"]}}, "must look like W4A8"),
+    ({"grid": {"bits": ["w8a8"]}}, "must look like W4A8"),
 ])
 def test_bad_params_name_the_section_and_key(data, message):
     with pytest.raises(ConfigError) as info:
@@ -69,3 +77,5 @@ def test_parse_bits():
     assert parse_bits("W4A8") == (4, 8)
     with pytest.raises(ConfigError):
         parse_bits("4/8")
+    with pytest.raises(ConfigError):
+        parse_bits("W8A8\n")  # a trailing newline would end up in artifact names
