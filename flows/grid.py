@@ -22,7 +22,7 @@ from psaq.pipeline import Point, grid_points, record, submit_points
 from tasks import stages
 from psaq.models.registry import require_known
 from tasks.services import check_mlflow, check_prefect, check_sources
-from tasks.tracking import log_point, parent_run, tracking_uri
+from tasks.tracking import REUSED_TAG, attach, log_point, parent_run, tracking_uri
 
 
 def run_points(params: Params, points: list[Point], parent: str | None) -> tuple[list[dict], list[dict]]:
@@ -30,12 +30,16 @@ def run_points(params: Params, points: list[Point], parent: str | None) -> tuple
     once; returns (records, jobs)."""
     stages.set_threads(params.runtime.threads)
     jobs = submit_points(stages.submit, params, points)
-    records = []
+    records, reused = [], []
     for job in jobs:
         rec = record(job)
         records.append(rec)
         if parent:
-            log_nested(params, parent, job["point"], rec)
+            run_id, was_logged = log_nested(params, parent, job["point"], rec)
+            if was_logged:
+                reused.append(run_id)
+    if parent and reused:
+        attach(tracking_uri(params.tracking.mlflow_uri), parent, [], tags={REUSED_TAG: ",".join(reused)})
     return records, jobs
 
 
@@ -49,7 +53,8 @@ def point_params(params: Params, point: Point) -> dict:
             "eval": dataclasses.asdict(params.eval), "point": {"bits": point.bits, "observer": point.observer}}
 
 
-def log_nested(params: Params, parent: str, point: Point, rec: dict) -> None:
+def log_nested(params: Params, parent: str, point: Point, rec: dict) -> tuple[str, bool]:
+    """(run id, logged before) of the point's nested run."""
     from psaq.io import read_samples
     from psaq.stages.reconstruct import history as reconstruct_history
 
@@ -58,8 +63,8 @@ def log_nested(params: Params, parent: str, point: Point, rec: dict) -> None:
     files = [rec["metrics"]]
     if params.tracking.artifacts:
         files += [f for f in (rec["quantized"], rec["integer"], rec["onnx"]) if f]
-    log_point(tracking_uri(params.tracking.mlflow_uri), params.tracking.experiment, parent,
-              f"{params.model.name} {point.name}", point_params(params, point), rec, history, files)
+    return log_point(tracking_uri(params.tracking.mlflow_uri), params.tracking.experiment, parent,
+                     f"{params.model.name} {point.name}", point_params(params, point), rec, history, files)
 
 
 def grid_description(params: Params) -> dict:

@@ -2,9 +2,10 @@
 
 Explicit run ids (MlflowClient), so concurrent grid points never share the fluent API's
 thread-local active run. One naming scheme: ``section.key`` for params and metrics alike
-(``model.name``, ``quant.w_bits``, ``eval.top1``, ``synthesis.wall_s``). A grid point whose
-metrics artifact was logged before (same content hash) is not logged again: the parent run
-lists it under ``psaq.reused_runs``. Runs left RUNNING by a killed process are marked FAILED
+(``model.name``, ``quant.w_bits``, ``eval.top1``, ``synthesis.wall_s``). A grid point logged
+before (the same point: its metrics artifact's name, which carries the evaluate stage's key) is
+not logged again: the parent run lists the earlier runs under ``psaq.reused_runs``. Two points
+whose results happen to be byte-identical are still two runs. Runs left RUNNING by a killed process are marked FAILED
 when the next flow starts.
 """
 
@@ -23,6 +24,8 @@ from psaq.errors import PsaqError, TrackingError
 from tasks.settings import project_root
 
 RESULT_TAG = "psaq.result"  # content hash of a point's metrics artifact
+POINT_TAG = "psaq.point"  # the point's identity: its metrics artifact's name, <stem>-<evaluate key>.json
+REUSED_TAG = "psaq.reused_runs"
 PID_TAG, HOST_TAG = "psaq.pid", "psaq.host"
 
 
@@ -125,11 +128,13 @@ def _log_point(uri, experiment, parent_id, name, params, record, history, files)
 
     client = _client(uri)
     exp_id = experiment_id(uri, experiment)
-    found = client.search_runs([exp_id], f"tags.`{RESULT_TAG}` = '{record['metrics_sha256']}' "
-                                         "and attributes.status = 'FINISHED'", max_results=1)
+    point = Path(record["metrics"]).name
+    found = client.search_runs([exp_id], f"tags.`{POINT_TAG}` = '{point}' and tags.`{RESULT_TAG}` = "
+                                         f"'{record['metrics_sha256']}' and attributes.status = 'FINISHED'", max_results=1)
     if found:
         return found[0].info.run_id, True
-    run_id = _create(client, exp_id, name, params, {"mlflow.parentRunId": parent_id, RESULT_TAG: record["metrics_sha256"]})
+    run_id = _create(client, exp_id, name, params, {"mlflow.parentRunId": parent_id, POINT_TAG: point,
+                                                    RESULT_TAG: record["metrics_sha256"]})
     now = int(time.time() * 1000)
     metrics = {"eval.top1": record["top1"], "eval.top5": record["top5"], "eval.agreement": record["agreement"],
                "eval.fp32_top1": record["fp32_top1"], "synthesis.wall_s": record.get("synthesis_wall_s"),

@@ -69,7 +69,11 @@ def test_benchmark_caches_reruns_only_what_changed_and_logs_each_result_once(pro
     for stage in STAGES:
         assert set(second[stage]) == {"Cached"}, (stage, second[stage])
     assert set(second["reconstruct"]) == {"Skipped"}  # off: it hands the calibrated model on
-    assert len([r for r in mlflow_runs(project)[2] if "mlflow.parentRunId" in r.data.tags]) == 4
+    runs = mlflow_runs(project)[2]
+    nested_ids = {r.info.run_id for r in runs if "mlflow.parentRunId" in r.data.tags}
+    assert len(nested_ids) == 4
+    newest_parent = max((r for r in runs if "mlflow.parentRunId" not in r.data.tags), key=lambda r: r.info.start_time)
+    assert set(newest_parent.data.tags["psaq.reused_runs"].split(",")) == nested_ids  # it says which runs hold its points
 
     # a new activation bit width: the model, the sample sets and the FP32 evaluation are reused
     write_params(project, grid={"bits": ["W8A8", "W4A6"]})

@@ -1,0 +1,24 @@
+"""MLflow logging: one nested run per grid point, keyed by the point, never by its result bytes."""
+
+from tasks.tracking import log_point  # a Prefect task: its .fn, the function itself, runs here
+
+
+def record(metrics_name: str, digest: str = "a" * 64) -> dict:
+    return {"metrics": f"/store/metrics/{metrics_name}", "metrics_sha256": digest, "top1": 50.0, "top5": 90.0,
+            "agreement": 60.0, "fp32_top1": 70.0}
+
+
+def test_points_with_byte_identical_results_get_a_run_each_and_a_rerun_reuses_its_own(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+    client.create_experiment("psaq")
+    parent = client.create_run(client.get_experiment_by_name("psaq").experiment_id).info.run_id
+    first, reused_a = log_point.fn(uri, "psaq", parent, "W8A8", {}, record("psaq-s0-W8A8-1111.json"), {}, [])
+    second, reused_b = log_point.fn(uri, "psaq", parent, "W8A8 seed 1", {}, record("psaq-s1-W8A8-2222.json"), {}, [])
+    assert not reused_a and not reused_b and first != second  # same bytes, two points: two runs
+    again, reused = log_point.fn(uri, "psaq", parent, "W8A8", {}, record("psaq-s0-W8A8-1111.json"), {}, [])
+    assert reused and again == first
+    changed, reused = log_point.fn(uri, "psaq", parent, "W8A8", {}, record("psaq-s0-W8A8-1111.json", "b" * 64), {}, [])
+    assert not reused and changed != first  # the same point with another result is logged anew
