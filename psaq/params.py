@@ -185,10 +185,15 @@ def params_from_dict(data: dict) -> Params:
 
 def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"params file '{path}' is a folder; give the YAML file in it (e.g. {path / 'params.yaml'})")
     if not path.is_file():
         raise ConfigError(f"params file '{path}' does not exist")
     try:
-        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"params file '{path}' is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+                          f"{exc.start}); save it as UTF-8") from exc
     except yaml.YAMLError as exc:
         reason = " ".join(str(exc).split())
         raise ConfigError(f"params file '{path}' is not valid YAML: {reason}") from exc

@@ -55,6 +55,11 @@ def test_unknown_method_in_grid_suggests():
 def test_missing_or_broken_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_params(tmp_path / "none.yaml")
+    with pytest.raises(ConfigError, match="is a folder; give the YAML file in it"):
+        load_params(tmp_path)
+    (tmp_path / "latin1.yaml").write_bytes("quant:\n  w_bits: 8  # caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"is not UTF-8 text \(byte 0xe9 at offset 25\); save it as UTF-8"):
+        load_params(tmp_path / "latin1.yaml")
     (tmp_path / "bad.yaml").write_text("quant: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_params(tmp_path / "bad.yaml")
