@@ -144,13 +144,14 @@ def resolve_roots(dataset: str | Path, calib_dataset: str | Path | None = None) 
     """``ROOT`` holding ``val/`` (and ``train/``): evaluate on ``val/``, calibrate ``real`` on
     ``train/``, as the official ``--dataset`` does. Any other folder is the evaluation set, and
     the ``real`` mode then needs ``calib_dataset``; test images never calibrate."""
-    root = Path(dataset)
+    # "~" expands here as it does for checkpoints: a quoted path in params.yaml reaches us unexpanded
+    root = Path(dataset).expanduser()
     if not root.exists():
         raise DatasetError(f"dataset path '{root}' does not exist")
     if not root.is_dir():
         raise DatasetError(f"dataset path '{root}' is a file; expected a folder of class folders or a root with {EVAL_SPLIT}/")
     subdirs = {e.name for e in _visible_dirs(root)}
-    calib = Path(calib_dataset) if calib_dataset else None
+    calib = Path(calib_dataset).expanduser() if calib_dataset else None
     if EVAL_SPLIT in subdirs:
         return DataRoots(root / EVAL_SPLIT, calib or (root / CALIB_SPLIT if CALIB_SPLIT in subdirs else None))
     if subdirs == {CALIB_SPLIT}:

@@ -73,6 +73,14 @@ def test_dataset_root_with_train_and_val(tmp_path):
         open_data(DIGITS_SPEC, str(tmp_path / "root" / "val"), str(tmp_path / "root" / "val"))
 
 
+def test_dataset_paths_expand_the_home_folder(tmp_path, monkeypatch):
+    save_digits_as_pngs(tmp_path / "root" / "val", "test", limit=30)
+    save_digits_as_pngs(tmp_path / "calib", "train", limit=40)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    data = open_data(DIGITS_SPEC, "~/root/val", "~/calib")
+    assert len(data.eval_set) == 30 and len(data.calib_set) == 40
+
+
 def test_a_root_read_as_class_folders_is_refused_with_the_counts(tmp_path):
     spec = InputSpec((3, 32, 32), (0.5,) * 3, (0.5,) * 3, 10)
     for split in ("train", "val"):
