@@ -22,8 +22,9 @@ def _exp_floor(dtype: torch.dtype) -> float:
     exp() takes a slow path on exponents below about that log (12-22 ns per element instead of
     0.8 here, measured, and 8x slower right at it); raised to the floor, such a term becomes
     e·tiny (3.2e-38 in float32) instead of something smaller, invisible in a sum whose eps alone
-    is 1e-4."""
-    return math.log(torch.finfo(dtype).tiny) + 1.0
+    is 1e-4. Narrower dtypes get float32's floor (their own tiny, 6e-5 in float16, would not be
+    invisible)."""
+    return math.log(torch.finfo(torch.promote_types(dtype, torch.float32)).tiny) + 1.0
 
 
 def _chunks(rows: int, points: int, columns: int):
