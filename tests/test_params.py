@@ -40,6 +40,10 @@ def test_repository_params_yaml_is_valid_and_maps_one_to_one():
     ({"grid": {"bits": ["W8A8\n"]}}, "must look like W4A8"),
     ({"grid": {"bits": [" W8A8"]}}, "must look like W4A8"),
     ({"grid": {"bits": ["w8a8"]}}, "must look like W4A8"),
+    ({"train": {"weight_decay": -0.1}}, "[train]: train.weight_decay must be a number from 0 to inf, got -0.1"),
+    ({"train": {"label_smoothing": 2.0}}, "train.label_smoothing must be a number from 0 to 1, got 2.0"),
+    ({"train": {"max_shift_px": -1}}, "train.max_shift_px must be an integer of 0 or more, got -1"),
+    ({"train": {"warmup_epochs": -2}}, "train.warmup_epochs must be an integer of 0 or more, got -2"),
 ])
 def test_bad_params_name_the_section_and_key(data, message):
     with pytest.raises(ConfigError) as info:

@@ -46,6 +46,19 @@ class TrainConfig:
                 raise ConfigError(f"train.{name} must be a positive integer, got {value!r}")
         if self.lr is not None and not self.lr > 0:
             raise ConfigError(f"train.lr must be positive, got {self.lr}")
+        # each range is where the value means what its name says; outside it, training fails
+        # mid-way with a traceback or (label smoothing > 1) optimizes a nonsense target
+        for name, low, high in (("weight_decay", 0.0, math.inf), ("label_smoothing", 0.0, 1.0)):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not low <= value <= high):
+                raise ConfigError(f"train.{name} must be a number from {low:g} to {high:g}, got {value!r}")
+        for name in ("warmup_epochs", "max_shift_px"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ConfigError(f"train.{name} must be an integer of 0 or more, got {value!r}")
+        if self.flip is not None and not isinstance(self.flip, bool):
+            raise ConfigError(f"train.flip must be true or false, got {self.flip!r}")
 
     def resolved(self, defaults: dict) -> TrainConfig:
         """Every ``None`` replaced by the model's default: what the key and the checkpoint record."""
