@@ -3,8 +3,9 @@
 ``official`` is the estimator of PSAQ-ViT's code (``generate_data.py``): per block, the
 head-averaged attention output without its first token; the full N×N cosine-similarity
 matrix of each image (diagonal and both orders kept, computed as the upper triangle with the
-off-diagonal counted twice; on Swin, the windows of one image pooled into one set); one Gaussian KDE per image evaluated on a grid between the min and the
-max over the whole batch; the entropy averaged over the images.
+off-diagonal counted twice; on Swin, the windows of one image pooled into one set); one
+Gaussian KDE per image evaluated on a grid between the min and the max over the whole batch;
+the entropy averaged over the images.
 
 ``unique-pairs`` is psaq's own variant: each unordered token pair once without the diagonal,
 every prefix (class/distillation/register) token dropped and no other, one KDE and one grid per
