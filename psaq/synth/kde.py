@@ -27,9 +27,16 @@ def _exp_floor(dtype: torch.dtype) -> float:
     return math.log(torch.finfo(torch.promote_types(dtype, torch.float32)).tiny) + 1.0
 
 
-def _chunks(rows: int, points: int, columns: int):
-    width = max(64, _CHUNK_ELEMENTS // max(1, rows * points))
-    return ((start, min(columns, start + width)) for start in range(0, columns, width))
+def _kernels(samples: torch.Tensor, points: torch.Tensor, bandwidth: float):
+    """For each chunk of columns [a, b): z = (x_p − s_m)/h and exp(−½z²), (R, P, b − a) each."""
+    rows, num_points = points.shape
+    width = max(64, _CHUNK_ELEMENTS // max(1, rows * num_points))
+    floor = _exp_floor(samples.dtype)
+    x, scaled = (points / bandwidth).unsqueeze(-1), (samples / bandwidth).unsqueeze(-2)
+    for a in range(0, samples.shape[-1], width):
+        b = min(samples.shape[-1], a + width)
+        z = x - scaled[..., a:b]
+        yield a, b, z, z.square().mul_(-0.5).clamp_(min=floor).exp_()
 
 
 class _GaussianKde(torch.autograd.Function):
@@ -40,11 +47,7 @@ class _GaussianKde(torch.autograd.Function):
     def forward(ctx, samples: torch.Tensor, points: torch.Tensor, bandwidth: float,
                 weights: torch.Tensor | None) -> torch.Tensor:
         total = samples.new_zeros(points.shape)
-        floor = _exp_floor(samples.dtype)
-        x, scaled = (points / bandwidth).unsqueeze(-1), (samples / bandwidth).unsqueeze(-2)
-        for a, b in _chunks(*points.shape, samples.shape[-1]):
-            z = x - scaled[..., a:b]
-            kernel = z.square_().mul_(-0.5).clamp_(min=floor).exp_()
+        for a, b, _, kernel in _kernels(samples, points, bandwidth):
             total += kernel.sum(dim=-1) if weights is None else kernel @ weights[a:b]
         ctx.save_for_backward(samples, points, weights)
         ctx.bandwidth = bandwidth
@@ -59,11 +62,8 @@ class _GaussianKde(torch.autograd.Function):
         grad_samples = torch.empty_like(samples) if want_samples else None
         grad_points = torch.zeros_like(points) if want_points else None
         g = (grad / h).unsqueeze(-1)  # d/ds exp(−½z²) = exp(−½z²)·z/h with z = (x − s)/h; d/dx is its negative
-        floor = _exp_floor(samples.dtype)
-        x, scaled = (points / h).unsqueeze(-1), (samples / h).unsqueeze(-2)
-        for a, b in _chunks(*points.shape, samples.shape[-1]):
-            z = x - scaled[..., a:b]
-            weighted = z.square().mul_(-0.5).clamp_(min=floor).exp_().mul_(z).mul_(g)  # (R, P, chunk)
+        for a, b, z, kernel in _kernels(samples, points, h):
+            weighted = kernel.mul_(z).mul_(g)  # (R, P, chunk)
             if weights is not None:
                 weighted.mul_(weights[a:b])
             if want_samples:
