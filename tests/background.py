@@ -51,28 +51,25 @@ def wait(record: dict, ready: Callable[[], bool], what: str, timeout_s: float = 
         time.sleep(0.2)
 
 
-def stop(folder: Path, name: str) -> None:
-    """Stop what was launched under ``name`` if it still runs (the end of the run)."""
+def stop_all(folder: Path) -> None:
+    """Stop everything launched for this run that still runs (the end of the run)."""
     import psutil
 
-    info = folder / f"{name}.json"
-    if not info.exists():
-        return
-    pid = json.loads(info.read_text())["pid"]
-    info.unlink()
-    try:
-        proc = psutil.Process(pid)
-        proc.terminate()
-        deadline = time.monotonic() + 10
-        while running(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if running(pid):
-            proc.kill()
-    except psutil.NoSuchProcess:
-        pass
-    for p in _launched:
-        if p.pid == pid:
-            p.wait()
+    for info in folder.glob("*.json"):
+        pid = json.loads(info.read_text())["pid"]
+        info.unlink()
+        try:
+            proc = psutil.Process(pid)
+            proc.terminate()
+            deadline = time.monotonic() + 10
+            while running(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if running(pid):
+                proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    for p in _launched:  # reap what this process launched
+        p.wait()
 
 
 def python(*args: str) -> list[str]:

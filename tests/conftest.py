@@ -23,8 +23,7 @@ def pytest_configure(config):
 def pytest_sessionfinish(session):
     if not hasattr(session.config, "workerinput") and os.environ.get(SHARED_ENV):
         folder = Path(os.environ.pop(SHARED_ENV))
-        shared_prefect.stop(folder)
-        background.stop(folder, "trained-digits")
+        background.stop_all(folder)
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -56,9 +56,6 @@ def server_url(folder: Path) -> str:
     return url
 
 
-def stop(folder: Path) -> None:
-    background.stop(folder, NAME)
-
 
 def seed_home(folder: Path, prefect_home: Path) -> None:
     """Give a command's own temporary server (under ``prefect_home``) a copy of the run server's
