@@ -40,6 +40,11 @@ def assert_all_published_verify(project: Path) -> int:
     return count
 
 
+def sample_sets(project: Path) -> list[Path]:
+    """Published sample sets: a set being written is a hidden ``.<name>.<pid>-….partial.parquet``."""
+    return sorted(p for p in (project / "data" / "samples").glob("*.parquet") if not p.name.startswith("."))
+
+
 def children(pid: int) -> list[int]:
     import psutil
 
@@ -60,7 +65,7 @@ def test_kill_9_then_rerun_reuses_finished_work_and_leaves_no_server_or_stale_st
     deadline = time.time() + 300
     first_done = None
     while time.time() < deadline and proc.poll() is None:
-        done = sorted((tmp_path / "data" / "samples").glob("*.parquet")) if (tmp_path / "data").exists() else []
+        done = sample_sets(tmp_path)
         if done:
             first_done = done[0]
             break
@@ -69,7 +74,7 @@ def test_kill_9_then_rerun_reuses_finished_work_and_leaves_no_server_or_stale_st
     helpers = children(proc.pid)  # the temporary Prefect server among them
     os.kill(proc.pid, signal.SIGKILL)  # the process alone, as the OOM killer would
     proc.wait()
-    assert list((tmp_path / "data" / "samples").glob("*.parquet")) == [first_done], "killed after the work was done"
+    assert sample_sets(tmp_path) == [first_done], "killed after the work was done"
     alive = lambda: [p for p in helpers if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]  # noqa: E731
     deadline = time.time() + 10
     while alive() and time.time() < deadline:
