@@ -23,7 +23,7 @@ import torch
 from psaq.registry import Registry
 from psaq.synth.hooks import Captured
 from psaq.synth.kde import BANDWIDTH, DENSITY_EPS, GRID_POINTS, kde_entropy
-from psaq.synth.similarity import cosine_similarity_matrix, mean_over_heads, pairwise_similarities
+from psaq.synth.similarity import mean_over_heads, pairwise_similarities, triangle_indices, upper_triangle_similarities
 
 
 @dataclass(frozen=True)
@@ -54,18 +54,18 @@ def _register(name: str, dropped: Callable[[int], int]):
 # distillation token, registers) the others stay in, as they would in the official code.
 @_register("official", lambda prefix: 1)
 def official(tokens: torch.Tensor, blocks: int, images: int, kde: KdeSettings) -> torch.Tensor:
-    sims = cosine_similarity_matrix(tokens)  # (K·rows, N, N)
-    per_block = sims.detach().reshape(blocks, -1)
+    # The similarity matrix is symmetric: its upper triangle with the diagonal, each off-diagonal
+    # value counted twice, is the official N² samples at half the kernel evaluations (and its
+    # min and max are the matrix's).
+    triangle = upper_triangle_similarities(tokens)  # (K·rows, T)
+    per_block = triangle.detach().reshape(blocks, -1)
     lo = per_block.amin(dim=1).repeat_interleave(images).unsqueeze(1)
     hi = per_block.amax(dim=1).repeat_interleave(images).unsqueeze(1)
-    # The matrix is symmetric: its upper triangle with the diagonal, each off-diagonal value
-    # counted twice, is the official N² samples at half the kernel evaluations.
-    n = sims.shape[-1]
-    i, j = torch.triu_indices(n, n, device=sims.device)
-    windows = sims.shape[0] // (blocks * images)
-    weights = torch.where(i == j, 1.0, 2.0).to(sims.dtype).repeat(windows)
+    i, j, _ = triangle_indices(tokens.shape[1], 0, tokens.device)
+    windows = tokens.shape[0] // (blocks * images)
+    weights = torch.where(i == j, 1.0, 2.0).to(triangle.dtype).repeat(windows)
     # rows are image-major (Swin partitions windows per image), so a view pools an image's windows
-    samples = sims[:, i, j].reshape(blocks * images, -1)
+    samples = triangle.reshape(blocks * images, -1)
     return kde.kde(samples, kde.bandwidth, kde.num_points, kde.eps, lo, hi, weights).view(blocks, images).mean(dim=1)
 
 
