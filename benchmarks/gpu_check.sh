@@ -9,7 +9,7 @@
 #    with every speed option (bf16, compiled KDE and model, CUDA graphs);
 # 2. DeiT-Base at 224 (random weights): wall time of 32 images × 1,000 steps, defaults and fastest;
 # 3. steps/s lever by lever for DeiT-Base, DeiT-Tiny and Swin-Tiny at 224 against the baseline.
-# Results: benchmarks/results/synthesis_speed_cuda.{md,json} and gpu_check.log (copied to $OUT when set).
+# Results: benchmarks/results/synthesis_levers_cuda.{md,json} and gpu_check.log (copied to $OUT when set).
 set -uo pipefail
 PY=${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 OUTDIR=${OUT:-benchmarks/results}
@@ -55,11 +55,11 @@ fi
 
 if [[ " $PARTS " == *" 3 "* ]]; then
 echo "== 3. steps/s, lever by lever (results are written after each model)"
-timeout 200 $PY benchmarks/synthesis_speed.py --device cuda --models deit_base deit_tiny swin_tiny \
+timeout 200 $PY benchmarks/synthesis_levers.py --device cuda --models deit_base deit_tiny swin_tiny \
     --steps 20 20 20 --repeats 1 --skip-quality --skip-breakdown --out "$OUTDIR"
 fi
 echo "gpu_check done"
 }
 
 check 2>&1 | tee "$LOG"
-if [ "$OUTDIR" != benchmarks/results ]; then cp "$OUTDIR"/synthesis_speed_cuda.* benchmarks/results/ 2>/dev/null; fi
+if [ "$OUTDIR" != benchmarks/results ]; then cp "$OUTDIR"/synthesis_levers_cuda.* benchmarks/results/ 2>/dev/null; fi

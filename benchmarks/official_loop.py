@@ -79,6 +79,21 @@ def _cuda_on_cpu():
         torch.Tensor.cuda, nn.Module.cuda, torch.Tensor.to = saved
 
 
+def _accept_new_keywords(model: nn.Module) -> nn.Module:
+    """The official attention forwards take ``x`` (and Swin's ``mask``) only; today's timm blocks
+    also pass ``attn_mask``/``is_causal`` (None/False for these models). Those two are dropped
+    on the way in; the computation is the official one."""
+    for module in model.modules():
+        official = module.__dict__.get("forward")  # set per instance by the official build_model
+        if official is not None and hasattr(module, "matmul2"):
+            def forward(x, *args, attn_mask=None, is_causal=False, _official=official, **kwargs):
+                if attn_mask is not None or is_causal:
+                    raise RuntimeError("the official attention forward has no attention mask")
+                return _official(x, *args, **kwargs)
+            module.forward = forward
+    return model
+
+
 @contextlib.contextmanager
 def official_tree(snapshot: Path):
     """A directory holding the official code's files: the snapshot itself, or its HEAD unpacked."""
@@ -108,7 +123,7 @@ def official_step_seconds(snapshot: Path, model: str = "deit_tiny", batch: int =
 
             def seeded_random_model(name, Pretrained=True):  # noqa: N803 - the official signature
                 torch.manual_seed(seed)
-                return build(name, Pretrained=False)
+                return _accept_new_keywords(build(name, Pretrained=False))
 
             clock = _StepClock(steps)
             generate_data.build_model, generate_data.tqdm = seeded_random_model, clock

@@ -1,424 +1,262 @@
-"""Synthesis speed: a straightforward PSAQ-ViT implementation (kept here only) against psaq,
-lever by lever, on the same model, device, batch and seed, in one process, in turns.
+"""How fast psaq's faithful default synthesizes and evaluates, against the model itself, against
+the official code, and beside other work on the same cores.
 
-    .venv/bin/python benchmarks/synthesis_speed.py                   # digits-vit + DeiT-Tiny at 224, CPU
-    python3 benchmarks/synthesis_speed.py --device cuda --models deit_tiny deit_base swin_tiny --skip-quality
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/synthesis_speed.py           # about 12 minutes on 2 cores
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/synthesis_speed.py --skip-official --skip-contention
 
-The baseline: fp32; timm's explicit attention path hooked at softmax(qkᵀ)·v; per-block and
-per-image Python loops over the KDE; cosine similarity by broadcasting a (B, N, N, d) tensor,
-as the official code does; 10-point grid; 2 × 500 steps. The first rows switch one thing at a
-time in that loop; the rows marked "library" run ``psaq.synth.synthesize`` itself with its
-speed options. Every lever is warmed up (compilation, allocator) before it is timed, and the
-levers take turns ``--repeats`` times, so drift on a shared machine hits them all alike; the
-table gives the median and the spread of those repeats.
+Four models: digits-vit and two Fashion-MNIST models trained by the pipeline itself
+(``fashion-vit``: the DeiT layout at 28 px with patch 7, a 4×4 token grid and a class token,
+depth 6; ``fashion-swin``: a timm Swin at 28 px, patch 2, windows of 7×7), trained into the
+project's store on first use, and DeiT-Tiny at 224 px on random weights (speed does not depend
+on them). Per model, in turns so that drift on a shared machine hits both alike:
 
-Also printed: where a DeiT step's time goes (model, similarity, KDE), and the quality each
-implementation's samples give after calibration at W4A8 and W8A8 on digits-vit (3 seeds), and
-at W8A4 with MSE ranges, the setting where the calibration images matter most on this model,
-including shorter schedules and a plateau stopping rule.
-Writes benchmarks/results/synthesis_speed{,_<device>}.{md,json}.
+* the model's own forward + backward with respect to a batch of 32 inputs (weights frozen, as
+  in synthesis) against one step of ``psaq.synth.synthesize`` with the defaults, timed as the
+  difference between a run of n + 1 steps and a run of 1 step (set-up and first-step costs
+  cancel);
+* evaluation in images/s: a plain loop over the test tensors (``inference_mode``, batch 128),
+  ``psaq.evaluate`` on the float model, and on the W8A8 model with the official sites;
+* the official code's loop (``official_loop.py``, imported from a snapshot of zkkli/PSAQ-ViT)
+  at DeiT-Tiny 224, batch 32, against psaq's step on the same model;
+* a step with 1 and 2 competing CPU-bound processes: with torch's default threads (one per
+  core) and with the threads psaq's stages choose (``psaq.cores``: one per idle core).
+
+Writes benchmarks/results/synthesis_speed.{md,json}.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
+import contextlib
 import json
+import os
 import statistics
+import subprocess
+import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
-import timm
 import torch
-import torch._dynamo
-import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.data import TensorDataset
 
-from psaq.data import InputSpec
-from psaq.evaluate import evaluate
-from psaq.models import ModelConfig, load_model
-from psaq.quant import QuantConfig
-from psaq.report import fmt_mean_std, markdown_table
-from psaq.synth import SynthesisConfig, synthesize
-from psaq.synth.entropy import block_entropies
-from psaq.synth.hooks import AttentionOutputHooks
-from psaq.synth.kde import kde_entropy
-from psaq.synth.priors import jitter_and_flip, scaled_jitter, total_variation, tv_target_scale, warmup_cosine_lr
-from psaq.synth.similarity import mean_over_heads, pairwise_similarities
-from psaq.quant import quantized_copy
-from psaq.sources import eval_loader, model_data
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from official_loop import DEFAULT_SNAPSHOT, official_step_seconds  # noqa: E402
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+from psaq.cores import choose_threads  # noqa: E402
+from psaq.data import loader  # noqa: E402
+from psaq.evaluate import evaluate  # noqa: E402
+from psaq.models import ModelConfig, load_model  # noqa: E402
+from psaq.quant import QuantConfig, quantized_copy  # noqa: E402
+from psaq.report import markdown_table  # noqa: E402
+from psaq.sources import model_data  # noqa: E402
+from psaq.synth import SynthesisConfig, synthesize  # noqa: E402
 
-
-def naive_block_entropy(tokens: torch.Tensor, heads: int, prefix: int, broadcast: bool) -> torch.Tensor:
-    """One block, one image at a time."""
-    B, N, C = tokens.shape
-    t = tokens.reshape(B, N, heads, C // heads).mean(2)[:, prefix:]
-    n = t.shape[1]
-    i, j = torch.triu_indices(n, n, 1, device=t.device)
-    ents = []
-    for b in range(B):
-        if broadcast:
-            sim = F.cosine_similarity(t[b][:, None, :], t[b][None, :, :], dim=-1, eps=1e-8)
-        else:
-            u = F.normalize(t[b], dim=-1, eps=1e-8)
-            sim = u @ u.T
-        ents.append(kde_entropy(sim[i, j][None])[0])
-    return torch.stack(ents).mean()
+BATCH = 32  # the paper's synthesis batch
+EVAL_BATCH = 128  # psaq's eval.batch_size default
+MODELS = {  # name → (ModelConfig, what the table says about its weights, timed synthesis steps)
+    "digits-vit": (ModelConfig("digits-vit"), "trained (digits)", 40),
+    "fashion-vit": (ModelConfig("fashion-vit"), "trained (Fashion-MNIST)", 40),
+    "fashion-swin": (ModelConfig("fashion-swin"), "trained (Fashion-MNIST)", 20),
+    "deit_tiny": (ModelConfig("deit_tiny_patch16_224", random_weights=True), "random", 3),
+}
+RANDOM_EVAL_IMAGES = 256  # a model without a test set is timed on this many N(0, 1) images
 
 
-def loop(model, spec: InputSpec, cfg: SynthesisConfig, device, *, fused: bool, broadcast: bool, batched: bool,
-         channels_last: bool = False, stop_window: int = 0, stop_tol: float = 0.0) -> dict:
-    """The PSAQ loop with each lever switchable; the library's own loop is psaq.synth.optimize.
-
-    ``stop_window``: end a round once the mean loss of the last window improved by less than
-    ``stop_tol`` (relative) on the window before it (checked after the warm-up).
-    """
-    model = copy.deepcopy(model).to(device).eval()
-    for m in model.modules():
-        if hasattr(m, "fused_attn"):
-            m.fused_attn = fused
-    for p in model.parameters():
-        p.requires_grad_(False)
-    g = torch.Generator().manual_seed(cfg.seed)
-    x = torch.randn((cfg.num_samples, *spec.input_size), generator=g).to(device)
-    labels = torch.randint(0, spec.num_classes, (cfg.num_samples,), generator=g).to(device)
-    v = (2500 + 500 * float(torch.rand(1, generator=g))) * tv_target_scale(x.shape)
-    lo, hi = spec.pixel_bounds(device=device)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    x.requires_grad_(True)
-    prefix = int(getattr(model, "num_prefix_tokens", 0))
-    done, started, ent = 0, None, float("nan")
-    with AttentionOutputHooks(model) as hooks:
-        for r in range(cfg.rounds):
-            opt = torch.optim.Adam([x], lr=0.2, betas=cfg.betas, eps=cfg.adam_eps)
-            shift = scaled_jitter(cfg.jitter_px[r], spec.input_size[-1])
-            losses: list[float] = []
-            for s in range(cfg.steps_per_round):
-                if done == 1:
-                    sync(device)
-                    started = time.perf_counter()  # the first step (allocator warm-up) is not timed
-                for group in opt.param_groups:
-                    group["lr"] = warmup_cosine_lr(s, cfg.steps_per_round, cfg.warmup_steps, 0.2)
-                xa = jitter_and_flip(x, shift, cfg.flip_prob, g)
-                logits = model(xa)
-                captured = hooks.take()
-                if batched:
-                    # the estimator these loop levers were measured with (psaq's unique-pairs variant)
-                    entropy = block_entropies(captured, x.shape[0], prefix, "unique-pairs").sum()
-                else:
-                    entropy = sum(naive_block_entropy(c.output, c.num_heads, prefix, broadcast) for c in captured)
-                loss = -entropy + F.cross_entropy(logits, labels) + 0.05 * (total_variation(xa) - v).abs()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                with torch.no_grad():
-                    x.copy_(torch.maximum(torch.minimum(x, hi), lo))
-                ent = float(entropy.detach())
-                done += 1
-                if stop_window:
-                    losses.append(float(loss.detach()))
-                    since = s + 1 - cfg.warmup_steps
-                    if since >= 2 * stop_window and since % stop_window == 0:
-                        prev = statistics.fmean(losses[-2 * stop_window:-stop_window])
-                        cur = statistics.fmean(losses[-stop_window:])
-                        if (prev - cur) / abs(prev) < stop_tol:
-                            break
-    sync(device)
-    wall = time.perf_counter() - started if started else float("nan")
-    return {"steps_per_s": (done - 1) / wall if done > 1 else float("nan"), "entropy": ent, "steps": done,
-            "images": x.detach().float().contiguous().cpu()}
+def test_tensors(name: str, loaded) -> tuple[torch.Tensor, torch.Tensor]:
+    if loaded.dataset is None:
+        g = torch.Generator().manual_seed(0)
+        return (torch.randn((RANDOM_EVAL_IMAGES, *loaded.spec.input_size), generator=g),
+                torch.randint(0, loaded.spec.num_classes, (RANDOM_EVAL_IMAGES,), generator=g))
+    data = model_data(loaded).eval_set
+    return data.tensors if isinstance(data, TensorDataset) else tuple(torch.stack(t) for t in zip(*data))
 
 
-def library(model, spec: InputSpec, device, steps: int, num_samples: int = 32, **options) -> dict:
-    """``synthesize`` with speed options: one short warm-up run (compilation), then ``steps`` timed."""
-    def cfg(n: int) -> SynthesisConfig:
-        # the same schedule as the loop rows: one warm-up step, then the full rate
-        return SynthesisConfig(num_samples=num_samples, rounds=1, steps_per_round=n + 1, warmup_steps=1,
-                               jitter_px=(15,), **options)
+def step_seconds(model, spec, steps: int) -> float:
+    """One synthesis step with the defaults: (run of steps + 1) − (run of 1), over ``steps``."""
+    def run(n: int) -> float:
+        cfg = SynthesisConfig(num_samples=BATCH, rounds=1, steps_per_round=n, warmup_steps=0, jitter_px=(15,))
+        return synthesize(model, cfg, spec, "cpu", progress=False).wall_s
 
-    synthesize(model, cfg(1), spec, device, progress=False)
-    res = synthesize(model, cfg(steps), spec, device, progress=False)
-    return {"steps_per_s": res.steps / res.wall_s, "entropy": res.final("entropy")}
+    return (run(steps + 1) - run(1)) / steps
 
 
-BASE = dict(fused=True, broadcast=False, batched=True)
-LEVERS = [  # (label, runner, options); each "+" row adds one thing to the row named in its label
-    ("baseline (explicit attention, broadcast cosine, loops)", "loop", dict(fused=False, broadcast=True, batched=False)),
-    ("+ fused attention, loss from its output", "loop", dict(fused=True, broadcast=True, batched=False)),
-    ("+ cosine as a matmul of unit vectors", "loop", dict(fused=True, broadcast=False, batched=False)),
-    ("+ one batched KDE across images and blocks", "loop", BASE),
-    ("  + channels-last input", "loop", {**BASE, "channels_last": True}),
-    ("psaq library, defaults (fp32, eager: the batched-KDE loop above)", "library", dict()),
-    ("  + compiled KDE", "library", dict(compile="kde")),
-    ("  + compiled model", "library", dict(compile="model")),
-    ("  + bf16 autocast", "library", dict(precision="bf16")),
-    ("  + bf16 autocast + compiled KDE", "library", dict(precision="bf16", compile="kde")),
-    ("  + bf16 autocast + compiled KDE and model", "library", dict(precision="bf16", compile="all")),
-]
-GPU_LEVERS = [
-    ("  + bf16 + compiled KDE and model + CUDA graphs", "library", dict(precision="bf16", compile="all", cuda_graphs=True)),
-]
-SEEDS_IN_BATCH = 3  # several seeds' images in one batch: per-seed steps/s = steps/s × seeds
-
-
-def build(name: str):
-    if name == "digits-vit":
-        loaded = load_model(ModelConfig("digits-vit"), ".", "cpu", progress=False)
-        return loaded.model, loaded.spec
-    timm_names = {"deit_tiny": "deit_tiny_patch16_224", "deit_base": "deit_base_patch16_224",
-                  "swin_tiny": "swin_tiny_patch4_window7_224"}
-    torch.manual_seed(0)
-    model = timm.create_model(timm_names[name]).eval()
-    return model, InputSpec((3, 224, 224), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 1000)
-
-
-def speed(model, spec, device, levers, steps: int, repeats: int) -> list[dict]:
-    """Every lever ``repeats`` times, in turns; one record per lever. The several-seeds row uses
-    the library options that were fastest in the first turn."""
-    runs: dict[str, list[dict]] = {label: [] for label, _, _ in levers}
-    runs["multi"] = []
-    errors: dict[str, str] = {}
-    cfg = SynthesisConfig()
-    for rep in range(repeats):
-        for label, runner, options in levers:
-            if label in errors:
-                continue
-            try:
-                if runner == "loop":
-                    runs[label].append(loop(model, spec, SynthesisConfig(steps_per_round=steps + 1, rounds=1,
-                                                                         warmup_steps=1, jitter_px=(15,)),
-                                            device, **options))
-                else:
-                    runs[label].append(library(model, spec, device, steps, **options))
-            except Exception as exc:  # noqa: BLE001 - a lever that fails here is recorded, not hidden
-                errors[label] = f"{type(exc).__name__}: {exc}"[:300]
-                print(label, "failed:", errors[label], flush=True)
-            else:
-                print(f"  repeat {rep}: {label.strip()}: {runs[label][-1]['steps_per_s']:.3f} steps/s", flush=True)
-        if rep == 0:
-            timed = [(runs[label][0]["steps_per_s"], options) for label, runner, options in levers
-                     if runner == "library" and runs[label]]
-            best = max(timed, key=lambda t: t[0])[1] if timed else {}
-        if "multi" in errors:
-            continue
-        try:
-            r = library(model, spec, device, steps, num_samples=cfg.num_samples * SEEDS_IN_BATCH, **best)
-        except Exception as exc:  # noqa: BLE001
-            errors["multi"] = f"{type(exc).__name__}: {exc}"[:300]
-        else:
-            runs["multi"].append({**r, "steps_per_s": r["steps_per_s"] * SEEDS_IN_BATCH})
-    records = []
-    labels = [label for label, _, _ in levers] + ["multi"]
-    best_name = ", ".join(f"{k} {v}" for k, v in best.items()) or "library defaults"
-    for label in labels:
-        name = label if label != "multi" else f"  {SEEDS_IN_BATCH} seeds in one batch of {cfg.num_samples * SEEDS_IN_BATCH}, {best_name} (per-seed steps/s)"
-        if label in errors:
-            records.append({"lever": name, "error": errors[label]})
-            continue
-        sps = [r["steps_per_s"] for r in runs[label]]
-        records.append({"lever": name, "steps_per_s": statistics.median(sps), "runs": sps,
-                        "entropy": runs[label][-1]["entropy"]})
-    return records
-
-
-def median_time(fn, device, repeats: int = 5) -> float:
-    fn()
+def bare_seconds(model, spec, repeats: int) -> float:
+    """The model's own forward + backward with respect to 32 inputs, median of ``repeats``."""
+    frozen = [(p, p.requires_grad) for p in model.parameters()]
+    model.requires_grad_(False)
+    x = torch.randn((BATCH, *spec.input_size), requires_grad=True)
     times = []
-    for _ in range(repeats):
-        sync(device)
-        t = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
-def overhead(model, spec: InputSpec, device, steps: int, repeats: int) -> dict:
-    """psaq's synthesis step (the faithful default) against the model's own forward + backward
-    with respect to a batch of 32 inputs (weights frozen, as in synthesis), in turns."""
-    bare_model = copy.deepcopy(model).to(device).eval().requires_grad_(False)
-    x = torch.randn((32, *spec.input_size), device=device, requires_grad=True)
-
-    def bare() -> None:
-        x.grad = None
-        bare_model(x).sum().backward()
-
-    turns = []
-    for _ in range(repeats):
-        bare_s = median_time(bare, device, steps)
-        step_s = 1 / library(model, spec, device, steps)["steps_per_s"]
-        turns.append((bare_s, step_s))
-    ratios = [s / b for b, s in turns]
-    return {"bare_s": statistics.median(b for b, _ in turns), "step_s": statistics.median(s for _, s in turns),
-            "ratio": statistics.median(ratios), "ratio_range": [min(ratios), max(ratios)]}
-
-
-def breakdown(model, spec: InputSpec, device) -> list[list[str]]:
-    """Where one step's time goes: model forward+backward, similarity, KDE; eager and compiled."""
-    model = copy.deepcopy(model).to(device).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    x = torch.randn((32, *spec.input_size), device=device, requires_grad=True)
-    prefix = int(getattr(model, "num_prefix_tokens", 0))
-    with AttentionOutputHooks(model) as hooks:
-        def fwd_bwd(dtype):
-            def run():
-                ctx = torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
-                with ctx:
-                    y = model(x)
-                hooks.take()
-                y.float().sum().backward()
-            return run
-        with FlopCounterMode(display=False) as counter:
-            fwd_bwd(None)()
-        flops = counter.get_total_flops()
-        model_fp32 = median_time(fwd_bwd(None), device)
-        model_bf16 = median_time(fwd_bwd(torch.bfloat16), device)
-        model(x)
-        captured = hooks.take()
-    tokens = torch.cat([mean_over_heads(c.output.detach().float(), c.num_heads)[:, prefix:] for c in captured])
-    tokens.requires_grad_(True)
-    sims = pairwise_similarities(tokens).detach().requires_grad_(True)
-    compiled = torch.compile(kde_entropy, dynamic=False)
-    sim_t = median_time(lambda: pairwise_similarities(tokens).sum().backward(), device)
-    kde_t = median_time(lambda: kde_entropy(sims).sum().backward(), device)
-    kde_c = median_time(lambda: compiled(sims).sum().backward(), device)
-    elements = sims.numel() * 10
-    rows = [
-        ["model forward + backward, fp32", f"{model_fp32 * 1e3:.0f}", f"{flops / 1e9:.0f} GFLOP → {flops / model_fp32 / 1e9:.0f} GFLOP/s"],
-        ["model forward + backward, bf16 autocast", f"{model_bf16 * 1e3:.0f}", f"{flops / model_bf16 / 1e9:.0f} GFLOP/s"],
-        ["cosine similarities (all blocks, matmul)", f"{sim_t * 1e3:.0f}", f"{sims.shape[0]} rows × {sims.shape[1]} pairs"],
-        ["KDE entropy, eager", f"{kde_t * 1e3:.0f}", f"(rows, grid, pairs) = {elements / 1e6:.2f} M elements, {elements * 4 / 1e6:.1f} MB per pass"],
-        ["KDE entropy, compiled (fused)", f"{kde_c * 1e3:.0f}", f"{kde_t / kde_c:.1f}× the eager KDE"],
-    ]
-    return rows
-
-
-QUALITY = [  # (label, runner, options); each runs 3 seeds × the full schedule unless it says otherwise
-    ("baseline", "loop", dict(fused=False, broadcast=True, batched=False)),
-    ("psaq (library defaults)", "library", dict()),
-    ("psaq, bf16 + compiled KDE", "library", dict(precision="bf16", compile="kde")),
-    ("psaq, 2×250 steps", "library", dict(steps_per_round=250, warmup_steps=50)),
-    ("psaq, 2×100 steps", "library", dict(steps_per_round=100, warmup_steps=20)),
-    ("psaq, plateau stop (50 steps, <1 %)", "loop", {**BASE, "stop_window": 50, "stop_tol": 0.01}),
-]
-
-
-QUALITY_SETTINGS = {"W4A8": QuantConfig(w_bits=4, a_bits=8), "W8A8": QuantConfig(w_bits=8, a_bits=8),
-                    "W8A4 mse": QuantConfig(w_bits=8, a_bits=4, act_observer="mse")}
-
-
-def quality(device, seeds: list[int]) -> tuple[list[dict], float]:
-    loaded = load_model(ModelConfig("digits-vit"), ".", device, progress=False)
-    data = eval_loader(model_data(loaded, "digits"))
-    fp = evaluate(loaded.model, data, device)
-    rows = []
-    for seed in seeds:  # in turns: every implementation for one seed, then the next seed
-        for label, runner, options in QUALITY:
-            schedule = {k: options[k] for k in ("steps_per_round", "warmup_steps") if k in options}
-            cfg = SynthesisConfig(seed=seed, **schedule)
+    try:
+        for _ in range(repeats + 1):
+            x.grad = None
             t = time.perf_counter()
-            if runner == "loop":
-                out = loop(loaded.model, loaded.spec, cfg, device, **options)
-                images, sps, ent, steps = out["images"], out["steps_per_s"], out["entropy"], out["steps"]
-            else:
-                extra = {k: v for k, v in options.items() if k not in schedule}
-                res = synthesize(loaded.model, SynthesisConfig(seed=seed, **schedule, **extra), loaded.spec, device,
-                                 progress=False)
-                images, sps, ent, steps = res.images, res.steps_per_s, res.final("entropy"), res.steps
-            row = {"impl": label, "seed": seed, "steps": steps, "steps_per_s": sps, "final_entropy": ent,
-                   "wall_s": time.perf_counter() - t}
-            for column, quant in QUALITY_SETTINGS.items():
-                q = quantized_copy(loaded.model, quant, images, device)
-                row[column] = evaluate(q, data, device, fp.predictions).top1
-            rows.append(row)
-            print(row, flush=True)
-    return rows, fp.top1
+            model(x).sum().backward()
+            times.append(time.perf_counter() - t)
+    finally:
+        for p, flag in frozen:
+            p.requires_grad_(flag)
+    return statistics.median(times[1:])  # the first run warms the allocator
+
+
+def eval_speed(model, images: torch.Tensor, labels: torch.Tensor) -> dict:
+    """images/s: a plain loop, psaq.evaluate on the float model and on its W8A8 copy."""
+    def plain() -> None:
+        with torch.inference_mode():
+            for i in range(0, len(images), EVAL_BATCH):
+                model(images[i:i + EVAL_BATCH]).argmax(dim=1)
+
+    data = loader(TensorDataset(images, labels), EVAL_BATCH)
+    calib = torch.randn((BATCH, *images.shape[1:]), generator=torch.Generator().manual_seed(1))
+    quantized = quantized_copy(model, QuantConfig(w_bits=8, a_bits=8), calib, "cpu")
+    out = {}
+    for label, fn in (("plain loop", plain), ("psaq float", lambda: evaluate(model, data, "cpu")),
+                      ("psaq W8A8", lambda: evaluate(quantized, data, "cpu"))):
+        times = []
+        for _ in range(2):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        out[label] = len(images) / min(times)
+    return out
+
+
+@contextlib.contextmanager
+def competitors(n: int):
+    """``n`` CPU-bound processes (a Python busy loop each) for the duration."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    time.sleep(0.5 if n else 0)
+    try:
+        yield
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+@contextlib.contextmanager
+def threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def psaq_threads() -> int:
+    """The count psaq's stages choose when nothing is set (OMP_NUM_THREADS lifted for the call)."""
+    saved = os.environ.pop("OMP_NUM_THREADS", None)
+    try:
+        return choose_threads(None).count
+    finally:
+        if saved is not None:
+            os.environ["OMP_NUM_THREADS"] = saved
+
+
+def contention(model, spec, steps: int, cores: int) -> list[dict]:
+    rows = []
+    with threads(cores):
+        quiet = statistics.median(step_seconds(model, spec, steps) for _ in range(3))
+    rows.append({"competitors": 0, "threads": cores, "chooser": "quiet", "step_s": quiet, "ratio": 1.0})
+    for n in (1, 2):
+        with competitors(n):
+            for chooser in ("torch default", "psaq.cores"):
+                count = cores if chooser == "torch default" else psaq_threads()
+                with threads(count):
+                    s = statistics.median(step_seconds(model, spec, steps) for _ in range(3))
+                rows.append({"competitors": n, "threads": count, "chooser": chooser, "step_s": s, "ratio": s / quiet})
+                print(f"  {n} competitor(s), {chooser}: {count} threads, {s:.3f} s per step ({s / quiet:.2f}× quiet)",
+                      flush=True)
+    return rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--models", nargs="+", default=["digits-vit", "deit_tiny"])
-    ap.add_argument("--steps", type=int, nargs="+", default=None,
-                    help="timed steps per model (default: 40 for digits-vit and on a GPU, 3 for 224-px models on a CPU)")
-    ap.add_argument("--repeats", type=int, default=3, help="turns over all levers (default: %(default)s)")
-    ap.add_argument("--quality-seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--skip-quality", action="store_true")
-    ap.add_argument("--skip-breakdown", action="store_true")
-    ap.add_argument("--skip-levers", action="store_true", help="only the step-against-model table (and breakdown, quality)")
+    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument("--repeats", type=int, default=3, help="turns of (forward + backward, psaq step) per model")
+    ap.add_argument("--store", default=".", help="the artifact store the pipeline's models are trained into")
+    ap.add_argument("--official", type=Path, default=DEFAULT_SNAPSHOT,
+                    help="the official code: a work tree or a git directory of zkkli/PSAQ-ViT (default: %(default)s)")
+    ap.add_argument("--official-steps", type=int, default=2)
+    ap.add_argument("--skip-official", action="store_true")
+    ap.add_argument("--skip-contention", action="store_true")
+    ap.add_argument("--contention-models", nargs="+", default=["fashion-vit", "deit_tiny"], choices=list(MODELS))
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args()
-    device = torch.device(args.device)
-    gpu = device.type == "cuda"
-    # on a GPU every model compilation takes tens of seconds: skip the fp32 compiled-model row there
-    levers = [lv for lv in LEVERS if not (gpu and lv[0] == "  + compiled model")] + (GPU_LEVERS if gpu else [])
-    torch._dynamo.config.cache_size_limit = 64  # many models and shapes in one process
-    results: dict = {"device": str(device), "threads": torch.get_num_threads(), "speed": [], "quality": []}
-    if gpu:
-        results["card"] = torch.cuda.get_device_name()
-    speed_rows = []
-    for k, name in enumerate(args.models):
-        model, spec = build(name)
-        steps = args.steps[k] if args.steps else (40 if name == "digits-vit" or gpu else 3)
-        print(f"{name}: {steps} timed steps per lever, {args.repeats} turns", flush=True)
-        results.setdefault("overhead", {})[name] = overhead(model, spec, device, steps, args.repeats)
-        print(f"{name}: psaq step / model forward+backward = {results['overhead'][name]['ratio']:.2f}", flush=True)
-        records = [] if args.skip_levers else speed(model, spec, device, levers, steps, args.repeats)
-        base = records[0].get("steps_per_s") if records else None
-        for rec in records:
-            results["speed"].append({"model": name, **rec})
-            if "error" in rec:
-                speed_rows.append([name, rec["lever"], "failed: " + rec["error"][:80], "–", "–", "–"])
-                continue
-            spread = f"{min(rec['runs']):.2f}–{max(rec['runs']):.2f}" if len(rec["runs"]) > 1 else "–"
-            speed_rows.append([name, rec["lever"], f"{rec['steps_per_s']:.2f}", spread,
-                               f"{rec['steps_per_s'] / base:.2f}×" if base else "–", f"{rec['entropy']:.3f}"])
-        if not args.skip_breakdown:
-            results.setdefault("breakdown", {})[name] = breakdown(model, spec, device)
-        write(args, results, speed_rows)  # after every model: a run cut short keeps what it measured
-    if not args.skip_quality:
-        results["quality"], results["fp32_top1"] = quality(device, args.quality_seeds)
-    print("\n" + write(args, results, speed_rows))
+    cores = torch.get_num_threads()
+    print(f"plan: {len(args.models)} models x {args.repeats} turns of (forward + backward, psaq step), evaluation "
+          f"float and W8A8; official code {'skipped' if args.skip_official else f'{args.official_steps + 1} steps (~1 min each)'}; "
+          f"contention {'skipped' if args.skip_contention else 'on ' + ', '.join(args.contention_models)}; "
+          f"{cores} threads. About 12 minutes in all on 2 cores.", flush=True)
+    results: dict = {"threads": cores, "models": {}, "contention": {}}
+    loaded_models = {}
+    for name in args.models:
+        config, weights, steps = MODELS[name]
+        loaded = load_model(config, args.store, "cpu", progress=True)
+        loaded_models[name] = loaded
+        turns = []
+        for _ in range(args.repeats):
+            turns.append((bare_seconds(loaded.model, loaded.spec, 3), step_seconds(loaded.model, loaded.spec, steps)))
+        ratios = [s / b for b, s in turns]
+        images, labels = test_tensors(name, loaded)
+        row = {"weights": weights, "steps": steps, "bare_s": statistics.median(b for b, _ in turns),
+               "step_s": statistics.median(s for _, s in turns), "ratio": statistics.median(ratios),
+               "ratio_range": [min(ratios), max(ratios)], "eval_images": len(images),
+               "eval": eval_speed(loaded.model, images, labels)}
+        results["models"][name] = row
+        print(f"{name}: forward+backward {row['bare_s']:.3f} s, psaq step {row['step_s']:.3f} s ({row['ratio']:.2f}x); "
+              + ", ".join(f"{k} {v:.0f} img/s" for k, v in row["eval"].items()), flush=True)
+        write(args, results)
+    if not args.skip_official:
+        psaq_step = results["models"].get("deit_tiny", {}).get("step_s")
+        if psaq_step is None:
+            loaded = load_model(MODELS["deit_tiny"][0], args.store, "cpu")
+            psaq_step = statistics.median(step_seconds(loaded.model, loaded.spec, 3) for _ in range(args.repeats))
+        official = official_step_seconds(args.official, "deit_tiny", BATCH, args.official_steps)
+        results["official"] = {"official_step_s": official, "psaq_step_s": psaq_step, "speedup": official / psaq_step}
+        print(f"official code: {official:.1f} s per step; psaq {psaq_step:.2f} s: {official / psaq_step:.1f}x", flush=True)
+        write(args, results)
+    if not args.skip_contention:
+        for name in args.contention_models:
+            loaded = loaded_models.get(name) or load_model(MODELS[name][0], args.store, "cpu")
+            print(f"contention, {name}:", flush=True)
+            results["contention"][name] = contention(loaded.model, loaded.spec, MODELS[name][2], cores)
+            write(args, results)
+    print("\n" + write(args, results))
 
 
-def write(args, results: dict, speed_rows: list) -> str:
-    device, gpu = results["device"], "card" in results
-    card = f", {results['card']}" if gpu else f", {results['threads']} threads"
-    over = [[name, f"{o['bare_s']:.3f}", f"{o['step_s']:.3f}", f"{o['ratio']:.2f}×",
-             f"{o['ratio_range'][0]:.2f}–{o['ratio_range'][1]:.2f}"] for name, o in results.get("overhead", {}).items()]
-    text = [f"## psaq's step against the model's own forward + backward ({device}{card}, batch 32, faithful "
-            f"default; median of {args.repeats} turns)\n",
-            markdown_table(["model", "forward + backward s", "psaq step s", "ratio", "ratio range"], over)]
-    if speed_rows:
-        text += [f"\n## Steps/s, lever by lever ({device}{card}, batch 32; median of {args.repeats} turns)\n",
-                 markdown_table(["model", "lever", "steps/s", "range", "vs baseline", "entropy after the timed steps"],
-                                speed_rows)]
-    for name, rows in results.get("breakdown", {}).items():
-        text += [f"\n## Where a {name} step goes ({device}, batch 32, median of 5)\n",
-                 markdown_table(["part", "ms", "size / rate"], rows)]
-    if results["quality"]:
-        rows = []
-        for label, _, _ in QUALITY:
-            sel = [r for r in results["quality"] if r["impl"] == label]
-            rows.append([label, fmt_mean_std([r["steps"] for r in sel], 0), fmt_mean_std([r["steps_per_s"] for r in sel], 1),
-                         fmt_mean_std([r["wall_s"] for r in sel], 1), fmt_mean_std([r["final_entropy"] for r in sel], 2),
-                         *(fmt_mean_std([r[c] for r in sel], 2) for c in QUALITY_SETTINGS)])
-        text += [f"\n## Equal quality: digits-vit, seeds {args.quality_seeds} (FP32 {results['fp32_top1']:.2f})\n",
-                 markdown_table(["implementation", "steps", "steps/s", "wall s", "final entropy",
-                                 *(f"{c} top-1" for c in QUALITY_SETTINGS)], rows)]
+def write(args, results: dict) -> str:
+    threads_note = f"{results['threads']} threads"
+    rows, evals = [], []
+    for name, r in results["models"].items():
+        rows.append([name, r["weights"], f"{r['bare_s']:.3f}", f"{r['step_s']:.3f}", f"{r['ratio']:.2f}×",
+                     f"{r['ratio_range'][0]:.2f}–{r['ratio_range'][1]:.2f}"])
+        e = r["eval"]
+        evals.append([name, str(r["eval_images"]), f"{e['plain loop']:.0f}", f"{e['psaq float']:.0f}",
+                      f"{e['psaq W8A8']:.0f}", f"{e['psaq float'] / e['psaq W8A8']:.2f}×"])
+    text = [f"## psaq's synthesis step against the model's own forward + backward (CPU, {threads_note}, batch "
+            f"{BATCH}, faithful default; median of {args.repeats} turns)\n",
+            markdown_table(["model", "weights", "forward + backward s", "psaq step s", "ratio", "ratio range"], rows),
+            f"\n## Evaluation, images/s (CPU, {threads_note}, batch {EVAL_BATCH}; best of 2)\n",
+            markdown_table(["model", "images", "plain loop, float", "psaq float", "psaq W8A8 (official sites)",
+                            "W8A8 time / float time"], evals)]
+    if "official" in results:
+        o = results["official"]
+        text += [f"\n## The official code side by side (DeiT-Tiny 224, random weights, batch {BATCH}, CPU, {threads_note})\n",
+                 markdown_table(["implementation", "s per step"],
+                                [["official code (zkkli/PSAQ-ViT generate_data, on the CPU)", f"{o['official_step_s']:.1f}"],
+                                 ["psaq, faithful default", f"{o['psaq_step_s']:.2f}"],
+                                 ["psaq speed-up", f"{o['speedup']:.1f}×"]])]
+    for name, rows_c in results["contention"].items():
+        text += [f"\n## A {name} step beside CPU-bound processes (median of 3)\n",
+                 markdown_table(["competing processes", "threads from", "threads", "s per step", "× quiet"],
+                                [[str(c["competitors"]), c["chooser"], str(c["threads"]), f"{c['step_s']:.3f}",
+                                  f"{c['ratio']:.2f}×"] for c in rows_c])]
     out = "\n".join(text)
-    suffix = "" if device == "cpu" else f"_{torch.device(device).type}"
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    Path(args.out, f"synthesis_speed{suffix}.md").write_text(out + "\n")
-    Path(args.out, f"synthesis_speed{suffix}.json").write_text(json.dumps(results, indent=1, default=str))
+    Path(args.out, "synthesis_speed.md").write_text(out + "\n")
+    Path(args.out, "synthesis_speed.json").write_text(json.dumps(results, indent=1))
     return out
 
 

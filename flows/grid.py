@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 
 from prefect import flow
@@ -17,6 +16,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.entry import prefect_server, run_entry
 from psaq.cli import ArgumentParser
+from psaq.cores import choose_threads
 from psaq.params import Params, load_params
 from psaq.pipeline import Point, grid_points, record, submit_points
 from tasks import stages
@@ -104,10 +104,11 @@ def with_threads(params: Params, threads: int | None) -> Params:
 
 def share_cores(params: Params) -> Params:
     """With ``runtime.threads: null``, give each of the ``max_concurrency`` concurrent tasks an
-    equal share of the cores: oversubscribed torch threads run slower than fewer threads each."""
+    equal share of the cores that other work leaves idle: oversubscribed torch threads run
+    slower than fewer threads each (``psaq.cores``)."""
     if params.runtime.threads:
         return params
-    threads = max(1, (os.cpu_count() or 1) // params.grid.max_concurrency)
+    threads = max(1, choose_threads(None).count // params.grid.max_concurrency)
     return with_threads(params, threads)
 
 

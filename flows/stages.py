@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from psaq.cli import ArgumentParser, run_entry
+from psaq.cores import use_threads
 from psaq.errors import ArtifactError
 from psaq.io import read_json, write_json
 from psaq.params import Params, load_params
@@ -209,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             print("wrote dvc.yaml")
             return 0
         params = load_params(args.params)
+        use_threads(params.runtime.threads)
         store = Store(".")
         POINT_STAGES[args.stage](params, store, args)
         return 0

@@ -53,8 +53,14 @@ def dequantize(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor) -
 
 
 def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
-    """Quantize then dequantize: the value an integer kernel would see, in float."""
-    return dequantize(quantize(x, scale, zero_point, qmin, qmax), scale, zero_point)
+    """Quantize then dequantize: the value an integer kernel would see, in float.
+
+    Where no gradient is recorded, the same operations in the same order run in place on one
+    new tensor (the same values, without five temporaries per activation)."""
+    if torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad or zero_point.requires_grad):
+        return dequantize(quantize(x, scale, zero_point, qmin, qmax), scale, zero_point)
+    q = x / scale
+    return q.add_(zero_point).round_().clamp_(qmin, qmax).sub_(zero_point).mul_(scale)
 
 
 def channel_shape(x: torch.Tensor, axis: int) -> tuple[int, ...]:

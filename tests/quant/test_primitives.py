@@ -79,3 +79,20 @@ def test_constant_tensor_does_not_divide_by_zero():
     x = torch.zeros(10)
     scale, zp = asymmetric_qparams(x.min().reshape(1), x.max().reshape(1), 8)
     assert torch.isfinite(fake_quantize(x, scale, zp, 0, 255)).all()
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_in_place_fake_quantize_equals_the_composed_formula_bit_for_bit(per_channel):
+    """Without autograd, fake_quantize runs in place; with it, as quantize then dequantize. Same
+    bits either way, rounding ties included (x on half steps)."""
+    g = torch.Generator().manual_seed(0)
+    scale = torch.rand(8, generator=g) * 0.1 + 0.01 if per_channel else torch.tensor([0.05])
+    zp = torch.randint(0, 256, scale.shape, generator=g).float()
+    x = torch.randn(16, 8, generator=g) * 3
+    x[:4] = (torch.randint(-300, 300, (4, 8), generator=g) + 0.5) * scale  # ties
+    want = dequantize(quantize(x, scale, zp, 0, 255), scale, zp)
+    with torch.no_grad():
+        got = fake_quantize(x, scale, zp, 0, 255)
+    assert torch.equal(got, want)
+    tracked = x.clone().requires_grad_(True)
+    assert torch.equal(fake_quantize(tracked, scale, zp, 0, 255).detach(), want)
