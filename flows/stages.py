@@ -28,7 +28,8 @@ from psaq.params import Params, load_params
 from psaq.pipeline import Point, grid_points, model_config, quant_config, record, synthesis_config
 from psaq.stages import GRAPH, calibrate, data, evaluate, export, fp32, model, reconstruct, report, samples
 from psaq.stages.common import Weights
-from psaq.store import Artifact, Store, file_sha256
+from psaq.content import file_sha256
+from psaq.store import Artifact, Store
 from psaq.synth.methods import SYNTH_METHODS
 
 

@@ -152,8 +152,6 @@ class DataSource:
     calib_set: Dataset | None
     eval_desc: str
     calib_desc: str
-    fingerprint: str  # evaluation images and labels
-    calib_fingerprint: str | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -165,8 +163,7 @@ def _builtin_source(name: str, spec: InputSpec) -> DataSource:
                            f"normalized with mean {entry.spec.mean}, std {entry.spec.std}; the model takes "
                            f"{spec.num_classes} classes of {spec.input_size} with mean {spec.mean}, std {spec.std}")
     test, train = entry.split("test"), entry.split("train")
-    return DataSource(test, train, f"{name} test split ({len(test)} images)", f"{name} train split ({len(train)} images)",
-                      builtin_fingerprint(name, "test"), builtin_fingerprint(name, "train"))
+    return DataSource(test, train, f"{name} test split ({len(test)} images)", f"{name} train split ({len(train)} images)")
 
 
 def is_builtin(name: str, calib_dataset: str | None = None) -> bool:
@@ -188,7 +185,7 @@ def open_data(spec: InputSpec, dataset: str | None, calib_dataset: str | None = 
     must match the model's outputs. A root holding ``val/`` and ``train/`` evaluates on ``val/``
     and calibrates ``real`` on ``train/``; any other folder is the evaluation set only, and
     ``calib_dataset`` names the folder ``real`` draws from."""
-    from psaq.folders import resolve_roots, scan_class_folders
+    from psaq.folders import resolve_roots, scan_class_folders, shared_files
 
     name = dataset or default
     if name is None:
@@ -206,11 +203,16 @@ def open_data(spec: InputSpec, dataset: str | None, calib_dataset: str | None = 
             raise DatasetError(f"'{roots.calib_dir}' is the evaluation folder: calibrating on test images would "
                                "inflate the real baseline; pass a training folder")
         calib = scan_class_folders(roots.calib_dir, spec.num_classes, spec.class_names)
+        linked = shared_files(calib, evaluation)
+        if linked:
+            raise DatasetError(f"{len(linked)} image(s) of the calibration folder '{roots.calib_dir}' are files of the "
+                               f"evaluation folder (links or mounts), e.g. '{linked[0][0]}' is '{linked[0][1]}': "
+                               "calibrating on test images would inflate the real baseline")
         calib_set = FolderDataset(calib, transform)
         calib_desc = f"{calib.root} ({len(calib.samples)} images)"
     return DataSource(FolderDataset(evaluation, transform), calib_set,
                       f"{evaluation.root} ({len(evaluation.samples)} images, {len(evaluation.classes)} classes)",
-                      calib_desc, f"folder:{evaluation.fingerprint}", calib and f"folder:{calib.fingerprint}")
+                      calib_desc)
 
 
 def spec_from_timm(model: torch.nn.Module, name: str | None = None) -> InputSpec:
@@ -249,11 +251,15 @@ def loader(dataset: Dataset, batch_size: int = 128, num_workers: int = 0) -> Dat
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
 
 
-def first_images(dataset: Dataset, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` images drawn without replacement by ``seed`` (the `real` calibration baseline)."""
+def drawn_indices(dataset: Dataset, n: int, seed: int) -> list[int]:
+    """Which ``n`` images the `real` baseline draws, without replacement, by ``seed``."""
     if n > len(dataset):
         raise DatasetError(f"asked for {n} real images but the split holds {len(dataset)}")
     g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(dataset), generator=g)[:n].tolist()
-    items = [dataset[i] for i in idx]
+    return torch.randperm(len(dataset), generator=g)[:n].tolist()
+
+
+def first_images(dataset: Dataset, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` images drawn without replacement by ``seed`` (the `real` calibration baseline)."""
+    items = [dataset[i] for i in drawn_indices(dataset, n, seed)]
     return torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items])

@@ -8,7 +8,6 @@ content psaq was measured on; a missing, truncated or changed file is refused in
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import shutil
 from functools import lru_cache
@@ -17,6 +16,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import TensorDataset
 
+from psaq.content import cache_root, file_sha256
 from psaq.errors import DatasetError
 
 DEBIAN_PACKAGE = "dataset-fashion-mnist"
@@ -30,25 +30,13 @@ RAW_SHA256 = {
 }
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("PSAQ_DATA_CACHE", Path.home() / ".cache" / "psaq"))
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def unpacked(source: Path | None = None, cache: Path | None = None) -> Path:
     """The torchvision root holding ``FashionMNIST/raw/<idx files>``, unpacked and verified."""
     source = source or SOURCE
     raw = (cache or cache_root()) / "fashion-mnist" / "FashionMNIST" / "raw"
     for name, want in RAW_SHA256.items():
         target = raw / name
-        if target.is_file() and _sha256(target) == want:
+        if target.is_file() and file_sha256(target) == want:
             continue
         packed = source / f"{name}.gz"
         if not packed.is_file():
@@ -63,7 +51,7 @@ def unpacked(source: Path | None = None, cache: Path | None = None) -> Path:
             tmp.unlink(missing_ok=True)
             raise DatasetError(f"Fashion-MNIST file '{packed}' is truncated or corrupt ({exc}); reinstall "
                                f"{DEBIAN_PACKAGE}") from exc
-        if _sha256(tmp) != want:
+        if file_sha256(tmp) != want:
             tmp.unlink(missing_ok=True)
             raise DatasetError(f"Fashion-MNIST file '{packed}' does not hold the data psaq was measured on "
                                f"(sha256 differs); reinstall {DEBIAN_PACKAGE}")

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from psaq.content import content_hashes
 from psaq.errors import DatasetError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -72,15 +73,6 @@ class ClassFolders:
     classes: tuple[str, ...]  # folder names, in label order
     samples: tuple[tuple[str, int], ...]  # (path, label)
 
-    @property
-    def fingerprint(self) -> str:
-        """Changes when a file is added, removed, replaced or relabelled (path, size, mtime, label)."""
-        h = hashlib.sha256()
-        for path, label in self.samples:
-            st = os.stat(path)
-            h.update(f"{os.path.relpath(path, self.root)}\0{st.st_size}\0{st.st_mtime_ns}\0{label}\n".encode())
-        return h.hexdigest()[:16]
-
 
 def scan_class_folders(root: str | Path, num_classes: int, class_names: tuple[str, ...] | None = None) -> ClassFolders:
     """Scan ``root/<class>/<image>`` and check it against a model with ``num_classes`` outputs.
@@ -118,18 +110,43 @@ def scan_class_folders(root: str | Path, num_classes: int, class_names: tuple[st
     return ClassFolders(path, tuple(order), tuple(samples))
 
 
-def folder_fingerprint(root: str | Path) -> str:
-    """Every image below ``root`` by relative path, size and modification time, with the class
-    folders it sits in: a changed, added, removed or moved image changes it."""
+def _file_id(path: str | Path) -> tuple[int, int]:
+    st = os.stat(path)  # follows links: a linked image is its target
+    return st.st_dev, st.st_ino
+
+
+def shared_files(calib: ClassFolders, evaluation: ClassFolders) -> list[tuple[str, str]]:
+    """(calibration image, evaluation image) pairs that are one file: hard or symbolic links,
+    class folders linked across, or the same folder mounted twice."""
+    ids = {_file_id(path): path for path, _ in evaluation.samples}
+    return [(path, ids[key]) for path, _ in calib.samples if (key := _file_id(path)) in ids]
+
+
+def folder_fingerprint(root: str | Path, content: bool = True) -> str:
+    """Every image below ``root`` by relative path, with the class folder it sits in, and either
+    its content (``psaq.content``: an evaluation folder, read whole at every evaluation anyway)
+    or its file record (device, inode, size, modification and change time: a calibration
+    folder, of which ``real`` reads a few images; writing, replacing, renaming or re-timing a
+    file changes the record, so it is never stale, only sometimes rebuilt when nothing changed)."""
     path = Path(root)
     if not path.is_dir():
         raise DatasetError(f"dataset path '{path}' does not exist or is not a folder")
+    images = [(entry.name, Path(entry.path), image) for entry in sorted(_visible_dirs(path), key=lambda e: e.name)
+              for image in _images_under(Path(entry.path))]
+    if content:
+        hashes = content_hashes(image for _, _, image in images)
+        marks = [hashes[os.path.abspath(image)] for _, _, image in images]
+    else:
+        marks = [":".join(map(str, _record(image))) for _, _, image in images]
     h = hashlib.sha256()
-    for entry in sorted(_visible_dirs(path), key=lambda e: e.name):
-        for image in _images_under(Path(entry.path)):
-            st = image.stat()
-            h.update(f"{entry.name}/{image.relative_to(entry.path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    for (name, folder, image), mark in zip(images, marks):
+        h.update(f"{name}/{image.relative_to(folder)}\0{mark}\n".encode())
     return f"folder:{h.hexdigest()[:16]}"
+
+
+def _record(path: Path) -> tuple[int, ...]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 @dataclass(frozen=True)

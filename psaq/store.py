@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from psaq.content import file_sha256
 from psaq.errors import ArtifactError
 
 SIDECAR = ".sha256"
@@ -50,14 +51,6 @@ class Artifact:
             raise ArtifactError(f"artifact '{p}' changed on disk since it was made (content hash differs); "
                                 "delete it and rerun to rebuild it")
         return p
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def stable_hash(*parts: Any, length: int = 16) -> str:

@@ -73,6 +73,39 @@ def test_dataset_root_with_train_and_val(tmp_path):
         open_data(DIGITS_SPEC, str(tmp_path / "root" / "val"), str(tmp_path / "root" / "val"))
 
 
+def test_calibration_folders_linked_to_the_evaluation_folder_are_refused(tmp_path):
+    import os
+    import shutil
+
+    save_digits_as_pngs(tmp_path / "val", "test", limit=30)
+    save_digits_as_pngs(tmp_path / "train", "train", limit=40)
+    shutil.rmtree(tmp_path / "train" / "3")
+    os.symlink(tmp_path / "val" / "3", tmp_path / "train" / "3")  # one class folder linked across
+    with pytest.raises(DatasetError, match=r"are files of the evaluation folder .* '.*train/3/\d+\.png' is"):
+        open_data(DIGITS_SPEC, str(tmp_path / "val"), str(tmp_path / "train"))
+    os.unlink(tmp_path / "train" / "3")
+    (tmp_path / "train" / "3").mkdir()
+    for image in (tmp_path / "val" / "3").iterdir():  # hard links, as a second mount of one disk shows them
+        os.link(image, tmp_path / "train" / "3" / image.name)
+    with pytest.raises(DatasetError, match="are files of the evaluation folder"):
+        open_data(DIGITS_SPEC, str(tmp_path / "val"), str(tmp_path / "train"))
+
+
+def test_copies_of_test_images_drawn_for_real_are_refused(tmp_path):
+    import shutil
+
+    from psaq.sources import real_source
+
+    save_digits_as_pngs(tmp_path / "val", "test", limit=30)
+    shutil.copytree(tmp_path / "val", tmp_path / "train")  # copies: other files, same contents
+    draw = real_source(open_data(DIGITS_SPEC, str(tmp_path / "val"), str(tmp_path / "train")))
+    with pytest.raises(DatasetError, match=r"4 of the 4 calibration images drawn for `real` are evaluation images"):
+        draw(4, 0)
+    save_digits_as_pngs(tmp_path / "clean", "train", limit=40)
+    images, labels = real_source(open_data(DIGITS_SPEC, str(tmp_path / "val"), str(tmp_path / "clean")))(4, 0)
+    assert images.shape == (4, 3, 32, 32) and labels.shape == (4,)
+
+
 def test_dataset_paths_expand_the_home_folder(tmp_path, monkeypatch):
     save_digits_as_pngs(tmp_path / "root" / "val", "test", limit=30)
     save_digits_as_pngs(tmp_path / "calib", "train", limit=40)
@@ -158,17 +191,19 @@ def test_imagenet_synset_folders_must_be_imagenet_classes(tmp_path):
         scan_class_folders(tmp_path, 1000)
 
 
-def test_fingerprint_changes_with_the_files(tmp_path):
-    from psaq.folders import scan_class_folders
+@pytest.mark.parametrize("content", [True, False])
+def test_fingerprint_changes_with_the_files(tmp_path, content):
+    from psaq.folders import folder_fingerprint
 
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "x.png").write_bytes(b"1")
-    before = scan_class_folders(tmp_path, 1).fingerprint
-    assert scan_class_folders(tmp_path, 1).fingerprint == before
-    (tmp_path / "a" / "x.png").write_bytes(b"22")
-    assert scan_class_folders(tmp_path, 1).fingerprint != before
+    before = folder_fingerprint(tmp_path, content)
+    assert folder_fingerprint(tmp_path, content) == before
+    (tmp_path / "a" / "x.png").write_bytes(b"2")  # same size
+    changed = folder_fingerprint(tmp_path, content)
+    assert changed != before
     (tmp_path / "a" / "y.png").write_bytes(b"1")
-    assert len({before, scan_class_folders(tmp_path, 1).fingerprint}) == 2
+    assert len({before, changed, folder_fingerprint(tmp_path, content)}) == 3
 
 
 def test_official_evaluation_crop():

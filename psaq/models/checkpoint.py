@@ -115,13 +115,3 @@ def checkpoint_class_names(path: str | Path) -> list[str] | None:
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise CheckpointError(f"checkpoint '{path}': its '{CLASS_NAMES_KEY}' metadata is not a list of names")
     return names
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()

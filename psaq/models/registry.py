@@ -15,7 +15,8 @@ from torch import nn
 
 from psaq.data import DIGITS_SPEC, InputSpec, spec_from_timm
 from psaq.errors import CheckpointError, ConfigError, UnknownNameError, check_seed
-from psaq.models.checkpoint import checkpoint_class_names, file_sha256, load_checkpoint
+from psaq.content import file_sha256
+from psaq.models.checkpoint import checkpoint_class_names, load_checkpoint
 from psaq.registry import Registry
 
 # Attention types psaq hooks and quantizes: their ``proj`` input is softmax(qkᵀ)·v.

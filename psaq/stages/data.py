@@ -1,8 +1,9 @@
 """Stage ``data``: fingerprints of the evaluation images and of the images `real` calibrates on.
 
-They change when a file is added, removed, replaced or touched, so every artifact computed
-from the images is keyed by them. The checks against the model (class folders, size,
-normalization) happen where the images are read, in the stages that read them.
+They change when a file is added, removed, or its content (evaluation images) or file record
+(calibration images) changes, so every artifact computed from the images is keyed by them.
+The checks against the model (class folders, size, normalization) happen where the images are
+read, in the stages that read them.
 """
 
 from __future__ import annotations
@@ -38,4 +39,4 @@ def run(model: ModelConfig, dataset: str | None, calib_dataset: str | None) -> d
         return {"eval": builtin_fingerprint(name, "test"), "calib": builtin_fingerprint(name, "train")}
     roots = resolve_roots(name, calib_dataset)
     return {"eval": folder_fingerprint(roots.eval_dir),
-            "calib": folder_fingerprint(roots.calib_dir) if roots.calib_dir else None}
+            "calib": folder_fingerprint(roots.calib_dir, content=False) if roots.calib_dir else None}

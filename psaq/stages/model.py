@@ -16,7 +16,8 @@ from psaq.models.registry import check_supported
 from psaq.models.train import TrainConfig
 from psaq.stages import GRAPH
 from psaq.stages.common import Weights, artifact_path, state_sha256
-from psaq.store import Store, file_sha256
+from psaq.content import file_sha256
+from psaq.store import Store
 
 TRAINING_LOG = ".training.json"  # beside a trained model: wall time, test top-1, losses
 

@@ -16,7 +16,9 @@ from psaq.sources import model_data, real_source
 
 def run(store: Store, model: ModelConfig, weights: Weights, synth: SynthesisConfig, data_fp: dict, dataset: str | None,
         calib_dataset: str | None, device: str = "auto", progress: bool = True) -> tuple[Artifact, bool]:
-    calib = data_fp["calib"] if synth.method == "real" else None  # only `real` reads data
+    # only `real` reads data; it is keyed by the evaluation images too, because whether its draw
+    # holds test images (refused, see psaq.sources.real_source) depends on them
+    calib = (data_fp["calib"], data_fp["eval"]) if synth.method == "real" else None
     out = artifact_path(store, GRAPH["samples"], f"{model.name}-{synth.method}-s{synth.seed}", ".parquet",
                         identity(model, weights), dataclasses.asdict(synth), calib, device_kind(device))
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from psaq.store import file_sha256
+from psaq.content import file_sha256
 from tests.flows.conftest import REPO, enter_project, subprocess_env, write_params
 
 pytestmark = pytest.mark.slow
