@@ -138,10 +138,35 @@ class FolderDataset(Dataset):
         path, label = self.folders.samples[i]
         try:
             with Image.open(path) as img:
-                image = img.convert("RGB")
+                image = as_rgb8(img, path)
         except OSError as exc:
             raise DatasetError(f"image '{path}' cannot be read: {exc}") from exc
         return self.transform(image), label
+
+
+HIGH_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def as_rgb8(img, path: str):
+    """The image as 8-bit RGB, scaled from what it holds: PIL's ``convert("RGB")`` clips 16-bit
+    values at 255 (a 16-bit PNG turns almost white) and truncates floats in [0, 1] to 0 or 1."""
+    from PIL import Image
+
+    if img.mode in HIGH_BIT_MODES or img.mode == "F":
+        a = np.asarray(img, dtype=np.float64)
+        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+        if img.mode == "F":
+            if not (np.isfinite(a).all() and lo >= 0.0 and hi <= 1.0):
+                raise DatasetError(f"image '{path}' holds floating-point pixels in [{lo:g}, {hi:g}]; psaq reads float "
+                                   "images with pixels in [0, 1] (or 8- and 16-bit integer images)")
+            a = a * 255.0
+        else:
+            if lo < 0 or hi > 65535:
+                raise DatasetError(f"image '{path}' holds integer pixels in [{lo:g}, {hi:g}]; psaq reads 8- and 16-bit "
+                                   "images (0 to 65535)")
+            a = a / 257.0  # 65535 → 255
+        return Image.fromarray(np.round(a).astype(np.uint8), mode="L").convert("RGB")
+    return img.convert("RGB")
 
 
 @dataclass

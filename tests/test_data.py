@@ -235,3 +235,33 @@ def test_builtin_dataset_must_fit_the_model():
     with pytest.raises(DatasetError, match="pass --dataset PATH"):
         open_data(spec, None)
     assert np.isclose(len(open_data(DIGITS_SPEC, "digits").eval_set), 360)
+
+
+@pytest.mark.parametrize("kind", ["png16", "tiff16", "tiff-float"])
+def test_high_bit_depth_images_are_scaled_not_clipped(tmp_path, kind):
+    """The same digits as 8-bit PNGs and as 16-bit or float images give the same tensors."""
+    from PIL import Image
+
+    eight = save_digits_as_pngs(tmp_path / "eight", limit=40)
+    for image in sorted(eight.rglob("*.png")):
+        pixels = np.asarray(Image.open(image), dtype=np.float64)
+        target = tmp_path / "deep" / image.parent.name / image.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if kind == "tiff-float":
+            Image.fromarray((pixels / 255).astype(np.float32)).save(target.with_suffix(".tif"))
+        else:
+            deep = Image.fromarray((pixels * 257).astype(np.uint16))
+            deep.save(target if kind == "png16" else target.with_suffix(".tif"))
+    want, got = open_data(DIGITS_SPEC, str(eight)).eval_set, open_data(DIGITS_SPEC, str(tmp_path / "deep")).eval_set
+    assert len(got) == len(want) == 40
+    for i in range(len(want)):
+        assert torch.equal(got[i][0], want[i][0])
+
+
+def test_float_images_outside_zero_to_one_are_refused(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "a").mkdir()
+    Image.fromarray(np.full((8, 8), 200.0, dtype=np.float32)).save(tmp_path / "a" / "x.tif")
+    with pytest.raises(DatasetError, match=r"floating-point pixels in \[200, 200\]"):
+        open_data(InputSpec((3, 8, 8), (0.5,) * 3, (0.5,) * 3, 1), str(tmp_path)).eval_set[0]
