@@ -219,6 +219,26 @@ def _print_result(params, point, rec: dict) -> None:
     print(f"FP32          top-1 {rec['fp32_top1']:6.2f}  top-5 {rec['fp32_top5']:6.2f}")
     print(f"{point.bits:<13} top-1 {rec['top1']:6.2f}  top-5 {rec['top5']:6.2f}  agreement with FP32 {rec['agreement']:6.2f}"
           f"  ({point.observer} ranges, {params.quant.sites} sites)")
+    warning = chance_warning(rec["fp32_top1"], params.runtime.dataset)
+    if warning:
+        print(warning)
+
+
+def chance_warning(fp32_top1: float, dataset: str | None) -> str | None:
+    """A float model near chance on a folder is most often a folder order that is not the model's."""
+    if not dataset:
+        return None
+    from psaq.folders import class_folder_names, resolve_roots
+
+    try:
+        names = class_folder_names(resolve_roots(dataset).eval_dir)
+    except Exception:  # noqa: BLE001 - a hint, never a new failure
+        return None
+    if len(names) < 2 or fp32_top1 >= 2 * 100 / len(names):
+        return None
+    shown = ", ".join(names[:6]) + (", …" if len(names) > 6 else "")
+    return (f"warning       FP32 top-1 {fp32_top1:.2f} is near chance ({100 / len(names):.0f} %): are the class folders in "
+            f"the model's output order? Without class names in the checkpoint they are taken in this order: {shown}")
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -37,6 +37,11 @@ def class_order(names: list[str]) -> list[str]:
     return sorted(names)
 
 
+def class_folder_names(root: Path) -> list[str]:
+    """The class folders of ``root`` in the order they map to outputs when the model names none."""
+    return class_order([e.name for e in _visible_dirs(root)])
+
+
 def _images_under(folder: Path) -> list[Path]:
     """Image files below ``folder``; symlinked folders are followed, but each real folder once."""
     seen: set[tuple[int, int]] = set()

@@ -181,3 +181,14 @@ def test_help_teaches(capsys):
     out = capsys.readouterr().out
     for text in ("--checkpoint", "--model-arg", "--dataset", "--device", "psaq-noent", "examples:"):
         assert text in out
+
+
+def test_near_chance_on_a_folder_warns_with_the_folder_order(tmp_path):
+    from psaq.cli import chance_warning
+
+    for name in ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+    warning = chance_warning(9.33, str(tmp_path / "data"))
+    assert warning and "near chance (10 %)" in warning and "eight, five, four, nine, one, seven, …" in warning
+    assert chance_warning(92.0, str(tmp_path / "data")) is None
+    assert chance_warning(9.33, None) is None  # the built-in dataset: its order is the model's
