@@ -45,8 +45,14 @@ def _upstream(stage: str, path: Path) -> Path:
 
 
 def read_view(stage: str, index: int = 0, **item) -> Artifact:
+    """An upstream stage's output through its view, checked against what the stage published:
+    a view is a hard link into the store, so a view edited in place would feed the edit on."""
     path = _upstream(stage, view(stage, index, **item))
-    return Artifact(str(path), file_sha256(path))
+    artifact = Artifact(str(path), file_sha256(path))
+    if Store(".").published_with(GRAPH[stage].folder, artifact.sha256) is None:
+        raise ArtifactError(f"'{path}' is not what stage '{stage}' published (its content matches no artifact in the "
+                            f"store: edited in place?); delete it and run `dvc repro` to rebuild it")
+    return artifact
 
 
 def _weights(seed: int) -> Weights:

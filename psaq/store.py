@@ -107,6 +107,20 @@ class Store:
         side.unlink(missing_ok=True)
         return None
 
+    def published_with(self, folder: str, sha256: str) -> Path | None:
+        """An artifact in ``folder`` that was published with this content hash and still holds it
+        (a view edited in place edits the artifact it links to: then there is none)."""
+        for side in sorted((self.root / folder).glob(f"*{SIDECAR}")):
+            try:
+                if json.loads(side.read_text())["sha256"] != sha256:
+                    continue
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            path = side.with_name(side.name[: -len(SIDECAR)])
+            if path.is_file() and file_sha256(path) == sha256:
+                return path
+        return None
+
     def publish(self, path: str | Path, write: Callable[[Path], Any]) -> tuple[Artifact, bool]:
         """``(artifact, built)``: the verified artifact at ``path``, built by ``write(tmp)`` if it
         is missing or fails its hash. Two writers at once: the first one published wins."""

@@ -31,3 +31,23 @@ def test_a_misnamed_stage_is_one_line(project, capsys):
     err = capsys.readouterr().err.strip()
     assert exit_.value.code == 2 and err.startswith("psaq: error:") and "invalid choice: 'nosuch'" in err
     assert "\n" not in err
+
+
+def test_a_view_edited_in_place_is_refused(project):
+    """Views are hard links into the store: an edit in place reaches the store file too, and the
+    next stage command must not feed it on."""
+    from flows.stages import read_view, view
+    from psaq.errors import ArtifactError
+    from psaq.stages import GRAPH
+    from psaq.store import Store
+
+    store = Store(project)
+    artifact, built = store.publish(store.path(GRAPH["samples"].folder, "digits-vit-psaq-s0", "k", ".parquet"),
+                                    lambda tmp: tmp.write_bytes(b"samples"))
+    item = dict(train_seed=0, method="psaq", seed=0)
+    store.link_view(artifact, view("samples", **item))
+    assert read_view("samples", **item).sha256 == artifact.sha256
+    with open(view("samples", **item), "r+b") as f:  # in place: the store's file changes with it
+        f.write(b"S")
+    with pytest.raises(ArtifactError, match="is not what stage 'samples' published .*edited in place"):
+        read_view("samples", **item)
