@@ -150,8 +150,19 @@ def _check_type(section: str, key: str, value, annotation) -> None:
         return
     ok = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
     if not ok:
-        raise ConfigError(f"params.yaml [{section}] {key}: expected {_type_name(annotation)}, got {value!r}"
-                          if value is not None else f"params.yaml [{section}] {key}: null is not allowed")
+        if value is None:
+            raise ConfigError(f"params.yaml [{section}] {key}: null is not allowed")
+        hint = ""
+        if isinstance(value, str) and float in allowed:
+            try:
+                number = float(value)
+            except ValueError:
+                pass
+            else:  # YAML 1.1 reads 1e30 (no dot, no exponent sign) as text
+                mantissa, _, exponent = repr(number).partition("e")
+                written = f"{mantissa if '.' in mantissa else mantissa + '.0'}e{exponent}" if exponent else repr(number)
+                hint = f" (YAML reads {value} as text: write it as {written})"
+        raise ConfigError(f"params.yaml [{section}] {key}: expected {_type_name(annotation)}, got {value!r}{hint}")
 
 
 _ABSENT = object()
@@ -214,6 +225,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def _mapping_without_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode):
     seen = set()
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # ``<<: *defaults``: keys written beside it override the merged ones, as YAML means
         key = loader.construct_object(key_node)
         if key in seen:
             raise yaml.constructor.ConstructorError(None, None, f"key '{key}' appears twice", key_node.start_mark)

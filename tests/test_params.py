@@ -82,6 +82,20 @@ def test_duplicate_keys_and_empty_files_are_refused(tmp_path, text, message):
         load_params(tmp_path / "p.yaml")
 
 
+def test_yaml_merge_keys_work_and_explicit_keys_override(tmp_path):
+    (tmp_path / "p.yaml").write_text("quant:\n  <<: {w_bits: 4, a_bits: 6}\n  a_bits: 8\n")
+    quant = load_params(tmp_path / "p.yaml").quant
+    assert (quant.w_bits, quant.a_bits) == (4, 8)
+
+
+def test_a_number_yaml_reads_as_text_says_how_to_write_it(tmp_path):
+    (tmp_path / "p.yaml").write_text("synthesis:\n  lr: 1e30\n")
+    with pytest.raises(ConfigError, match=r"lr: expected .*got '1e30' \(YAML reads 1e30 as text: write it as 1\.0e\+30\)"):
+        load_params(tmp_path / "p.yaml")
+    (tmp_path / "p.yaml").write_text("synthesis:\n  lr: 1.0e+30\n")  # the advice is valid YAML for the number
+    assert load_params(tmp_path / "p.yaml").synthesis.lr == 1e30
+
+
 def test_parse_bits():
     assert parse_bits("W4A8") == (4, 8)
     with pytest.raises(ConfigError):
