@@ -48,13 +48,31 @@ def save_checkpoint(model: nn.Module, path: str | Path, metadata: dict[str, str]
     return atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=metadata or {}))
 
 
+def is_safetensors(path: str | Path) -> bool:
+    """By content, whatever the file is named: an 8-byte little-endian header length, then the
+    JSON header (a ``.pt`` that is really safetensors is common)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+            size = os.fstat(f.fileno()).st_size
+    except OSError:
+        return Path(path).suffix in SAFETENSORS_SUFFIXES
+    if len(head) < 9:
+        return False
+    return 0 < int.from_bytes(head[:8], "little") <= size - 8 and head[8:9] == b"{"
+
+
+# prefixes that wrappers put before every key (DistributedDataParallel, some training loops)
+WRAPPER_PREFIXES = ("module.", "model.")
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a checkpoint file into a state dict; refuse what is missing or unreadable."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' does not exist")
     try:
-        if path.suffix in SAFETENSORS_SUFFIXES:
+        if is_safetensors(path):
             from safetensors.torch import load_file
 
             return load_file(str(path), device="cpu")
@@ -72,9 +90,16 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
-    """Load strictly: a checkpoint for another architecture is refused with its key names."""
+    """Load strictly: a checkpoint for another architecture is refused with its key names. A
+    state dict whose every key carries a wrapper's prefix (``module.``, ``model.``) that the
+    model's keys lack is read without it when the keys then match exactly."""
     state = read_state_dict(path)
     own = model.state_dict()
+    for prefix in WRAPPER_PREFIXES:
+        if state and set(state) != set(own) and all(k.startswith(prefix) for k in state) \
+                and {k[len(prefix):] for k in state} == set(own):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+            break
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     mismatched = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
@@ -100,7 +125,7 @@ def checkpoint_class_names(path: str | Path) -> list[str] | None:
     """The class names a psaq-written safetensors checkpoint records, if any."""
     import json
 
-    if Path(path).suffix not in SAFETENSORS_SUFFIXES:
+    if not is_safetensors(path):
         return None
     from safetensors import safe_open
 

@@ -25,6 +25,26 @@ def test_round_trip_through_a_file(tmp_path, fmt, images):
     torch.testing.assert_close(dst(images), src(images))
 
 
+def test_safetensors_named_pt_is_read_as_safetensors(tmp_path, images):
+    torch.manual_seed(0)
+    src = tiny_vit()
+    path = save_checkpoint(src, tmp_path / "w.safetensors").rename(tmp_path / "w.pt")
+    torch.testing.assert_close(load_checkpoint(tiny_vit(), path)(images), src(images))
+
+
+@pytest.mark.parametrize("prefix", ["module.", "model."])
+def test_a_wrapper_prefix_on_every_key_is_read_without_it(tmp_path, images, prefix):
+    torch.manual_seed(0)
+    src = tiny_vit()
+    torch.save({prefix + k: v for k, v in src.state_dict().items()}, tmp_path / "w.pt")
+    torch.testing.assert_close(load_checkpoint(tiny_vit(), tmp_path / "w.pt")(images), src(images))
+    # a prefix on only some keys is not a wrapper's: refused with the keys named
+    state = {(prefix + k if k.startswith("blocks") else k): v for k, v in src.state_dict().items()}
+    torch.save(state, tmp_path / "some.pt")
+    with pytest.raises(CheckpointError, match="missing keys"):
+        load_checkpoint(tiny_vit(), tmp_path / "some.pt")
+
+
 def test_timm_name_with_overrides_and_local_checkpoint(tmp_path, images):
     torch.manual_seed(0)
     src = tiny_vit()
