@@ -191,10 +191,14 @@ def _builtin_source(name: str, spec: InputSpec) -> DataSource:
     return DataSource(test, train, f"{name} test split ({len(test)} images)", f"{name} train split ({len(train)} images)")
 
 
-def is_builtin(name: str, calib_dataset: str | None = None) -> bool:
-    """Whether ``name`` is a built-in dataset (not a folder of that name); refuses a calibration
-    folder next to one, for every method: a flag that would be ignored is an error, not a no-op."""
-    if name in DATASETS and not Path(name).exists():
+def is_builtin(name: str, calib_dataset: str | None = None, given: bool = True) -> bool:
+    """Whether ``name`` is a built-in dataset; refuses a calibration folder next to one, for every
+    method (a flag that would be ignored is an error, not a no-op), and a name the user ``given``
+    that is also a folder here (the model's own default is never a folder)."""
+    if given and name in DATASETS and Path(name).exists():
+        raise DatasetError(f"'{name}' names both the built-in dataset and the folder ./{name} here; write "
+                           f"./{name} (or its full path) for the folder, or run from another folder for the built-in one")
+    if name in DATASETS:
         if calib_dataset:
             raise DatasetError(f"--calib-dataset (runtime.calib_dataset) applies to image folders; '{name}' brings "
                                "its own train split")
@@ -216,7 +220,7 @@ def open_data(spec: InputSpec, dataset: str | None, calib_dataset: str | None = 
     if name is None:
         raise DatasetError("this model has no built-in dataset: pass --dataset PATH (a folder of class folders, "
                            "or a root holding train/ and val/)")
-    if is_builtin(name, calib_dataset):
+    if is_builtin(name, calib_dataset, given=dataset is not None):
         return _builtin_source(name, spec)
     roots = resolve_roots(name, calib_dataset)
     transform = eval_transform(spec)

@@ -265,3 +265,12 @@ def test_float_images_outside_zero_to_one_are_refused(tmp_path):
     Image.fromarray(np.full((8, 8), 200.0, dtype=np.float32)).save(tmp_path / "a" / "x.tif")
     with pytest.raises(DatasetError, match=r"floating-point pixels in \[200, 200\]"):
         open_data(InputSpec((3, 8, 8), (0.5,) * 3, (0.5,) * 3, 1), str(tmp_path)).eval_set[0]
+
+
+def test_a_folder_named_like_a_built_in_dataset_is_ambiguous(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    save_digits_as_pngs(tmp_path / "digits", limit=40)
+    with pytest.raises(DatasetError, match=r"'digits' names both the built-in dataset and the folder ./digits"):
+        open_data(DIGITS_SPEC, "digits")
+    assert len(open_data(DIGITS_SPEC, "./digits").eval_set) == 40  # the folder, written as one
+    assert len(open_data(DIGITS_SPEC, None, default="digits").eval_set) == 360  # the model's own: built in

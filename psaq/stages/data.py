@@ -23,7 +23,7 @@ def describe(model: ModelConfig, dataset: str | None, calib_dataset: str | None)
     name = dataset or default_dataset(model)
     if name is None:
         return "nothing: set --dataset", "nothing"
-    if is_builtin(name, calib_dataset):
+    if is_builtin(name, calib_dataset, given=dataset is not None):
         return f"{name} test split (built in)", f"{name} train split (built in)"
     roots = resolve_roots(name, calib_dataset)
     return str(roots.eval_dir), str(roots.calib_dir) if roots.calib_dir else "nothing: pass --calib-dataset PATH"
@@ -35,7 +35,7 @@ def run(model: ModelConfig, dataset: str | None, calib_dataset: str | None) -> d
     if name is None:
         raise DatasetError(f"model '{model.name}' has no built-in dataset: set runtime.dataset (or --dataset) to a "
                            "folder of class folders or a root holding train/ and val/")
-    if is_builtin(name, calib_dataset):
+    if is_builtin(name, calib_dataset, given=dataset is not None):
         return {"eval": builtin_fingerprint(name, "test"), "calib": builtin_fingerprint(name, "train")}
     roots = resolve_roots(name, calib_dataset)
     return {"eval": folder_fingerprint(roots.eval_dir),
