@@ -29,7 +29,11 @@ def check_mlflow(uri: str) -> None:
     fix = "unset MLFLOW_TRACKING_URI to use the project's sqlite store, or set tracking.enabled: false"
     if not uri.startswith(MLFLOW_SCHEMES):
         raise ConfigError(f"MLflow tracking URI '{uri}' has a scheme psaq does not know "
-                          f"(use http(s)://, sqlite:///PATH or file:PATH); {fix}")
+                          f"(use http(s):// or sqlite:///PATH); {fix}")
+    if uri.startswith("file:") and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() not in ("1", "true"):
+        raise ConfigError(f"MLflow tracking URI '{uri}' is a file store, which this MLflow refuses to write; use "
+                          "sqlite:///PATH (`mlflow migrate-filestore` moves an existing one), or set "
+                          "MLFLOW_ALLOW_FILE_STORE=true to keep it")
     if uri.startswith(("http://", "https://")):
         status, body, reason = _get(uri.rstrip("/") + "/health")
         if reason:
