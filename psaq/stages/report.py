@@ -60,7 +60,8 @@ def run(store: Store, model: ModelConfig, weights: Weights, records: list[dict],
         sets = {name: (s.images, s.labels) for name, s in ((n, read_samples(a.verify())) for n, a in samples.items())}
         data = model_data(loaded, dataset, calib_dataset)
         if data.calib_set is not None and "real" not in sets:
-            sets = {"real": first_images(data.calib_set, 32, 0), **sets}
+            # the figures' real row: up to 32 training images (a small train/ gives what it holds)
+            sets = {"real": first_images(data.calib_set, min(32, len(data.calib_set)), 0), **sets}
         test_images = first_images(data.eval_set, min(32, len(data.eval_set)), 0)[0]
         sample_grid(sets, loaded.spec, folder / "samples.png")
         similarity_histograms({name: patch_similarities(loaded.model, imgs.to(dev)) for name, (imgs, _) in sets.items()},
