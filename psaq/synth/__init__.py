@@ -8,6 +8,7 @@ from torch import nn
 from psaq.data import InputSpec
 from psaq.device import resolve_device
 from psaq.synth.config import SynthesisConfig
+from psaq.synth.memory import check_memory
 from psaq.synth.methods import SYNTH_METHODS, RealSource, SynthesisContext, SynthesisResult
 
 
@@ -24,6 +25,7 @@ def synthesize(
     The model is moved to ``device``; the returned images are float32 on the CPU.
     """
     dev = resolve_device(device)
+    check_memory(config, spec, dev)
     model.to(dev)
     ctx = SynthesisContext(model, spec, dev, real_source, progress)
     return SYNTH_METHODS.get(config.method)(config, ctx)

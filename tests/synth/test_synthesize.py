@@ -136,3 +136,14 @@ def test_priors_and_schedule():
     lrs = [warmup_cosine_lr(s, 500, 100, 0.2) for s in range(500)]
     assert lrs[99] == pytest.approx(0.2) and lrs[0] == pytest.approx(0.002)
     assert max(lrs) <= 0.2 and lrs[-1] < 1e-4
+
+
+def test_a_batch_that_cannot_fit_is_refused_before_allocating(monkeypatch):
+    from psaq.errors import ConfigError
+    from psaq.synth import memory, synthesize
+
+    from tests.tiny import TINY_SPEC, tiny_vit
+
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 10 * 2**30)
+    with pytest.raises(ConfigError, match=r"num_samples 1000000000 of 3x32x32 images needs at least .* GiB .* and 10.0 GiB"):
+        synthesize(tiny_vit(), SynthesisConfig(num_samples=10**9), TINY_SPEC, "cpu", progress=False)
