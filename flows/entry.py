@@ -68,8 +68,11 @@ def prefect_server():
 
     class _Popen(subprocess.Popen):
         def __init__(self, *args, **kwargs):
+            # its own session: a terminal's Ctrl-C reaches the flow, which ends cleanly and then
+            # stops the server; the server no longer dies first under the flow's last API calls
             with open(log_path, "ab") as log:
-                super().__init__(*args, preexec_fn=_die_with_parent, stdout=log, stderr=subprocess.STDOUT, **kwargs)
+                super().__init__(*args, preexec_fn=_die_with_parent, start_new_session=True, stdout=log,
+                                 stderr=subprocess.STDOUT, **kwargs)
 
     class LinkedServer(prefect_server_module.SubprocessASGIServer):
         def _run_uvicorn_command(self):

@@ -28,9 +28,16 @@ def request() -> None:
     _REQUESTED.set()
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextmanager
 def stop_on_signals() -> Iterator[None]:
-    """SIGINT and SIGTERM request a stop and raise KeyboardInterrupt in the main thread."""
+    """SIGINT and SIGTERM request a stop and raise KeyboardInterrupt in the main thread.
+
+    Handlers that others install meanwhile for these signals (Prefect's flow engine installs
+    its own for SIGTERM, which stops the flow but not the stage running in a worker thread)
+    are wrapped so that they request the stop first: no handler can swallow it."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -39,10 +46,23 @@ def stop_on_signals() -> Iterator[None]:
         request()
         raise KeyboardInterrupt
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    install = signal.signal
+
+    def install_chained(signum, new):
+        if signum in STOP_SIGNALS and callable(new):
+            inner = new
+
+            def new(sig, frame):
+                request()
+                return inner(sig, frame)
+        return install(signum, new)
+
+    previous = {s: install(s, handler) for s in STOP_SIGNALS}
     _REQUESTED.clear()
+    signal.signal = install_chained
     try:
         yield
     finally:
+        signal.signal = install
         for s, h in previous.items():
-            signal.signal(s, h)
+            install(s, h)
