@@ -58,11 +58,13 @@ def broadcast_density(samples, points, bandwidth, weights=None):
     return (k * weights).sum(dim=-1) / weights.sum()
 
 
+@pytest.mark.parametrize("keep", [1 << 22, 0])  # kernels kept for backward; recomputed there
 @pytest.mark.parametrize("chunk", [1 << 20, 1 << 12])  # whole rows; parts of rows
 @pytest.mark.parametrize("weighted", [False, True])
-def test_chunked_density_and_its_gradient_equal_the_broadcast_formula(weighted, chunk, monkeypatch):
+def test_chunked_density_and_its_gradient_equal_the_broadcast_formula(weighted, chunk, keep, monkeypatch):
     """Many chunks (80,000 samples per row): value and both gradients, float64."""
     monkeypatch.setattr(kde, "_CHUNK_ELEMENTS", chunk)
+    monkeypatch.setattr(kde, "_KEEP_ELEMENTS", keep)
     g = torch.Generator().manual_seed(0)
     samples = (torch.rand(3, 80_000, generator=g, dtype=torch.float64) * 1.4 - 0.4).requires_grad_(True)
     points = torch.linspace(-0.4, 1.0, 10, dtype=torch.float64).repeat(3, 1).requires_grad_(True)
