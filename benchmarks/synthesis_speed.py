@@ -185,6 +185,8 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args()
     cores = torch.get_num_threads()
+    # contention runs before the official code: after its multi-GB tensors are freed, this
+    # process's small-model steps ran 2x slower for a while (measured), quiet or not
     print(f"plan: {len(args.models)} models x {args.repeats} turns of (forward + backward, psaq step), evaluation "
           f"float and W8A8; official code {'skipped' if args.skip_official else f'{args.official_steps + 1} steps (~1 min each)'}; "
           f"contention {'skipped' if args.skip_contention else 'on ' + ', '.join(args.contention_models)}; "
@@ -208,6 +210,12 @@ def main() -> None:
         print(f"{name}: forward+backward {row['bare_s']:.3f} s, psaq step {row['step_s']:.3f} s ({row['ratio']:.2f}x); "
               + ", ".join(f"{k} {v:.0f} img/s" for k, v in row["eval"].items()), flush=True)
         write(args, results)
+    if not args.skip_contention:
+        for name in args.contention_models:
+            loaded = loaded_models.get(name) or load_model(MODELS[name][0], args.store, "cpu")
+            print(f"contention, {name}:", flush=True)
+            results["contention"][name] = contention(loaded.model, loaded.spec, MODELS[name][2], cores)
+            write(args, results)
     if not args.skip_official:
         psaq_step = results["models"].get("deit_tiny", {}).get("step_s")
         if psaq_step is None:
@@ -217,12 +225,6 @@ def main() -> None:
         results["official"] = {"official_step_s": official, "psaq_step_s": psaq_step, "speedup": official / psaq_step}
         print(f"official code: {official:.1f} s per step; psaq {psaq_step:.2f} s: {official / psaq_step:.1f}x", flush=True)
         write(args, results)
-    if not args.skip_contention:
-        for name in args.contention_models:
-            loaded = loaded_models.get(name) or load_model(MODELS[name][0], args.store, "cpu")
-            print(f"contention, {name}:", flush=True)
-            results["contention"][name] = contention(loaded.model, loaded.spec, MODELS[name][2], cores)
-            write(args, results)
     print("\n" + write(args, results))
 
 

@@ -45,11 +45,12 @@ def _upstream(stage: str, path: Path) -> Path:
 
 
 def read_view(stage: str, index: int = 0, **item) -> Artifact:
-    """An upstream stage's output through its view, checked against what the stage published:
-    a view is a hard link into the store, so a view edited in place would feed the edit on."""
+    """An upstream stage's output through its view, checked against what the store published:
+    a view is a hard link into the store, so a view edited in place would feed the edit on. (A
+    stage that is switched off hands its input on, so any stage's folder may hold it.)"""
     path = _upstream(stage, view(stage, index, **item))
     artifact = Artifact(str(path), file_sha256(path))
-    if Store(".").published_with(GRAPH[stage].folder, artifact.sha256) is None:
+    if Store(".").published_with([s.folder for s in GRAPH.values()], artifact.sha256) is None:
         raise ArtifactError(f"'{path}' is not what stage '{stage}' published (its content matches no artifact in the "
                             f"store: edited in place?); delete it and run `dvc repro` to rebuild it")
     return artifact
