@@ -50,7 +50,8 @@ def read_view(stage: str, index: int = 0, **item) -> Artifact:
     stage that is switched off hands its input on, so any stage's folder may hold it.)"""
     path = _upstream(stage, view(stage, index, **item))
     artifact = Artifact(str(path), file_sha256(path))
-    if Store(".").published_with([s.folder for s in GRAPH.values()], artifact.sha256) is None:
+    store = Store(".")
+    if not any(store.published_with(folder, artifact.sha256) for folder in dict.fromkeys(s.folder for s in GRAPH.values())):
         raise ArtifactError(f"'{path}' is not what stage '{stage}' published (its content matches no artifact in the "
                             f"store: edited in place?); delete it and run `dvc repro` to rebuild it")
     return artifact

@@ -107,10 +107,10 @@ class Store:
         side.unlink(missing_ok=True)
         return None
 
-    def published_with(self, folders: list[str], sha256: str) -> Path | None:
-        """An artifact in one of ``folders`` that was published with this content hash and still
-        holds it (a view edited in place edits the artifact it links to: then there is none)."""
-        for side in sorted(p for folder in dict.fromkeys(folders) for p in (self.root / folder).glob(f"*{SIDECAR}")):
+    def published_with(self, folder: str, sha256: str) -> Path | None:
+        """An artifact in ``folder`` that was published with this content hash and still holds it
+        (a view edited in place edits the artifact it links to: then there is none)."""
+        for side in sorted((self.root / folder).glob(f"*{SIDECAR}")):
             try:
                 if json.loads(side.read_text())["sha256"] != sha256:
                     continue
