@@ -43,7 +43,7 @@ def _differences(samples: torch.Tensor, points: torch.Tensor, r: int, s: int, a:
                  buffer: torch.Tensor | None = None) -> torch.Tensor:
     """x_p − s_m for a chunk, (s − r, P, b − a), written into ``buffer`` when given: one buffer
     for all chunks of a call, because a fresh multi-MB tensor per chunk costs its page faults
-    (a third of a 28-px Swin's KDE time went to them, measured)."""
+    (on a 28-px Swin the backward went from 1.35 to 0.95 ms a call with it, profiled)."""
     shape = (s - r, points.shape[1], b - a)
     out = None if buffer is None else buffer[: shape[0] * shape[1] * shape[2]].view(shape)
     return torch.sub(points[r:s, :, None], samples[r:s, None, a:b], out=out)
