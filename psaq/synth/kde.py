@@ -6,8 +6,6 @@ import math
 
 import torch
 
-from psaq.synth import workspace
-
 BANDWIDTH = 0.01  # the paper's fixed kernel width, in cosine-similarity units
 GRID_POINTS = 10  # density evaluated on this many evenly spaced points between min and max
 DENSITY_EPS = 1e-4  # added to the density before the log
@@ -53,7 +51,7 @@ def _differences(samples: torch.Tensor, points: torch.Tensor, r: int, s: int, a:
 
 def _chunk_buffer(samples: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     largest = max((s - r) * (b - a) for r, s, a, b in _chunks(samples, points))
-    return workspace.take(samples, largest * points.shape[1])
+    return samples.new_empty(largest * points.shape[1])
 
 
 def _kernel_(d: torch.Tensor, bandwidth: float) -> torch.Tensor:
@@ -76,32 +74,23 @@ class _GaussianKde(torch.autograd.Function):
     def forward(ctx, samples: torch.Tensor, points: torch.Tensor, bandwidth: float,
                 weights: torch.Tensor | None) -> torch.Tensor:
         total = samples.new_zeros(points.shape)
-        count = points.numel() * samples.shape[-1]
-        keep = any(ctx.needs_input_grad[:2]) and count <= _KEEP_ELEMENTS
-        # kept: every chunk's kernels side by side in one reused buffer, held until backward
-        # (torch.compile traces this function and refuses kept views of a buffer: fresh tensors there)
-        pooled = not torch.compiler.is_compiling()
-        buffer = _chunk_buffer(samples, points) if not keep else workspace.take(samples, count) if pooled else None
-        kept, start = [], 0
+        keep = any(ctx.needs_input_grad[:2]) and points.numel() * samples.shape[-1] <= _KEEP_ELEMENTS
+        kept = []
+        buffer = None if keep else _chunk_buffer(samples, points)
         for r, s, a, b in _chunks(samples, points):
-            place = buffer if not keep else buffer[start:] if pooled else None
-            kernel = _kernel_(_differences(samples, points, r, s, a, b, place), bandwidth)
+            kernel = _kernel_(_differences(samples, points, r, s, a, b, buffer), bandwidth)
             total[r:s] += kernel.sum(dim=-1) if weights is None else kernel @ weights[a:b]
             if keep:
                 kept.append(kernel)
-                start += kernel.numel()
         ctx.save_for_backward(samples, points, weights)
-        ctx.bandwidth, ctx.kept = bandwidth, (buffer, kept) if keep else None
-        if not keep:
-            workspace.give(buffer)
+        ctx.bandwidth, ctx.kept = bandwidth, kept if keep else None
         return total
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor):
         samples, points, weights = ctx.saved_tensors
-        h = ctx.bandwidth
-        held, kept = ctx.kept if ctx.kept is not None else (None, None)
+        h, kept = ctx.bandwidth, ctx.kept
         ctx.kept = None
         want_samples, want_points = ctx.needs_input_grad[:2]
         grad_samples = torch.empty_like(samples) if want_samples else None
@@ -109,7 +98,7 @@ class _GaussianKde(torch.autograd.Function):
         # d/ds exp(−(x − s)²/(2h²)) = exp(·)·(x − s)/h²; d/dx is its negative
         g = (grad / h**2).unsqueeze(-1)
         buffer = _chunk_buffer(samples, points)
-        spare = None if kept is not None else workspace.take(buffer, buffer.numel())
+        spare = None if kept is not None else torch.empty_like(buffer)
         for k, (r, s, a, b) in enumerate(_chunks(samples, points)):
             d = _differences(samples, points, r, s, a, b, buffer)
             kernel = kept[k] if kept is not None else _kernel_(spare[: d.numel()].view(d.shape).copy_(d), h)
@@ -120,90 +109,14 @@ class _GaussianKde(torch.autograd.Function):
                 torch.sum(weighted, dim=1, out=grad_samples[r:s, a:b])
             if want_points:
                 grad_points[r:s] -= weighted.sum(dim=-1)
-        workspace.give(buffer, spare, held)
         return grad_samples, grad_points, None, None
 
 
-def _reach(bandwidth: float, dtype: torch.dtype) -> float:
-    """The distance beyond which a kernel value is the floor (``_exp_floor``): e·tiny, nothing."""
-    return bandwidth * math.sqrt(-2 * _exp_floor(dtype))
-
-
-def _band_width(points: torch.Tensor, bandwidth: float, dtype: torch.dtype) -> int | None:
-    """How many grid points at most lie within reach of one sample, on evenly spaced ``points``;
-    None where the band would save nothing (a grid narrow against the kernel, or one point)."""
-    if points.shape[1] < 2:
-        return None
-    spacing = float((points[:, -1] - points[:, 0]).amin()) / (points.shape[1] - 1)
-    if not spacing > 0:
-        return None
-    width = int(2 * _reach(bandwidth, dtype) / spacing) + 1
-    # a band offset costs about 1.5 grid points of the dense path (a gather and a scatter more), measured
-    return width if 3 * width <= 2 * points.shape[1] else None
-
-
-class _BandedKde(torch.autograd.Function):
-    """The sums of ``_GaussianKde`` on an evenly spaced grid, each sample evaluated only at the
-    ``width`` grid points that can lie within reach of it: every other kernel value is the floor
-    (e·tiny, 3e-38 in float32), which adds nothing to a sum that ``eps`` alone puts at 1e-4. The
-    kernel values it does evaluate are the dense path's, to the bit. On a trained model the
-    similarities span most of [−1, 1], so a sample reaches 1 or 2 of the 10 points (measured on
-    fashion-vit during synthesis: 1.3–1.9).
-
-    The grid is padded with ``width`` copies of each end point so that no index needs a mask:
-    what lands on the padding is dropped in forward and meets a zero gradient in backward."""
-
-    @staticmethod
-    def forward(ctx, samples: torch.Tensor, points: torch.Tensor, bandwidth: float,
-                weights: torch.Tensor | None, width: int) -> torch.Tensor:
-        rows, num_points = points.shape
-        lo = points[:, :1]
-        spacing = (points[:, -1:] - lo) / (num_points - 1)
-        padded = torch.cat([lo.expand(rows, width), points, points[:, -1:].expand(rows, width)], dim=1)
-        # the first grid point at or after s − reach, as an index into the padded grid
-        first = (samples - _reach(bandwidth, samples.dtype)).sub_(lo).div_(spacing).ceil_()
-        first = first.clamp_(-width, num_points).add_(width).to(torch.int64)
-        totals = samples.new_zeros((rows, num_points + 2 * width))
-        kept = []
-        for j in range(width):
-            index = first + j if j else first
-            d = padded.gather(1, index).sub_(samples)  # x − s
-            kernel = _kernel_(d.clone(), bandwidth)
-            totals.scatter_add_(1, index, kernel if weights is None else kernel * weights)
-            kept.append((d, kernel))
-        ctx.save_for_backward(weights)
-        ctx.bandwidth, ctx.first, ctx.kept = bandwidth, first, kept
-        return totals[:, width:width + num_points]
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: torch.Tensor):
-        (weights,) = ctx.saved_tensors
-        first, kept, width = ctx.first, ctx.kept, len(ctx.kept)
-        ctx.kept = ctx.first = None
-        # d/ds exp(−(x − s)²/(2h²)) = exp(·)·(x − s)/h², and the padding's gradient is 0
-        g = torch.nn.functional.pad(grad / ctx.bandwidth**2, (width, width))
-        out = None
-        for j, (d, kernel) in enumerate(kept):
-            term = d.mul_(kernel).mul_(g.gather(1, first + j if j else first))
-            out = term if out is None else out.add_(term)
-        if weights is not None:
-            out.mul_(weights)
-        return out, None, None, None, None
-
-
 def kde_density(samples: torch.Tensor, points: torch.Tensor, bandwidth: float = BANDWIDTH,
-                weights: torch.Tensor | None = None, evenly_spaced: bool = False) -> torch.Tensor:
+                weights: torch.Tensor | None = None) -> torch.Tensor:
     """Gaussian KDE of each row of ``samples`` (R, M) evaluated at ``points`` (R, P) → (R, P).
-    ``weights`` (M,) counts each column that many times (a value that occurs twice, stored once).
-    ``evenly_spaced``: each row of ``points`` is an even grid (constants): far points are skipped."""
-    width = None
-    if evenly_spaced and not points.requires_grad and not torch.compiler.is_compiling():
-        width = _band_width(points, bandwidth, samples.dtype)
-    if width is None:
-        kernel_sum = _GaussianKde.apply(samples, points, bandwidth, weights)
-    else:
-        kernel_sum = _BandedKde.apply(samples, points, bandwidth, weights, width)
+    ``weights`` (M,) counts each column that many times (a value that occurs twice, stored once)."""
+    kernel_sum = _GaussianKde.apply(samples, points, bandwidth, weights)
     count = samples.shape[-1] if weights is None else weights.sum()
     return kernel_sum / (count * bandwidth * math.sqrt(2 * math.pi))
 
@@ -230,7 +143,7 @@ def kde_entropy(
         hi = samples.detach().amax(dim=-1, keepdim=True)
     steps = torch.linspace(0.0, 1.0, num_points, device=samples.device, dtype=samples.dtype)
     points = lo.detach() + (hi.detach() - lo.detach()) * steps
-    p = kde_density(samples, points, bandwidth, weights, evenly_spaced=True) + eps
+    p = kde_density(samples, points, bandwidth, weights) + eps
     integrand = -p * torch.log(p)
     dx = points[:, 1:] - points[:, :-1]
     return ((integrand[:, 1:] + integrand[:, :-1]) * 0.5 * dx).sum(dim=-1)

@@ -7,8 +7,6 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from psaq.synth import workspace
-
 
 def mean_over_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
     """(B, N, heads·d) with heads concatenated → (B, N, d), averaged over heads."""
@@ -48,12 +46,10 @@ class _TriangleOfGram(torch.autograd.Function):
         flat = triangle_indices(n, offset, unit.device)[2]
         out = unit.new_empty((batch, flat.numel()))
         rows = max(1, _CHUNK_ELEMENTS // (n * n))
-        buffer = workspace.take(unit, min(rows, batch) * n * n)
         for a in range(0, batch, rows):
             u = unit[a:a + rows]
-            gram = torch.bmm(u, u.transpose(-1, -2), out=buffer[: u.shape[0] * n * n].view(u.shape[0], n, n))
-            torch.index_select(gram.view(u.shape[0], n * n), 1, flat, out=out[a:a + rows])
-        workspace.give(buffer)
+            gram = torch.bmm(u, u.transpose(-1, -2)).view(u.shape[0], n * n)
+            torch.index_select(gram, 1, flat, out=out[a:a + rows])
         ctx.save_for_backward(unit)
         ctx.offset = offset
         return out
@@ -66,16 +62,12 @@ class _TriangleOfGram(torch.autograd.Function):
         flat = triangle_indices(n, ctx.offset, unit.device)[2]
         rows = max(1, _CHUNK_ELEMENTS // (n * n))
         out = torch.empty_like(unit)
-        size = min(rows, batch) * n * n
-        laid = workspace.take(unit, size).zero_().view(-1, n * n)  # the entries below the triangle stay 0
-        symmetric = workspace.take(unit, size)
+        laid = unit.new_zeros((min(rows, batch), n * n))  # the entries below the triangle stay 0
         grad = grad.contiguous()
         for a in range(0, batch, rows):
             b = min(batch, a + rows)
             g = laid[: b - a].index_copy_(1, flat, grad[a:b]).view(b - a, n, n)
-            both = torch.add(g, g.transpose(-1, -2), out=symmetric[: g.numel()].view(g.shape))
-            torch.bmm(both, unit[a:b], out=out[a:b])
-        workspace.give(laid.view(-1), symmetric)
+            torch.bmm(g + g.transpose(-1, -2), unit[a:b], out=out[a:b])
         return out, None
 
 

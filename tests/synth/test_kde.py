@@ -99,33 +99,3 @@ def test_far_tails_floored_below_float32_resolution():
     (g32,), (g64,) = torch.autograd.grad(e32.sum(), x32), torch.autograd.grad(e64.sum(), x64)
     torch.testing.assert_close(e32.double(), e64, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(g32.double(), g64, rtol=0, atol=1e-4 * g64.abs().max().item())
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("weighted", [False, True])
-def test_banded_density_equals_the_dense_one(weighted, dtype):
-    """Similarities spread over [−0.8, 1] (as on a trained model): each sample reaches 2 of the
-    10 grid points in float32, 4 in float64, and the band gives the dense value and gradient."""
-    g = torch.Generator().manual_seed(3)
-    samples = (torch.rand(4, 5000, generator=g, dtype=dtype) * 1.8 - 0.8).requires_grad_(True)
-    lo, hi = samples.detach().amin(1, keepdim=True), samples.detach().amax(1, keepdim=True)
-    points = lo + (hi - lo) * torch.linspace(0, 1, 10, dtype=dtype)
-    weights = torch.randint(1, 3, (5000,), generator=g).to(dtype) if weighted else None
-    assert kde._band_width(points, 0.01, dtype) == (2 if dtype == torch.float32 else 4)
-    grad_out = torch.randn(4, 10, generator=g, dtype=dtype)
-    got = kde_density(samples, points, 0.01, weights, evenly_spaced=True)
-    (got_grad,) = torch.autograd.grad(got, samples, grad_out)
-    want = broadcast_density(samples, points, 0.01, weights)
-    (want_grad,) = torch.autograd.grad(want, samples, grad_out)
-    tol = 1e-12 if dtype == torch.float64 else 1e-5
-    torch.testing.assert_close(got, want, rtol=tol, atol=0)
-    torch.testing.assert_close(got_grad, want_grad, rtol=tol, atol=tol * want_grad.abs().max().item())
-
-
-def test_band_is_not_used_where_it_saves_nothing():
-    """A grid narrow against the kernel (every sample reaches every point), one point, or a
-    grid of equal ends takes the dense path."""
-    narrow = torch.linspace(0.9, 1.0, 10).repeat(2, 1)
-    assert kde._band_width(narrow, 0.01, torch.float32) is None
-    assert kde._band_width(torch.zeros(2, 1), 0.01, torch.float32) is None
-    assert kde._band_width(torch.ones(2, 10), 0.01, torch.float32) is None
