@@ -19,15 +19,23 @@ from psaq.quant import QuantConfig
 from psaq.quant.reconstruct import ReconstructConfig
 from psaq.synth import SynthesisConfig
 
-BITS_PATTERN = re.compile(r"W([2-8])A([2-8])")  # the whole tag: fullmatch, so "W8A8\n" is refused
+# the whole tag: fullmatch, so "W8A8\n" is refused; "@name" picks the activation site set
+BITS_PATTERN = re.compile(r"W([2-8])A([2-8])(?:@([a-z0-9][a-z0-9_-]*))?")
 
 
-def parse_bits(tag: str) -> tuple[int, int]:
-    """``"W4A8"`` → (4, 8)."""
+def parse_setting(tag: str) -> tuple[int, int, str | None]:
+    """``"W4A8"`` → (4, 8, None); ``"W4A4@repq"`` → (4, 4, "repq"): the bits and, where the tag
+    names one, the site set (``quant.sites`` otherwise)."""
     match = BITS_PATTERN.fullmatch(str(tag))
     if not match:
-        raise ConfigError(f"bit setting '{tag}' must look like W4A8 (weights then activations, 2..8 each)")
-    return int(match.group(1)), int(match.group(2))
+        raise ConfigError(f"bit setting '{tag}' must look like W4A8 (weights then activations, 2..8 each), "
+                          "optionally with a site set: W4A4@repq")
+    sites = match.group(3)
+    if sites is not None:
+        from psaq.quant.sites import SITE_SETS
+
+        SITE_SETS.get(sites)
+    return int(match.group(1)), int(match.group(2)), sites
 
 
 @dataclass(frozen=True)
@@ -59,7 +67,7 @@ class GridConfig:
         for o in self.observers:
             OBSERVERS.get(o)
         for b in self.bits:
-            parse_bits(b)
+            parse_setting(b)
         for s in (*self.seeds, *self.train_seeds):
             check_seed("grid seeds", s)
         if not isinstance(self.max_concurrency, int) or self.max_concurrency < 1:

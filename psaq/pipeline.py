@@ -15,7 +15,7 @@ from typing import Any
 
 from psaq.errors import ConfigError
 from psaq.models import ModelConfig
-from psaq.params import Params, parse_bits
+from psaq.params import Params, parse_setting
 from psaq.quant import QuantConfig
 from psaq.stages import calibrate, data, evaluate, export, fp32, model, reconstruct, report, samples
 from psaq.store import Store
@@ -59,8 +59,9 @@ def synthesis_config(params: Params, point: Point) -> SynthesisConfig:
 
 
 def quant_config(params: Params, point: Point) -> QuantConfig:
-    w_bits, a_bits = parse_bits(point.bits)
-    return dataclasses.replace(params.quant, w_bits=w_bits, a_bits=a_bits, act_observer=point.observer)
+    w_bits, a_bits, sites = parse_setting(point.bits)
+    return dataclasses.replace(params.quant, w_bits=w_bits, a_bits=a_bits, act_observer=point.observer,
+                               sites=sites or params.quant.sites)
 
 
 class Inline:

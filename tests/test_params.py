@@ -3,8 +3,8 @@ import dataclasses
 import pytest
 import yaml
 
-from psaq.errors import ConfigError
-from psaq.params import SECTIONS, load_params, params_from_dict, parse_bits
+from psaq.errors import ConfigError, UnknownNameError
+from psaq.params import SECTIONS, load_params, params_from_dict, parse_setting
 
 
 def test_repository_params_yaml_is_valid_and_maps_one_to_one():
@@ -96,9 +96,21 @@ def test_a_number_yaml_reads_as_text_says_how_to_write_it(tmp_path):
     assert load_params(tmp_path / "p.yaml").synthesis.lr == 1e30
 
 
-def test_parse_bits():
-    assert parse_bits("W4A8") == (4, 8)
+def test_parse_setting():
+    assert parse_setting("W4A8") == (4, 8, None)
+    assert parse_setting("W4A4@repq") == (4, 4, "repq")
     with pytest.raises(ConfigError):
-        parse_bits("4/8")
+        parse_setting("4/8")
     with pytest.raises(ConfigError):
-        parse_bits("W8A8\n")  # a trailing newline would end up in artifact names
+        parse_setting("W8A8\n")  # a trailing newline would end up in artifact names
+    with pytest.raises(UnknownNameError, match="site set 'nosuch'; known: .*repq"):
+        parse_setting("W4A4@nosuch")
+
+
+def test_a_grid_setting_with_a_site_set_reaches_the_quant_config():
+    from psaq.pipeline import grid_points, quant_config
+
+    params = params_from_dict({"grid": {"bits": ["W4A8", "W4A4@repq"], "methods": ["gaussian"], "seeds": [0]}})
+    configs = {p.bits: quant_config(params, p) for p in grid_points(params)}
+    assert (configs["W4A8"].w_bits, configs["W4A8"].a_bits, configs["W4A8"].sites) == (4, 8, params.quant.sites)
+    assert (configs["W4A4@repq"].w_bits, configs["W4A4@repq"].a_bits, configs["W4A4@repq"].sites) == (4, 4, "repq")
