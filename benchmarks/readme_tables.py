@@ -2,15 +2,18 @@
 
     .venv/bin/python benchmarks/readme_tables.py          # after `make benchmark`
 
-Reads ``reports/<model>/summary.json`` for each Fashion-MNIST model and the training logs kept
-beside the trained models, and replaces the text between the README's
-``<!-- fashion-tables:begin -->`` and ``<!-- fashion-tables:end -->`` markers.
+Reads ``reports/<model>/summary.json`` for each Fashion-MNIST model, the training logs kept
+beside the trained models and ``reports/benchmark-run.json`` (the run's time against its
+estimate), replaces the text between the README's ``<!-- fashion-tables:begin -->`` and
+``<!-- fashion-tables:end -->`` markers, and copies the summaries, reports and run record to
+``benchmarks/results/fashion/`` to be committed.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -18,6 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 MODELS = {"fashion-vit": "DeiT-layout ViT (28×28, patch 7: 16 tokens + class token)",
           "fashion-swin": "Swin (28×28, patch 2: 4 windows of 7×7, then 1 after merging)"}
 BEGIN, END = "<!-- fashion-tables:begin -->", "<!-- fashion-tables:end -->"
+RESULTS = REPO / "benchmarks" / "results" / "fashion"
 COMPARISONS = [("psaq", "gaussian"), ("psaq", "psaq-noent"), ("psaq", "real"), ("psaq-unique-pairs", "psaq"),
                ("psaq", "gaussian-clamped")]
 METHODS = ["real", "psaq", "psaq-unique-pairs", "psaq-noent", "gaussian", "gaussian-clamped"]
@@ -89,6 +93,12 @@ def main() -> int:
             print(f"{path} is missing: run make benchmark first", file=sys.stderr)
             return 2
         parts.append(section(model, json.loads(path.read_text())))
+    run = REPO / "reports" / "benchmark-run.json"
+    if run.is_file():
+        info = json.loads(run.read_text())
+        parts.insert(0, f"This run: {info['wall_s'] / 60:.1f} min on {info['cpus']} cores (estimated before it "
+                        f"started, cold: {info['estimated_cold_s'] / 60:.1f} min), finished {info['finished']}; "
+                        "what the store held was reused.")
     readme = REPO / "README.md"
     text = readme.read_text()
     if BEGIN not in text or END not in text:
@@ -96,7 +106,15 @@ def main() -> int:
         return 2
     body = f"{BEGIN}\n<!-- written by benchmarks/readme_tables.py from reports/*/summary.json -->\n\n" + "\n\n".join(parts) + f"\n\n{END}"
     readme.write_text(re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: body, text, flags=re.S))
-    print("README.md: Fashion-MNIST tables written from reports/fashion-vit and reports/fashion-swin")
+    for model in MODELS:
+        (RESULTS / model).mkdir(parents=True, exist_ok=True)
+        for name in ("summary.json", "benchmark.md", "accuracy.png", "differences.png", "similarity.png"):
+            if (REPO / "reports" / model / name).is_file():
+                shutil.copyfile(REPO / "reports" / model / name, RESULTS / model / name)
+    if run.is_file():
+        shutil.copyfile(run, RESULTS / run.name)
+    print("README.md: Fashion-MNIST tables written from reports/fashion-vit and reports/fashion-swin; "
+          f"summaries copied to {RESULTS.relative_to(REPO)}")
     return 0
 
 

@@ -63,6 +63,39 @@ def _prefect_artifact(table: str, path: str) -> None:
                              description="psaq benchmark: top-1 per calibration mode and bit setting")
 
 
+def _record_run(files: list[str], estimated: float, wall: float) -> None:
+    """What this run took against its estimate, for the README (``benchmarks/readme_tables.py``)."""
+    import datetime
+    import json
+    import os
+
+    out = project_root() / "reports" / "benchmark-run.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"params": files, "estimated_cold_s": round(estimated), "wall_s": round(wall),
+                               "cpus": len(os.sched_getaffinity(0)),
+                               "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")},
+                              indent=2) + "\n")
+
+
+def print_plan(all_params: list[Params], allow_large_grid: bool) -> float:
+    """The work of every params file and the cold time it takes here, from stage speeds measured
+    now on each grid's architecture (a few seconds each); returns the estimate in seconds."""
+    from psaq.budget import estimate, measure, minutes, work_of
+    from psaq.device import resolve_device
+
+    print("plan (cold, on an empty store; what the store holds is reused):")
+    total = 0.0
+    for params in all_params:
+        work = work_of(params, grid_points(params, allow_large_grid))
+        stages = estimate(work, measure(params, work, resolve_device(params.runtime.device)))
+        total += sum(stages.values())
+        for line in work.lines():
+            print(f"  {line}")
+        print("    estimate: " + ", ".join(f"{k} {minutes(v)}" for k, v in stages.items()))
+    print(f"  estimated cold time: {minutes(total)} (stage speeds measured here just now)\n", flush=True)
+    return total
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", action="append", help="params file, repeatable (default: params.yaml)")
@@ -77,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         all_params = [load_params(f) for f in files]
         for params in all_params:  # every file is checked before any work
             preflight(params, args.allow_large_grid)
+        estimated = print_plan(all_params, args.allow_large_grid)
         with prefect_server():
             for path, params in zip(files, all_params):
                 result = benchmark.with_options(task_runner=task_runner(params, args.dask))(path, args.allow_large_grid)
@@ -84,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"report:   {result['report']}  (this run's: {result['report_artifact']})")
                 print(f"figures:  {', '.join(result['figures'].values())}")
         print(f"MLflow:   {result['tracking_uri']}  (browse: make mlflow-ui → http://127.0.0.1:5000)")
-        print(f"done in {time.perf_counter() - started:.0f} s")
+        wall = time.perf_counter() - started
+        print(f"done in {wall:.0f} s (estimated cold time: {estimated:.0f} s)")
+        _record_run(files, estimated, wall)
         return 0
 
     return run_entry(run, args.debug)

@@ -13,6 +13,7 @@ import sys
 
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
+from tqdm import tqdm
 
 from flows.entry import prefect_server, run_entry
 from psaq.cli import ArgumentParser
@@ -31,7 +32,9 @@ def run_points(params: Params, points: list[Point], parent: str | None) -> tuple
     stages.set_threads(params.runtime.threads)
     jobs = submit_points(stages.submit, params, points)
     records, reused = [], []
-    for job in jobs:
+    # points finish in order once their shared stages (training, synthesis) are done: the rate,
+    # and so the ETA, settles after the first sample sets
+    for job in tqdm(jobs, desc=f"{params.model.name} grid", unit="point", smoothing=0.1):
         rec = record(job)
         records.append(rec)
         if parent:

@@ -45,6 +45,8 @@ class SynthesisContext:
 
 SynthMethod = Callable[["SynthesisConfig", SynthesisContext], SynthesisResult]  # noqa: F821
 SYNTH_METHODS: Registry[SynthMethod] = Registry("calibration mode")
+# the methods that optimize images step by step (the others draw them at once)
+LOOP_METHODS = frozenset({"psaq", "psaq-noent", "psaq-unique-pairs"})
 
 
 def _noise(config, ctx: SynthesisContext) -> torch.Tensor:

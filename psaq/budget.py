@@ -1,0 +1,151 @@
+"""What a grid will cost on this machine, said before it runs.
+
+The stages' speeds are measured here, in a few seconds, on the grid's own architecture with
+random weights (speed does not depend on the weights): one training step, one synthesis step
+of each method that optimizes, and evaluation images per second of the float and of a W8A8
+model. The plan multiplies them by the work the grid holds: training steps per model,
+synthesis steps per sample set, test images per evaluation. The estimate is the cold time, an
+empty store; stages already in the store take seconds instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from psaq.data import InputSpec, open_data, spec_from_timm
+from psaq.models import ModelConfig
+from psaq.models.registry import MODELS, create_architecture
+from psaq.quant import QuantConfig, quantized_copy
+from psaq.synth import SynthesisConfig, synthesize
+from psaq.synth.methods import LOOP_METHODS
+
+_PROBE_BATCH = 128  # images per timed evaluation batch
+
+
+@dataclass(frozen=True)
+class Work:
+    """What one params file's grid does on an empty store."""
+
+    model: str
+    models_to_train: int
+    train_steps: int  # per model
+    train_batch: int
+    sample_sets: dict[str, int]  # method → sets (each training seed × seed)
+    synthesis_steps: int  # per sample set of a method that optimizes
+    points: int
+    eval_images: int  # per evaluation; one per point and one FP32 per model
+
+    def lines(self) -> list[str]:
+        sets = ", ".join(f"{n} {m}" for m, n in self.sample_sets.items())
+        trained = (f"{self.models_to_train} to train ({self.train_steps} steps of {self.train_batch} each)"
+                   if self.models_to_train else "weights given, nothing to train")
+        return [f"{self.model}: models {trained}; sample sets {sum(self.sample_sets.values())} ({sets}), "
+                f"{self.synthesis_steps} steps each where a method optimizes; {self.points} points, "
+                f"each evaluated on {self.eval_images} images"]
+
+
+@dataclass(frozen=True)
+class Speeds:
+    """Seconds per unit of work, measured on this machine."""
+
+    train_step_s: float
+    synthesis_step_s: dict[str, float]  # method → s per step (methods that optimize)
+    float_image_s: float
+    quantized_image_s: float
+
+
+def _spec(config: ModelConfig, model: torch.nn.Module) -> InputSpec:
+    return MODELS.get(config.name).spec if config.name in MODELS else spec_from_timm(model, config.name)
+
+
+def work_of(params, points: list) -> Work:
+    """The work in ``points`` (``psaq.pipeline.grid_points``) of ``params``."""
+    from psaq.pipeline import model_config, synthesis_config
+
+    name = params.model.name
+    entry = MODELS.get(name) if name in MODELS else None
+    trains = entry is not None and entry.trainer is not None and not params.model.checkpoint \
+        and not params.model.random_weights
+    cfg = params.train.resolved(entry.train_defaults) if trains else None
+    seeds = list(dict.fromkeys(p.train_seed for p in points))
+    config = model_config(params, seeds[0])
+    spec = _spec(config, create_architecture(config))
+    data = open_data(spec, params.runtime.dataset, params.runtime.calib_dataset, entry.dataset if entry else None)
+    train_images = len(data.calib_set) if trains and data.calib_set is not None else 0
+    sets: dict[str, int] = {}
+    for key in dict.fromkeys((p.train_seed, p.method, p.seed) for p in points):
+        sets[key[1]] = sets.get(key[1], 0) + 1
+    steps = synthesis_config(params, points[0]).total_steps if points else 0
+    return Work(name, len(seeds) if trains else 0,
+                cfg.epochs * math.ceil(train_images / cfg.batch_size) if trains else 0,
+                cfg.batch_size if trains else 0, sets, steps, len(points), len(data.eval_set))
+
+
+def _median_time(fn, repeats: int) -> float:
+    fn()  # the first call warms the allocator and the kernels
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def measure(params, work: Work, device: str | torch.device = "cpu") -> Speeds:
+    """Time each stage's unit of work on ``params``' architecture with random weights."""
+    config = dataclasses.replace(params.model, random_weights=True, checkpoint=None, pretrained=False)
+    model = create_architecture(config).to(device).eval()
+    spec = _spec(config, model)
+    images = torch.randn((_PROBE_BATCH, *spec.input_size), device=device)
+    labels = torch.randint(0, spec.num_classes, (_PROBE_BATCH,), device=device)
+    train_step_s = 0.0
+    if work.models_to_train:
+        trained = create_architecture(config).to(device).train()
+        opt = torch.optim.AdamW(trained.parameters())
+        batch = torch.randn((work.train_batch, *spec.input_size), device=device)
+        target = torch.randint(0, spec.num_classes, (work.train_batch,), device=device)
+
+        def train_step() -> None:
+            loss = F.cross_entropy(trained(batch), target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        train_step_s = _median_time(train_step, 5)
+    synthesis: dict[str, float] = {}
+    for method in work.sample_sets:
+        if method not in LOOP_METHODS:
+            continue
+        base = dataclasses.replace(params.synthesis, method=method, rounds=1, warmup_steps=0,
+                                   jitter_px=params.synthesis.jitter_px[:1])
+
+        def run(n: int) -> float:
+            return synthesize(model, dataclasses.replace(base, steps_per_round=n), spec, device, progress=False).wall_s
+
+        synthesis[method] = max(0.0, (run(4) - run(1)) / 3)
+    with torch.inference_mode():
+        float_s = _median_time(lambda: model(images), 2) / _PROBE_BATCH
+    quantized = quantized_copy(model, QuantConfig(w_bits=8, a_bits=8), images[:32], device)
+    with torch.inference_mode():
+        quant_s = _median_time(lambda: quantized(images), 2) / _PROBE_BATCH
+    return Speeds(train_step_s, synthesis, float_s, quant_s)
+
+
+def estimate(work: Work, speeds: Speeds) -> dict[str, float]:
+    """Seconds per stage on an empty store."""
+    models = work.models_to_train or 1
+    synthesis = sum(n * work.synthesis_steps * speeds.synthesis_step_s.get(m, 0.0) for m, n in work.sample_sets.items())
+    return {"train": work.models_to_train * work.train_steps * speeds.train_step_s,
+            "synthesize": synthesis,
+            "evaluate": work.eval_images * (work.points * speeds.quantized_image_s + models * speeds.float_image_s)}
+
+
+def minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"

@@ -1,0 +1,53 @@
+"""The benchmark's plan: the work a grid holds and the cold time it multiplies out to."""
+
+import math
+
+import pytest
+
+from psaq.budget import Speeds, Work, estimate, measure, minutes, work_of
+from psaq.data import digits_split
+from psaq.models.registry import MODELS
+from psaq.params import params_from_dict
+from psaq.pipeline import grid_points
+
+
+def digits_params(**grid):
+    return params_from_dict({"grid": {"train_seeds": [0, 1], "methods": ["psaq", "gaussian"], "seeds": [0, 1, 2],
+                                      "bits": ["W4A8", "W4A4@repq"], **grid},
+                             "synthesis": {"rounds": 2, "steps_per_round": 5, "warmup_steps": 1, "jitter_px": [1, 2]}})
+
+
+def test_work_counts_what_the_grid_holds():
+    params = digits_params()
+    work = work_of(params, grid_points(params))
+    train = params.train.resolved(MODELS.get("digits-vit").train_defaults)
+    assert work.models_to_train == 2
+    assert work.train_steps == train.epochs * math.ceil(len(digits_split("train")) / train.batch_size)
+    assert work.sample_sets == {"psaq": 6, "gaussian": 6}  # 2 training seeds x 3 seeds, shared by the bit settings
+    assert work.synthesis_steps == 10
+    assert work.points == 2 * 2 * 3 * 2
+    assert work.eval_images == len(digits_split("test"))
+    assert "2 to train" in work.lines()[0] and "24 points" in work.lines()[0]
+
+
+def test_a_checkpoint_means_nothing_to_train(tmp_path):
+    params = params_from_dict({"model": {"name": "digits-vit", "checkpoint": str(tmp_path / "w.safetensors")}})
+    assert work_of(params, grid_points(params)).models_to_train == 0
+
+
+def test_estimate_multiplies_speeds_by_work():
+    work = Work("m", models_to_train=2, train_steps=100, train_batch=8, sample_sets={"psaq": 3, "gaussian": 3},
+                synthesis_steps=50, points=12, eval_images=1000)
+    speeds = Speeds(train_step_s=0.1, synthesis_step_s={"psaq": 0.02}, float_image_s=1e-4, quantized_image_s=2e-4)
+    got = estimate(work, speeds)
+    assert got["train"] == pytest.approx(2 * 100 * 0.1)
+    assert got["synthesize"] == pytest.approx(3 * 50 * 0.02)  # gaussian draws at once
+    assert got["evaluate"] == pytest.approx(1000 * (12 * 2e-4 + 2 * 1e-4))
+    assert minutes(90) == "1.5 min" and minutes(30) == "30 s"
+
+
+def test_measure_times_every_stage_that_costs():
+    params = digits_params(train_seeds=[0], seeds=[0], bits=["W8A8"])
+    speeds = measure(params, work_of(params, grid_points(params)))
+    assert speeds.train_step_s > 0 and speeds.float_image_s > 0 and speeds.quantized_image_s > 0
+    assert set(speeds.synthesis_step_s) == {"psaq"}
