@@ -46,8 +46,9 @@ test: setup
 test-fast: setup
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not slow"
 
-# The Fashion-MNIST benchmark (fashion-vit and fashion-swin, 2 training seeds each), its reports
-# in reports/<model>/, MLflow runs, and the README's Fashion-MNIST tables written from the summaries.
+# The Fashion-MNIST benchmark (fashion-vit, 2 training seeds, and fashion-swin, 1; 108 points): it
+# prints its plan and cold-time estimate first; reports in reports/<model>/, MLflow runs, and the
+# README's Fashion-MNIST tables written from the summaries (copied to benchmarks/results/fashion/).
 benchmark: setup
 	$(PY) -m flows.benchmark --params benchmarks/fashion-vit.yaml --params benchmarks/fashion-swin.yaml
 	$(PY) benchmarks/readme_tables.py

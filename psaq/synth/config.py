@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from psaq.errors import ConfigError, check_seed
@@ -81,10 +82,13 @@ class SynthesisConfig:
         if not 0 <= lo <= hi:
             raise ConfigError(f"tv_target_range must be (low, high) with 0 <= low <= high, got {[lo, hi]}")
         for name in ("entropy_weight", "ce_weight", "tv_weight", "kde_eps"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not self.kde_bandwidth > 0:
-            raise ConfigError(f"kde_bandwidth must be positive, got {self.kde_bandwidth}")
+            if not 0 <= getattr(self, name) < math.inf:  # NaN fails too
+                raise ConfigError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
+        if not 0 < self.kde_bandwidth < math.inf:
+            raise ConfigError(f"kde_bandwidth must be a finite positive number, got {self.kde_bandwidth}")
+        if self.kde_points < 2:
+            # the trapezoid rule over one point is 0: an entropy term that silently does nothing
+            raise ConfigError(f"kde_points must be at least 2 (the grid the density is integrated on), got {self.kde_points}")
         if not 0 <= self.flip_prob <= 1:
             raise ConfigError(f"flip_prob must be in [0, 1], got {self.flip_prob}")
 

@@ -120,7 +120,9 @@ def test_registry_and_config_validation():
     with pytest.raises(UnknownNameError, match="did you mean psaq"):
         SynthesisConfig(method="psaqq")
     for bad in (dict(num_samples=0), dict(steps_per_round=-1), dict(lr=-1.0), dict(jitter_px=(1,)),
-                dict(warmup_steps=600), dict(seed=-1), dict(flip_prob=2.0), dict(kde_bandwidth=0.0)):
+                dict(warmup_steps=600), dict(seed=-1), dict(flip_prob=2.0), dict(kde_bandwidth=0.0),
+                dict(kde_bandwidth=float("inf")), dict(kde_points=1), dict(kde_eps=float("nan")),
+                dict(tv_weight=float("inf"))):
         with pytest.raises(ConfigError):
             SynthesisConfig(**bad)
 
