@@ -139,6 +139,9 @@ class FolderDataset(Dataset):
         try:
             with Image.open(path) as img:
                 image = as_rgb8(img, path)
+        except Image.DecompressionBombError as exc:  # not an OSError: it would surface as a traceback
+            raise DatasetError(f"image '{path}' is too large to read safely ({exc}); resize it, or raise "
+                               "PIL.Image.MAX_IMAGE_PIXELS if the size is intended") from exc
         except OSError as exc:
             raise DatasetError(f"image '{path}' cannot be read: {exc}") from exc
         return self.transform(image), label

@@ -274,3 +274,15 @@ def test_a_folder_named_like_a_built_in_dataset_is_ambiguous(tmp_path, monkeypat
         open_data(DIGITS_SPEC, "digits")
     assert len(open_data(DIGITS_SPEC, "./digits").eval_set) == 40  # the folder, written as one
     assert len(open_data(DIGITS_SPEC, None, default="digits").eval_set) == 360  # the model's own: built in
+
+
+def test_an_image_too_large_to_read_safely_is_one_clear_line(tmp_path, monkeypatch):
+    """PIL refuses an image of more than twice MAX_IMAGE_PIXELS with an error that is not an
+    OSError; it must still come out as a DatasetError naming the file."""
+    from PIL import Image
+
+    root = save_digits_as_pngs(tmp_path / "digits", limit=40)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # the digits PNGs are 32×32: over twice that
+    data = open_data(DIGITS_SPEC, str(root))
+    with pytest.raises(DatasetError, match=r"image '.*\.png' is too large to read safely"):
+        data.eval_set[0]
