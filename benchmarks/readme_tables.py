@@ -42,9 +42,21 @@ def training(model: str) -> list[str]:
     return out
 
 
+ENTROPY_ROWS = ["real (test images)", "real", "psaq", "psaq-unique-pairs", "psaq-noent", "gaussian", "gaussian-clamped"]
+
+
+def grid_order(model: str, columns: list[str]) -> list[str]:
+    """The summary's columns in the order the model's params file lists its bit settings."""
+    import yaml
+
+    params = REPO / "benchmarks" / f"{model}.yaml"
+    listed = yaml.safe_load(params.read_text())["grid"]["bits"] if params.is_file() else []
+    return sorted(columns, key=lambda c: (listed.index(c) if c in listed else len(listed), c))
+
+
 def section(model: str, summary: dict) -> str:
     top1 = summary["top1"]
-    columns = list(next(iter(top1.values())).keys())
+    columns = grid_order(model, list(next(iter(top1.values())).keys()))
     rows = []
     for m in METHODS:
         if m in top1:
@@ -53,6 +65,8 @@ def section(model: str, summary: dict) -> str:
     cells = {(c["a"], c["b"], c["column"]): c for c in summary["comparisons"]}
     diff_rows = []
     for a, b in COMPARISONS:
+        if not any((a, b, col) in cells for col in columns):
+            continue  # a comparison of methods this grid did not run
         line = [f"{a} − {b}"]
         for col in columns:
             c = cells.get((a, b, col))
@@ -61,7 +75,8 @@ def section(model: str, summary: dict) -> str:
     n_runs = next(iter(summary["comparisons"]), {}).get("runs", "?")
     ent = summary["entropy_per_block"]
     blocks = len(next(iter(ent.values())))
-    ent_rows = [[name, *(f"{v:.2f}" for v in values)] for name, values in ent.items()]
+    names = sorted(ent, key=lambda n: ENTROPY_ROWS.index(n) if n in ENTROPY_ROWS else len(ENTROPY_ROWS))
+    ent_rows = [[name, *(f"{v:.2f}" for v in ent[name])] for name in names]
     fp32 = ", ".join(f"{v:.2f}" for v in summary["fp32_per_model"])
     return "\n".join([
         f"#### {model}: {MODELS[model]}",
