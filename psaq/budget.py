@@ -88,18 +88,25 @@ def work_of(params, points: list) -> Work:
                 cfg.batch_size if trains else 0, sets, steps, len(points), len(data.eval_set))
 
 
-def _median_time(fn, repeats: int) -> float:
-    fn()  # the first call warms the allocator and the kernels
+def _median_time(fn, repeats: int, device: torch.device) -> float:
+    """Median seconds of ``fn`` on ``device`` (a GPU runs asynchronously: each call is waited for)."""
+    def call() -> None:
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    call()  # the first call warms the allocator and the kernels
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
-        fn()
+        call()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
 
 
 def measure(params, work: Work, device: str | torch.device = "cpu") -> Speeds:
     """Time each stage's unit of work on ``params``' architecture with random weights."""
+    device = torch.device(device)
     config = dataclasses.replace(params.model, random_weights=True, checkpoint=None, pretrained=False)
     model = create_architecture(config).to(device).eval()
     spec = _spec(config, model)
@@ -118,7 +125,7 @@ def measure(params, work: Work, device: str | torch.device = "cpu") -> Speeds:
             loss.backward()
             opt.step()
 
-        train_step_s = _median_time(train_step, 5)
+        train_step_s = _median_time(train_step, 5, device)
     synthesis: dict[str, float] = {}
     for method in work.sample_sets:
         if method not in LOOP_METHODS:
@@ -131,10 +138,10 @@ def measure(params, work: Work, device: str | torch.device = "cpu") -> Speeds:
 
         synthesis[method] = max(0.0, (run(4) - run(1)) / 3)
     with torch.inference_mode():
-        float_s = _median_time(lambda: model(images), 2) / _PROBE_BATCH
+        float_s = _median_time(lambda: model(images), 2, device) / _PROBE_BATCH
     quantized = quantized_copy(model, QuantConfig(w_bits=8, a_bits=8), images[:32], device)
     with torch.inference_mode():
-        quant_s = _median_time(lambda: quantized(images), 2) / _PROBE_BATCH
+        quant_s = _median_time(lambda: quantized(images), 2, device) / _PROBE_BATCH
     return Speeds(train_step_s, synthesis, float_s, quant_s)
 
 
