@@ -59,6 +59,7 @@ benchmark-table: setup
 	$(PY) benchmarks/digits_table.py
 
 repro: setup
+	$(PY) -m flows.stages check-params
 	$(VENV)/bin/dvc repro
 
 mlflow-ui: setup

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from psaq.cli import ArgumentParser, run_entry
 from psaq.cores import use_threads
-from psaq.errors import ArtifactError
+from psaq.errors import ArtifactError, ConfigError
 from psaq.io import read_json, write_json
 from psaq.params import Params, load_params
 from psaq.pipeline import Point, grid_points, model_config, quant_config, record, synthesis_config
@@ -201,9 +201,19 @@ def dvc_yaml() -> str:
     return HEADER + body
 
 
+def check_dvc_grid(params) -> None:
+    """DVC names a matrix stage ``stage@value-value-…`` and splits names at '@': a bit setting
+    with a site set (``W4A4@repq``) makes stages it cannot find. Refused before ``dvc repro``."""
+    tagged = [b for b in params.grid.bits if "@" in str(b)]
+    if tagged:
+        raise ConfigError(f"grid.bits {tagged} name a site set with '@', which DVC's stage names cannot hold; for "
+                          "dvc repro set quant.sites instead and list plain settings (W4A4), or run this grid with "
+                          "python -m flows.benchmark --params FILE")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("stage", choices=[*POINT_STAGES, "write-dvc-yaml"])
+    ap.add_argument("stage", choices=[*POINT_STAGES, "write-dvc-yaml", "check-params"])
     ap.add_argument("--train-seed", type=int, default=0)
     ap.add_argument("--method")
     ap.add_argument("--seed", type=int)
@@ -219,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
             print("wrote dvc.yaml")
             return 0
         params = load_params(args.params)
+        if args.stage == "check-params":
+            check_dvc_grid(params)
+            return 0
         use_threads(params.runtime.threads)
         store = Store(".")
         POINT_STAGES[args.stage](params, store, args)

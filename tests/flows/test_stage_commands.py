@@ -51,3 +51,13 @@ def test_a_view_edited_in_place_is_refused(project):
         f.write(b"S")
     with pytest.raises(ArtifactError, match="is not what stage 'samples' published .*edited in place"):
         read_view("samples", **item)
+
+
+def test_a_grid_dvc_cannot_name_is_refused_before_dvc_repro(project, capsys):
+    """DVC splits stage names at '@': a setting with a site set (W4A4@repq) is refused with the
+    way out; plain settings pass."""
+    assert main(["check-params"]) == 0
+    (project / "params.yaml").write_text("grid:\n  bits: [W8A8, W4A4@repq]\n")
+    assert main(["check-params"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("psaq: error:") and "['W4A4@repq']" in err and "quant.sites" in err and "\n" not in err
