@@ -120,8 +120,14 @@ def render(result: dict) -> str:
     out += [f"\n#### Paired differences between calibration modes, official numerics: top-1 points, 95 % interval "
             f"(bootstrap over runs and test images), {n}\n", markdown_table(["difference", *SUMMARY_COLUMNS], rows)]
     if BEFORE.is_file():
-        out += ["\n#### What moved: official numerics minus the tables made before them (top-1 points, difference of "
-                "means; same models, seeds and test images)\n", moved_table(records, json.loads(BEFORE.read_text()), cols + low_cols)]
+        before = json.loads(BEFORE.read_text())
+        if same_models(result, before):
+            out += ["\n#### What moved: official numerics minus the tables made before them (top-1 points, difference "
+                    "of means; same models, seeds and test images)\n", moved_table(records, before, cols + low_cols)]
+        else:  # a difference of means over other models would read as an effect of the numerics
+            out += [f"\n(No 'what moved' table: the models differ from those of {BEFORE.name}, FP32 "
+                    f"{', '.join(f'{v:.2f}' for v in result['fp32_top1'])} against "
+                    f"{', '.join(f'{v:.2f}' for v in before['fp32_top1'])}.)"]
     variants = [v for v in VARIANTS if v != "official" and any(r["variant"] == v for r in result["records"])]
     if variants:
         rows = []
@@ -140,6 +146,13 @@ def render(result: dict) -> str:
     out += ["\n#### Patch-similarity entropy per block (official estimator; higher = more diverse), mean over runs\n",
             markdown_table(["images"] + [f"block {b}" for b in range(blocks)], rows)]
     return "\n".join(out)
+
+
+def same_models(result: dict, before: dict) -> bool:
+    """The earlier tables record no weights, only each model's FP32 top-1 on the same test images:
+    different accuracies mean different models (equal ones do not prove the same)."""
+    a, b = result["fp32_top1"], before["fp32_top1"]
+    return len(a) == len(b) and all(abs(x - y) < 1e-9 for x, y in zip(a, b))
 
 
 def moved_table(records: list[dict], before: dict, cols: list[str]) -> str:
