@@ -42,7 +42,7 @@ def training(model: str) -> list[str]:
     return out
 
 
-ENTROPY_ROWS = ["real (test images)", "real", "psaq", "psaq-unique-pairs", "psaq-noent", "gaussian", "gaussian-clamped"]
+ENTROPY_ROWS = ["real (test images)", *METHODS]
 
 
 def grid_order(model: str, columns: list[str]) -> list[str]:

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from psaq.data import InputSpec, open_data, spec_from_timm
-from psaq.models import ModelConfig
+from psaq.data import open_data
+from psaq.models import LoadedModel, load_model
 from psaq.models.registry import MODELS, create_architecture
 from psaq.quant import QuantConfig, quantized_copy
 from psaq.synth import SynthesisConfig, synthesize
@@ -61,8 +61,11 @@ class Speeds:
     quantized_image_s: float
 
 
-def _spec(config: ModelConfig, model: torch.nn.Module) -> InputSpec:
-    return MODELS.get(config.name).spec if config.name in MODELS else spec_from_timm(model, config.name)
+def _random(model_config, device: str | torch.device = "cpu") -> LoadedModel:
+    """The architecture with random weights, its input spec and built-in dataset, as the registry
+    gives them (nothing trained, nothing downloaded)."""
+    config = dataclasses.replace(model_config, random_weights=True, checkpoint=None, pretrained=False)
+    return load_model(config, device=device, progress=False)
 
 
 def work_of(params, points: list) -> Work:
@@ -75,9 +78,8 @@ def work_of(params, points: list) -> Work:
         and not params.model.random_weights
     cfg = params.train.resolved(entry.train_defaults) if trains else None
     seeds = list(dict.fromkeys(p.train_seed for p in points))
-    config = model_config(params, seeds[0])
-    spec = _spec(config, create_architecture(config))
-    data = open_data(spec, params.runtime.dataset, params.runtime.calib_dataset, entry.dataset if entry else None)
+    loaded = _random(model_config(params, seeds[0]))
+    data = open_data(loaded.spec, params.runtime.dataset, params.runtime.calib_dataset, loaded.dataset)
     train_images = len(data.calib_set) if trains and data.calib_set is not None else 0
     sets: dict[str, int] = {}
     for key in dict.fromkeys((p.train_seed, p.method, p.seed) for p in points):
@@ -107,14 +109,12 @@ def _median_time(fn, repeats: int, device: torch.device) -> float:
 def measure(params, work: Work, device: str | torch.device = "cpu") -> Speeds:
     """Time each stage's unit of work on ``params``' architecture with random weights."""
     device = torch.device(device)
-    config = dataclasses.replace(params.model, random_weights=True, checkpoint=None, pretrained=False)
-    model = create_architecture(config).to(device).eval()
-    spec = _spec(config, model)
+    loaded = _random(params.model, device)
+    model, spec = loaded.model, loaded.spec
     images = torch.randn((_PROBE_BATCH, *spec.input_size), device=device)
-    labels = torch.randint(0, spec.num_classes, (_PROBE_BATCH,), device=device)
     train_step_s = 0.0
     if work.models_to_train:
-        trained = create_architecture(config).to(device).train()
+        trained = create_architecture(params.model).to(device).train()
         opt = torch.optim.AdamW(trained.parameters())
         batch = torch.randn((work.train_batch, *spec.input_size), device=device)
         target = torch.randint(0, spec.num_classes, (work.train_batch,), device=device)
