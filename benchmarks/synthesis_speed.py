@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from official_loop import DEFAULT_SNAPSHOT, official_step_seconds  # noqa: E402
 
+from psaq.allocator import keep_freed_memory  # noqa: E402
 from psaq.cores import choose_threads  # noqa: E402
 from psaq.data import loader  # noqa: E402
 from psaq.evaluate import evaluate  # noqa: E402
@@ -183,8 +184,11 @@ def main() -> None:
     ap.add_argument("--skip-contention", action="store_true")
     ap.add_argument("--contention-models", nargs="+", default=["fashion-vit", "deit_tiny"], choices=list(MODELS))
     ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--system-allocator", action="store_true",
+                    help="leave glibc's defaults (runtime.keep_freed_memory: false) to measure what keeping freed memory buys")
     args = ap.parse_args()
     cores = torch.get_num_threads()
+    memory = keep_freed_memory(not args.system_allocator)  # as the stages do, before any tensor
     # contention runs before the official code: after its multi-GB tensors are freed, this
     # process's small-model steps ran 2x slower for a while (measured), quiet or not
     print(f"plan: {len(args.models)} models x {args.repeats} turns of (forward + backward, psaq step), evaluation "
@@ -192,7 +196,8 @@ def main() -> None:
           f"contention {'skipped' if args.skip_contention else 'on ' + ', '.join(args.contention_models)}; "
           f"{cores} threads. About 8 minutes on 2 cores once the models are trained; a model not yet in "
           f"the store is trained first (digits-vit ~1 min, fashion-vit ~9 min, fashion-swin ~10 min).", flush=True)
-    results: dict = {"threads": cores, "models": {}, "contention": {}}
+    print(f"memory: {memory.reason}", flush=True)
+    results: dict = {"threads": cores, "allocator": memory.reason, "models": {}, "contention": {}}
     loaded_models = {}
     for name in args.models:
         config, weights, steps = MODELS[name]
@@ -230,7 +235,7 @@ def main() -> None:
 
 
 def write(args, results: dict) -> str:
-    threads_note = f"{results['threads']} threads"
+    threads_note = f"{results['threads']} threads, {results.get('allocator', 'system defaults')}"
     rows, evals = [], []
     for name, r in results["models"].items():
         rows.append([name, r["weights"], f"{r['bare_s']:.3f}", f"{r['step_s']:.3f}", f"{r['ratio']:.2f}×",

@@ -30,7 +30,13 @@ from tasks.tracking import attach, tracking_uri
 
 @flow(name="benchmark", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=2))
 def benchmark(params_path: str = "params.yaml", allow_large_grid: bool = False) -> dict:
-    """The params.yaml grid and its report; the report goes to reports/, MLflow and Prefect."""
+    """A params file's grid and its report; the report goes to reports/, MLflow and Prefect.
+
+    Args:
+        params_path: Settings file with the grid, relative to the project
+            (benchmarks/fashion-vit.yaml, benchmarks/fashion-swin.yaml, params.yaml).
+        allow_large_grid: Run a grid of more than 500 points.
+    """
     params = share_cores(load_params(params_path))
     points = grid_points(params, allow_large_grid)
     with tracked(params, "benchmark") as parent:
@@ -80,9 +86,11 @@ def _record_run(files: list[str], estimated: float, wall: float) -> None:
 def print_plan(all_params: list[Params], allow_large_grid: bool) -> float:
     """The work of every params file and the cold time it takes here, from stage speeds measured
     now on each grid's architecture (a few seconds each); returns the estimate in seconds."""
+    from psaq.allocator import keep_freed_memory
     from psaq.budget import estimate, measure, minutes, work_of
     from psaq.device import resolve_device
 
+    keep_freed_memory(all_params[0].runtime.keep_freed_memory)  # the stages' setting, so the speeds are theirs
     print("plan (cold, on an empty store; what the store holds is reused):")
     total = 0.0
     for params in all_params:

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from flows.entry import prefect_server, run_entry
 from psaq.cli import ArgumentParser
+from psaq.allocator import keep_freed_memory
 from psaq.cores import choose_threads
 from psaq.params import Params, load_params
 from psaq.pipeline import Point, grid_points, record, submit_points
@@ -30,6 +31,7 @@ def run_points(params: Params, points: list[Point], parent: str | None) -> tuple
     """Submit every stage of every point, then gather the records and log each point to MLflow
     once; returns (records, jobs)."""
     stages.set_threads(params.runtime.threads)
+    keep_freed_memory(params.runtime.keep_freed_memory)
     jobs = submit_points(stages.submit, params, points)
     records, reused = [], []
     # points finish in order once their shared stages (training, synthesis) are done: the rate,
@@ -89,8 +91,14 @@ def tracked(params: Params, name: str):
 
 @flow(name="grid", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=2))
 def grid(params_path: str = "params.yaml", threads: int | None = None, allow_large_grid: bool = False) -> list[dict]:
-    """Run every (train seed × method × seed × bits × observer) point of params.yaml's grid.
-    ``threads``: torch threads per task (1 on Dask workers, which each hold a core)."""
+    """Run every (train seed × method × seed × bits × observer) point of a params file's grid.
+
+    Args:
+        params_path: Settings file with the grid, relative to the project.
+        threads: Torch threads per task; empty: each concurrent task gets its share of the idle
+            cores (1 on Dask workers, which each hold a core).
+        allow_large_grid: Run a grid of more than 500 points.
+    """
     params = share_cores(with_threads(load_params(params_path), threads))
     points = grid_points(params, allow_large_grid)
     with tracked(params, "grid") as parent:

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from psaq.cli import ArgumentParser, run_entry
+from psaq.allocator import keep_freed_memory
 from psaq.cores import use_threads
 from psaq.errors import ArtifactError, ConfigError
 from psaq.io import read_json, write_json
@@ -233,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             check_dvc_grid(params)
             return 0
         use_threads(params.runtime.threads)
+        keep_freed_memory(params.runtime.keep_freed_memory)
         store = Store(".")
         POINT_STAGES[args.stage](params, store, args)
         return 0

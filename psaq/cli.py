@@ -172,6 +172,7 @@ def _params(args: argparse.Namespace):
 
 def _run(args: argparse.Namespace):
     """One grid point through the pipeline's stages, into the project's artifact store."""
+    from psaq.allocator import keep_freed_memory
     from psaq.cores import use_threads
     from psaq.device import resolve_device
     from psaq.pipeline import Point, inline_runner, record, submit_points
@@ -183,6 +184,7 @@ def _run(args: argparse.Namespace):
     require_known(params.model.name)
     resolve_device(params.runtime.device)  # refuse a missing GPU before any work
     threads = use_threads(params.runtime.threads)
+    memory = keep_freed_memory(params.runtime.keep_freed_memory)
     point = Point(params.model.train_seed, params.synthesis.method, params.synthesis.seed, params.quant.tag,
                   params.quant.act_observer)
     store = Store(args.store or os.environ.get("PSAQ_PROJECT", "."))
@@ -193,6 +195,7 @@ def _run(args: argparse.Namespace):
     print(f"settings      {params_file or 'library defaults (no params.yaml here)'} + command line")
     print(f"store         {store.root}")
     print(f"threads       {threads.reason}")
+    print(f"memory        {memory.reason}")
     print(f"evaluate on   {evaluate_on}")
     print(f"calibrate on  " + (f"real images from {calibrate_on}" if point.method == "real"
                                else f"{point.method} images synthesized from the model (no data)"))

@@ -80,6 +80,7 @@ class RuntimeConfig:
     dataset: str | None = None  # None: the model's own (digits for digits-vit)
     calib_dataset: str | None = None  # the folder `real` draws from, when dataset is not a train/val root
     threads: int | None = None  # torch threads per process; None: one per idle core (psaq.cores), or OMP_NUM_THREADS
+    keep_freed_memory: bool = True  # glibc keeps freed memory for reuse (psaq.allocator); numbers unchanged
 
     def __post_init__(self) -> None:
         from psaq.device import resolve_device
