@@ -55,20 +55,36 @@ def point_params(params: Params, model: str | None = None, w_bits: int | None = 
 
 @flow(name="quantize", log_prints=True, validate_parameters=True)
 def quantize(
-    model: Annotated[Optional[str], Field(description="psaq model (digits-vit) or any timm name")] = None,
-    w_bits: Annotated[Bits, Field(description="weight bits, 2..8")] = None,
-    a_bits: Annotated[Bits, Field(description="activation bits, 2..8")] = None,
-    calib: Annotated[Optional[Method], Field(description="calibration mode")] = None,
-    seed: Annotated[Optional[int], Field(ge=0, description="synthesis seed")] = None,
-    observer: Annotated[Optional[Observer], Field(description="activation range rule")] = None,
-    train_seed: Annotated[Optional[int], Field(ge=0, description="which self-trained digits-vit")] = None,
-    device: Annotated[Optional[str], Field(description="cpu, cuda, cuda:N or auto")] = None,
-    precision: Annotated[Optional[Precision], Field(description="synthesis autocast dtype")] = None,
-    compile: Annotated[Optional[Compile], Field(description="what torch.compile fuses in synthesis")] = None,
-    sites: Annotated[Optional[Sites], Field(description="quantizer site set")] = None,
-    params_path: Annotated[str, Field(description="settings file; the other parameters override it")] = "params.yaml",
+    model: Optional[str] = None,
+    w_bits: Bits = None,
+    a_bits: Bits = None,
+    calib: Optional[Method] = None,
+    seed: Annotated[Optional[int], Field(ge=0)] = None,
+    observer: Optional[Observer] = None,
+    train_seed: Annotated[Optional[int], Field(ge=0)] = None,
+    device: Optional[str] = None,
+    precision: Optional[Precision] = None,
+    compile: Optional[Compile] = None,
+    sites: Optional[Sites] = None,
+    params_path: str = "params.yaml",
 ) -> dict:
-    """One grid point; parameters not given come from params.yaml."""
+    """One grid point through every stage; parameters left empty come from params.yaml.
+
+    Args:
+        model: psaq's own model (digits-vit, fashion-vit, fashion-swin) or any timm model name.
+        w_bits: Weight bits, 2 to 8.
+        a_bits: Activation bits, 2 to 8.
+        calib: Calibration images: psaq (the paper's), psaq-noent (without the entropy term),
+            gaussian (noise), real (training images; needs data).
+        seed: Synthesis seed: which calibration set.
+        observer: Activation range rule (minmax is the paper's).
+        train_seed: Which of psaq's self-trained models (0, 1, ...).
+        device: cpu, cuda, cuda:N, or auto (cuda when present).
+        precision: Synthesis autocast dtype: fp32 (the paper's) or bf16.
+        compile: What torch.compile fuses during synthesis: none, kde, model or all.
+        sites: Quantizer site set: official (the paper's code) or another named set.
+        params_path: Settings file, relative to the project; the parameters above override it.
+    """
     params, point = point_params(load_params(params_path), model, w_bits, a_bits, calib, seed, observer, train_seed,
                                  device, precision, compile, sites)
     preflight(params)  # before the MLflow run and any task: a bad model name or folder fails here

@@ -153,3 +153,18 @@ def test_deployment_parameters_are_validated_before_any_work(project):
     state = quantize(calib="gauss", params_path=str(params), return_state=True)
     assert state.is_failed() and "gaussian" in state.message
     assert not (project / "data").exists()
+
+
+@pytest.mark.parametrize("module, name", [("flows.quantize", "quantize"), ("flows.grid", "grid"),
+                                          ("flows.benchmark", "benchmark")])
+def test_every_deployment_parameter_is_described_in_the_served_schema(module, name):
+    # Prefect serves the descriptions of a flow's Google-style "Args:" docstring section (a
+    # pydantic Field(description=...) on the parameter is dropped from the schema)
+    import importlib
+
+    from prefect.utilities.callables import parameter_schema
+
+    fn = getattr(importlib.import_module(module), name).fn
+    properties = parameter_schema(fn).model_dump()["properties"]
+    assert properties and all(p.get("description") for p in properties.values()), \
+        [k for k, p in properties.items() if not p.get("description")]
