@@ -66,7 +66,9 @@ mlflow-ui: setup
 	$(VENV)/bin/mlflow server --host $(HOST) --port 5000 --workers 1 \
 	  --backend-store-uri sqlite:///$(abspath mlflow.db) --default-artifact-root $(abspath mlruns)
 
+# the run's log lines stream to `prefect deployment run --watch` (the server's default streams events only)
 prefect-server: setup
+	PREFECT_SERVER_LOGS_STREAM_OUT_ENABLED=true PREFECT_SERVER_LOGS_STREAM_PUBLISHING_ENABLED=true \
 	$(VENV)/bin/prefect server start --host $(HOST)
 
 serve: setup

@@ -19,6 +19,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.entry import prefect_server, run_entry
 from flows.grid import preflight, run_points, share_cores, task_runner, tracked
+from flows.one_at_a_time import one_at_a_time
+from flows.outcome import completed, grid_summary, one_line_failures, publish_artifact
 from psaq.cli import ArgumentParser
 from psaq.params import Params, load_params
 from psaq.pipeline import grid_points, report_inputs, resolve
@@ -29,6 +31,8 @@ from tasks.tracking import attach, tracking_uri
 
 
 @flow(name="benchmark", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=2))
+@one_line_failures
+@one_at_a_time
 def benchmark(params_path: str = "params.yaml", allow_large_grid: bool = False) -> dict:
     """A params file's grid and its report; the report goes to reports/, MLflow and Prefect.
 
@@ -48,10 +52,11 @@ def benchmark(params_path: str = "params.yaml", allow_large_grid: bool = False) 
         if parent:
             attach(tracking_uri(params.tracking.mlflow_uri), parent, [str(p) for p in files.values()],
                    tags={"psaq.report": report.path})
-    _prefect_artifact(table, report.path)
-    return {"records": records, "table": table, "report": str(files["benchmark.md"]),
+    publish_artifact("benchmark", params.model.name, f"{table}\n\nFull report: `{report.path}`",
+                     f"psaq benchmark {params.model.name}: top-1 per calibration mode and bit setting")
+    return completed(grid_summary(params.model.name, records, str(files["benchmark.md"])), {"records": records, "table": table, "report": str(files["benchmark.md"]),
             "report_artifact": report.path, "figures": {k: str(v) for k, v in files.items() if k.endswith(".png")},
-            "tracking_uri": tracking_uri(params.tracking.mlflow_uri)}
+            "tracking_uri": tracking_uri(params.tracking.mlflow_uri)})
 
 
 def _table(markdown: Path) -> str:
@@ -60,13 +65,6 @@ def _table(markdown: Path) -> str:
     start = next(i for i, line in enumerate(lines) if line.startswith("| method"))
     end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
     return "\n".join(lines[start:end])
-
-
-def _prefect_artifact(table: str, path: str) -> None:
-    from prefect.artifacts import create_markdown_artifact
-
-    create_markdown_artifact(key="psaq-benchmark", markdown=f"{table}\n\nFull report: `{path}`",
-                             description="psaq benchmark: top-1 per calibration mode and bit setting")
 
 
 def _record_run(files: list[str], estimated: float, wall: float) -> None:

@@ -28,10 +28,26 @@ class _DropPsaqTracebacks(logging.Filter):
         return not isinstance(exc, (PsaqError, KeyboardInterrupt))
 
 
+_PREFECT_LOGGERS = ("prefect", "prefect.task_runs", "prefect.flow_runs", "prefect.engine")
+
+
+def _prefect_log_targets() -> list:
+    loggers = [logging.getLogger(n) for n in _PREFECT_LOGGERS]
+    return [*loggers, *(h for lg in loggers for h in lg.handlers)]
+
+
+def drop_psaq_tracebacks() -> None:
+    """For the rest of this process (a deployment's flow-run process, which logs the error of a
+    failed run with its traceback after the flow has returned)."""
+    for target in _prefect_log_targets():
+        if not any(isinstance(f, _DropPsaqTracebacks) for f in target.filters):
+            target.addFilter(_DropPsaqTracebacks())
+
+
 @contextmanager
 def quiet_prefect_errors():
     filt = _DropPsaqTracebacks()
-    loggers = [logging.getLogger(n) for n in ("prefect", "prefect.task_runs", "prefect.flow_runs", "prefect.engine")]
+    loggers = [logging.getLogger(n) for n in _PREFECT_LOGGERS]
     handlers = [h for lg in loggers for h in lg.handlers]
     for target in (*loggers, *handlers):
         target.addFilter(filt)

@@ -16,8 +16,10 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from tqdm import tqdm
 
 from flows.entry import prefect_server, run_entry
-from psaq.cli import ArgumentParser
+from flows.one_at_a_time import one_at_a_time
+from flows.outcome import completed, grid_summary, one_line_failures
 from psaq.allocator import keep_freed_memory
+from psaq.cli import ArgumentParser
 from psaq.cores import choose_threads
 from psaq.params import Params, load_params
 from psaq.pipeline import Point, grid_points, record, submit_points
@@ -90,6 +92,8 @@ def tracked(params: Params, name: str):
 
 
 @flow(name="grid", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=2))
+@one_line_failures
+@one_at_a_time
 def grid(params_path: str = "params.yaml", threads: int | None = None, allow_large_grid: bool = False) -> list[dict]:
     """Run every (train seed × method × seed × bits × observer) point of a params file's grid.
 
@@ -104,7 +108,7 @@ def grid(params_path: str = "params.yaml", threads: int | None = None, allow_lar
     with tracked(params, "grid") as parent:
         records, _ = run_points(params, points, parent)
     print(f"grid: {len(records)} points done")
-    return records
+    return completed(grid_summary(params.model.name, records), records)
 
 
 def with_threads(params: Params, threads: int | None) -> Params:

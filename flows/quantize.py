@@ -8,7 +8,8 @@ before any work (a bad value fails the flow run with the reason as its state mes
     prefect deployment run 'quantize/quantize' -p device=cuda -p precision=bf16 -p compile=all
 """
 
-from __future__ import annotations
+# no `from __future__ import annotations`: the flow's decorators wrap it, and Prefect resolves
+# string annotations in the wrapper's module, where Bits, Method, … are not defined
 
 import argparse
 import dataclasses
@@ -20,6 +21,8 @@ from pydantic import Field
 
 from flows.entry import prefect_server, run_entry
 from flows.grid import preflight, run_points, tracked
+from flows.one_at_a_time import one_at_a_time
+from flows.outcome import completed, one_line_failures, point_summary, publish_artifact
 from psaq.cli import ArgumentParser
 from psaq.params import Params, load_params
 from psaq.pipeline import Point
@@ -54,6 +57,8 @@ def point_params(params: Params, model: str | None = None, w_bits: int | None = 
 
 
 @flow(name="quantize", log_prints=True, validate_parameters=True)
+@one_line_failures
+@one_at_a_time
 def quantize(
     model: Optional[str] = None,
     w_bits: Bits = None,
@@ -90,9 +95,10 @@ def quantize(
     preflight(params)  # before the MLflow run and any task: a bad model name or folder fails here
     with tracked(params, f"quantize {params.model.name} {point.name}") as parent:
         [record], _ = run_points(params, [point], parent)
-    print(f"{params.model.name} {point.method} seed {point.seed}: FP32 top-1 {record['fp32_top1']:.2f}, "
-          f"{point.bits} top-1 {record['top1']:.2f}, agreement {record['agreement']:.2f}")
-    return record
+    summary = point_summary(params.model.name, record)
+    print(summary)
+    publish_artifact("quantize", params.model.name, f"{summary}\n", f"psaq quantize {params.model.name} {point.name}")
+    return completed(summary, record)
 
 
 def main(argv: list[str] | None = None) -> int:

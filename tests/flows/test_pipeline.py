@@ -136,8 +136,11 @@ def test_quantize_flow_passes_speed_options_to_the_synthesis_stage(project, monk
     compiled = []
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: compiled.append(getattr(fn, "__name__", fn)) or fn)
     params = write_params(project, tracking={"enabled": False})
-    record = quantize(calib="psaq", precision="bf16", compile="kde", params_path=str(params))
+    state = quantize(calib="psaq", precision="bf16", compile="kde", params_path=str(params), return_state=True)
+    record = state.result()
     assert 0 <= record["top1"] <= 100
+    # what `prefect deployment run --watch` and the UI show: the result in the final state
+    assert state.is_completed() and f"top-1 {record['top1']:.2f} %" in state.message and record["metrics"] in state.message
     assert compiled == ["kde_entropy"]
     [path] = (project / "data" / "samples").glob("*psaq*.parquet")
     config = read_samples(path).metadata["config"]
@@ -152,6 +155,10 @@ def test_deployment_parameters_are_validated_before_any_work(project):
     assert state.is_failed() and "w_bits" in state.message and "less than or equal to 8" in state.message
     state = quantize(calib="gauss", params_path=str(params), return_state=True)
     assert state.is_failed() and "gaussian" in state.message
+    # a psaq error inside the run: its one line is the state message, and a direct call raises it
+    state = quantize(model="deit_smal_patch16_224", params_path=str(params), return_state=True)
+    assert state.is_failed() and state.message.startswith("UnknownNameError: ") and "\n" not in state.message
+    assert "did you mean deit_small_patch16_224" in state.message
     assert not (project / "data").exists()
 
 

@@ -1,0 +1,28 @@
+"""Deployment runs hold the one psaq-cores slot; direct calls take none."""
+
+import uuid
+
+from flows.one_at_a_time import CORES_LIMIT, create_limit, one_at_a_time
+
+
+def _active_slots() -> int:
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_global_concurrency_limit_by_name(CORES_LIMIT).active_slots
+
+
+def test_a_deployment_run_holds_the_slot_while_it_runs_and_frees_it(prefect_server, monkeypatch):
+    create_limit()
+    create_limit()  # idempotent: serving again keeps one limit of one slot
+    seen = []
+
+    @one_at_a_time
+    def run():
+        seen.append(_active_slots())
+        return "done"
+
+    assert run() == "done" and seen == [0]  # called directly: no slot taken
+    monkeypatch.setenv("PREFECT__RUNTIME__DEPLOYMENT__ID", str(uuid.uuid4()))
+    assert run() == "done" and seen == [0, 1]
+    assert _active_slots() == 0
