@@ -157,10 +157,17 @@ MATRIX_SOURCES = {"train_seed": "${grid.train_seeds}", "method": "${grid.methods
 HEADER = """\
 # GENERATED from psaq.stages.GRAPH by `python -m flows.stages write-dvc-yaml`; do not edit.
 # A test fails when this file differs from what the graph generates.
-# Each stage's deps are exactly the psaq source files it imports and the upstream outputs it
-# reads; its params are the params.yaml keys it reads. Outputs are fixed-path views of the
-# shared content-addressed store (models/, data/, metrics/ …) that the flows and the CLI use.
+# Each stage's deps are the psaq source files it imports, the command and the code that builds
+# its config from params.yaml, and the upstream outputs it reads; its params are the params.yaml
+# keys it reads. Outputs are fixed-path views of the shared content-addressed store (models/,
+# data/, metrics/ …) that the flows and the CLI use.
 """
+
+
+RUNNER = "flows/run-stage.sh"  # finds the project's interpreter: DVC runs commands with the shell's PATH
+# what every stage command runs beside its own stage's code: the command itself, this runner, and
+# the code that turns params.yaml into the stage's config
+CONFIG_FILES = (RUNNER, "flows/stages.py", "psaq/params.py", "psaq/pipeline.py")
 
 
 def dvc_yaml() -> str:
@@ -173,8 +180,8 @@ def dvc_yaml() -> str:
         spec: dict = {}
         if stage.matrix:
             spec["matrix"] = {k: MATRIX_SOURCES[k] for k in stage.matrix}
-        spec["cmd"] = f"python -m flows.stages {name}{flags}"
-        deps = list(stage.code_files())
+        spec["cmd"] = f"sh {RUNNER} {name}{flags}"
+        deps = [*stage.code_files(), *CONFIG_FILES]
         for upstream in stage.needs:
             up = GRAPH[upstream]
             if up.matrix and all(k in stage.matrix for k in up.matrix):

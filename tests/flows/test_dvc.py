@@ -2,6 +2,7 @@
 stages out of date after a bit change and after a code change (what `dvc status` reports is what
 `dvc repro` reruns; each stage command costs a Python start with torch, 7-9 s here)."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -46,7 +47,13 @@ def test_dvc_repro_shares_the_flows_artifacts_and_reruns_only_what_changed(tmp_p
 
     shutil.copytree(REPO, work, ignore=ignore)
     write_params(work, grid={"methods": ["gaussian"], "seeds": [0], "bits": ["W8A8"]}, tracking={"enabled": False})
+    # as a user runs `.venv/bin/dvc repro` without activating the environment: no interpreter of
+    # the project's on PATH; the stage commands find the project's .venv themselves
+    (work / ".venv").symlink_to(Path(sys.executable).parent.parent)
     env = {**subprocess_env(work, code=work), "DVC_NO_ANALYTICS": "1"}
+    venv_bin = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if p != venv_bin)
+    env.pop("VIRTUAL_ENV", None)
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
                 ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"]):
         run(cmd, work, env)
