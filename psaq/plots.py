@@ -111,8 +111,11 @@ def paired_differences(rows: Sequence[dict], path: str | Path) -> Path:
         ax.errorbar(xs, means, yerr=err, fmt="o", capsize=3, label=f"{a} − {b}")
     ax.axhline(0, color="gray", linewidth=1)
     ax.set_xticks(range(len(columns)), columns, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("top-1 difference (points)")
-    ax.set_title("Paired differences; bars: 95 % interval (bootstrap over runs and test images)", fontsize=9)
+    ax.set_xlabel("bit setting (WxAy: x-bit weights, y-bit activations; observer if not minmax)", fontsize=8)
+    ax.set_ylabel("top-1 difference A − B (points)\nabove 0: A is better")
+    ax.set_title("Paired differences, A − B, on the same models, seeds and test images;\n"
+                 "bars: 95 % interval (bootstrap over runs and test images); a bar across 0: no difference shown",
+                 fontsize=8)
     if pairs:
         ax.legend(fontsize=7)
     else:

@@ -96,6 +96,13 @@ def run(store: Store, model: ModelConfig, weights: Weights, records: list[dict],
             "",
             "## Patch-similarity entropy per block (official estimator; higher = more diverse)",
             "",
+            "Per block, the differential entropy (nats) of the cosine similarities between the patch tokens "
+            "after self-attention, on a batch of images: the quantity PSAQ-ViT's synthesis raises. Rows: "
+            "*real (test images)*, the first 32 images of the evaluation set (what the model is scored on); "
+            "*real*, the calibration images of the `real` method (up to 32 training images; 32 training "
+            "images when the grid has no `real`); every other row, that method's calibration images for the "
+            "first synthesis seed of the first trained model (`gaussian`: noise).",
+            "",
             markdown_table(["images", *(f"block {b}" for b in range(n_blocks))],
                            [[n, *(f"{v:.2f}" for v in e)] for n, e in entropies.items()]),
             "",
