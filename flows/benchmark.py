@@ -21,6 +21,7 @@ from flows.entry import prefect_server, run_entry
 from flows.grid import preflight, run_points, share_cores, task_runner, tracked
 from flows.one_at_a_time import one_at_a_time
 from flows.outcome import completed, grid_summary, one_line_failures, publish_artifact
+from psaq import cancel
 from psaq.cli import ArgumentParser
 from psaq.params import Params, load_params
 from psaq.pipeline import grid_points, report_inputs, resolve
@@ -123,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"\n{params.model.name} ({path}):\n\n" + result["table"] + "\n")
                 print(f"report:   {result['report']}  (this run's: {result['report_artifact']})")
                 print(f"figures:  {', '.join(result['figures'].values())}")
+            cancel.work_done()  # every run recorded FINISHED: a later signal is not an interruption
         print(f"MLflow:   {result['tracking_uri']}  (browse: make mlflow-ui → http://127.0.0.1:5000)")
         wall = time.perf_counter() - started
         print(f"done in {wall:.0f} s (estimated cold time: {estimated:.0f} s)")

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from flows.entry import prefect_server, run_entry
 from flows.one_at_a_time import one_at_a_time
 from flows.outcome import completed, grid_summary, one_line_failures
+from psaq import cancel
 from psaq.allocator import keep_freed_memory
 from psaq.cli import ArgumentParser
 from psaq.cores import choose_threads
@@ -166,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         with prefect_server():
             records = grid.with_options(task_runner=task_runner(params, args.dask, args.dask_address))(
                 args.params, threads=1 if use_dask else None, allow_large_grid=args.allow_large_grid)
+            cancel.work_done()  # recorded FINISHED: a signal while the server stops is not an interruption
         for r in records:
             print(f"{r['method']:>16} seed {r['seed']} {r['bits']} {r['observer']}: top-1 {r['top1']:.2f}")
         return 0

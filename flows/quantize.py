@@ -23,6 +23,7 @@ from flows.entry import prefect_server, run_entry
 from flows.grid import preflight, run_points, tracked
 from flows.one_at_a_time import one_at_a_time
 from flows.outcome import completed, one_line_failures, point_summary, publish_artifact
+from psaq import cancel
 from psaq.cli import ArgumentParser
 from psaq.params import Params, load_params
 from psaq.pipeline import Point
@@ -124,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         with prefect_server():
             quantize(a.model, a.w_bits, a.a_bits, a.calib, a.seed, a.observer, device=a.device, precision=a.precision,
                      compile=a.compile, sites=a.sites, params_path=a.params)
+            cancel.work_done()  # recorded FINISHED: a signal while the server stops is not an interruption
         return 0
 
     return run_entry(run, a.debug)

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from psaq.errors import Interrupted
 
 _REQUESTED = threading.Event()
+_DONE = threading.Event()
 
 
 def check() -> None:
@@ -26,6 +27,13 @@ def check() -> None:
 
 def request() -> None:
     _REQUESTED.set()
+
+
+def work_done() -> None:
+    """The work is finished and recorded (the MLflow run closed FINISHED): a signal from now on
+    no longer turns the run into "interrupted", exit 130, which would contradict the record; the
+    process goes on printing its results and exits as it would have."""
+    _DONE.set()
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -43,6 +51,8 @@ def stop_on_signals() -> Iterator[None]:
         return
 
     def handler(signum, _frame):
+        if _DONE.is_set():
+            return
         request()
         raise KeyboardInterrupt
 
@@ -53,12 +63,15 @@ def stop_on_signals() -> Iterator[None]:
             inner = new
 
             def new(sig, frame):
+                if _DONE.is_set():
+                    return None
                 request()
                 return inner(sig, frame)
         return install(signum, new)
 
     previous = {s: install(s, handler) for s in STOP_SIGNALS}
     _REQUESTED.clear()
+    _DONE.clear()
     signal.signal = install_chained
     try:
         yield
