@@ -63,6 +63,15 @@ def check_prefect() -> None:
         healthy = False
     if not healthy:
         raise ConfigError(f"{url} answers, but not as a Prefect API (/health gave {status}); {fix}")
+    # /health is a common path; a Prefect server also names its version at /admin/version
+    status, body, reason = _get(url.rstrip("/") + "/admin/version")
+    try:
+        version = json.loads(body) if status == 200 else None
+    except ValueError:
+        version = None
+    if not isinstance(version, str):
+        raise ConfigError(f"{url} answers /health, but not as a Prefect API (/admin/version gave "
+                          f"{status or reason}); {fix}")
 
 
 def check_sources(params) -> None:

@@ -186,23 +186,44 @@ class _NotAService(BaseHTTPRequestHandler):
         pass
 
 
+class _HealthOnly(BaseHTTPRequestHandler):
+    """Another service that happens to answer /health as Prefect does, and nothing else."""
+
+    def do_GET(self):  # noqa: N802
+        ok = self.path.rstrip("/").endswith("/health")
+        self.send_response(200 if ok else 404)
+        self.end_headers()
+        self.wfile.write(b"true" if ok else b"not found")
+
+    def log_message(self, *args):
+        pass
+
+
+def _serve(handler):
+    server = HTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 @pytest.fixture
 def impostor():
-    server = HTTPServer(("127.0.0.1", 0), _NotAService)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
+    servers = [_serve(_NotAService), _serve(_HealthOnly)]
+    yield tuple(f"http://127.0.0.1:{s.server_port}" for s in servers)
+    for server in servers:
+        server.shutdown()
 
 
 @pytest.mark.cost(9)
 @pytest.mark.parametrize("value,message", [
     ("http://127.0.0.1:9/api", "Prefect server http://127.0.0.1:9/api is unreachable"),
-    ("IMPOSTOR/api", "answers, but not as a Prefect API"),
+    ("IMPOSTOR/api", "answers, but not as a Prefect API (/health gave 200)"),
+    ("HEALTHY_IMPOSTOR/api", "answers /health, but not as a Prefect API (/admin/version gave 404)"),
 ])
 def test_wrong_prefect_servers_are_named_in_one_line(tmp_path, impostor, value, message):
     """In a real process: Prefect reads PREFECT_API_URL when it starts."""
     params = write_params(tmp_path)
-    env = {**subprocess_env(tmp_path), "PREFECT_API_URL": value.replace("IMPOSTOR", impostor)}
+    value = value.replace("HEALTHY_IMPOSTOR", impostor[1]).replace("IMPOSTOR", impostor[0])
+    env = {**subprocess_env(tmp_path), "PREFECT_API_URL": value}
     proc = subprocess.run([sys.executable, "-m", "flows.grid", "--params", str(params)], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
@@ -221,7 +242,7 @@ def test_wrong_mlflow_stores_are_named_in_one_line(tmp_path, monkeypatch, capsys
 
     params = write_params(tmp_path)
     enter_project(monkeypatch, tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", value.replace("IMPOSTOR", impostor))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", value.replace("IMPOSTOR", impostor[0]))
     assert main(["--params", str(params)]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and err.count("\n") == 1, err
