@@ -1,6 +1,8 @@
 """The stage graph run inline (as the CLI and the DVC stages run it): keys, reuse, rebuilds."""
 
 import dataclasses
+import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -160,3 +162,27 @@ def test_reconstruction_runs_between_calibrate_and_evaluate_and_is_reused(tmp_pa
     _, changed, _ = run(store, more, point)
     assert changed == {"model": "reused", "fp32": "reused", "samples": "reused", "calibrate": "reused",
                        "reconstruct": "built", "evaluate": "built", "export": "built"}
+
+
+def test_a_report_over_a_small_train_folder_shows_what_it_holds(tmp_path):
+    """A dataset root whose train/ has fewer than 32 images, and no method that uses real images:
+    the report's real row takes the images there are instead of failing after the whole grid."""
+    from PIL import Image
+
+    from psaq.data import digits_split
+    from psaq.stages import report
+    from tests.test_data import save_digits_as_pngs
+
+    root = tmp_path / "digits"
+    save_digits_as_pngs(root / "val", limit=60)
+    images, labels = digits_split("train").tensors
+    for label in range(10):  # 2 training images per class: 20 in all
+        for i in (labels == label).nonzero()[:2, 0].tolist():
+            pixels = ((images[i, 0] * 0.5 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+            (root / "train" / str(label)).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels, mode="L").save(root / "train" / str(label) / f"{i:04d}.png")
+    store, params = Store(tmp_path / "project"), tiny(runtime={"dataset": str(root)})
+    records, _, jobs = run(store, params)
+    art, _ = report.run(store, **report_inputs(params, jobs, records), title="small train")
+    summary = json.loads((Path(art.path) / "summary.json").read_text())
+    assert set(summary["entropy_per_block"]) == {"real (test images)", "real", "psaq"}
