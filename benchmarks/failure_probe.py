@@ -215,6 +215,8 @@ def cases(f: dict) -> list[tuple[str, list[str], bool, dict]]:
     add("grid: MLflow URI with an unknown scheme", [*g, str(f["params_tiny"])], True,
         {"MLFLOW_TRACKING_URI": "ftp://x/y"})
     add("grid: Prefect unreachable", [*g, str(f["params_tiny"])], True, {"PREFECT_API_URL": "http://127.0.0.1:9/api"})
+    add("grid: a server that answers Prefect's /health and nothing else", [*g, str(f["params_tiny"])], True,
+        {"PREFECT_API_URL": f["health_only"] + "/api"})
     s = [PY, "-m", "flows.stages"]
     tiny = ["--params", str(f["params_tiny"])]
     add("dvc stage: fp32 before model", [*s, "fp32", *tiny], True)
@@ -224,12 +226,33 @@ def cases(f: dict) -> list[tuple[str, list[str], bool, dict]]:
     return out
 
 
+def health_only_server() -> str:
+    """Another service on this machine that answers /health with `true`, as Prefect does, and 404 else."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    class HealthOnly(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            ok = self.path.rstrip("/").endswith("/health")
+            self.send_response(200 if ok else 404)
+            self.end_headers()
+            self.wfile.write(b"true" if ok else b"not found")
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), HealthOnly)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_port}"
+
+
 def main() -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "project").mkdir()
         fixtures = make_fixtures(root / "fixtures")
+        fixtures["health_only"] = health_only_server()
         rows, tally = [], {}
         for what, argv, expect_error, env in cases(fixtures):
             if env.get("MLFLOW_TRACKING_URI") == "":
