@@ -27,7 +27,7 @@ from psaq.errors import ArtifactError, ConfigError
 from psaq.io import read_json, write_json
 from psaq.params import Params, load_params
 from psaq.pipeline import Point, grid_points, model_config, quant_config, record, synthesis_config
-from psaq.stages import GRAPH, calibrate, data, evaluate, export, fp32, model, reconstruct, report, samples
+from psaq.stages import GRAPH, POINT_STEM, calibrate, data, evaluate, export, fp32, model, reconstruct, report, samples
 from psaq.stages.common import Weights
 from psaq.content import file_sha256
 from psaq.store import Artifact, Store
@@ -36,6 +36,19 @@ from psaq.synth.methods import SYNTH_METHODS
 
 def view(stage: str, index: int = 0, **item) -> Path:
     return Path(GRAPH[stage].views[index].format(**item))
+
+
+# What `dvc metrics show` lists: per stage that measures (kind "metrics"), a small file of the figures users
+# compare, beside the full metrics view (whose per-image correctness bits are a 2,500-character
+# hex string, and whose report summary nests every comparison: one terminal line per point).
+SCORES = {"fp32": ("pipeline/scores/fp32/m{train_seed}.json", ("top1", "top5")),
+          "evaluate": (f"pipeline/scores/{POINT_STEM}.json", ("top1", "top5", "agreement", "fp32_top1"))}
+
+
+def _write_scores(stage: str, artifact: Artifact, **item) -> None:
+    path, keys = SCORES[stage]
+    metrics = read_json(artifact.path)
+    write_json(Path(path.format(**item)), {k: round(float(metrics[k]), 4) for k in keys if k in metrics})
 
 
 def _upstream(stage: str, path: Path) -> Path:
@@ -88,6 +101,7 @@ def run_fp32(params: Params, store: Store, args) -> None:
     art, built = fp32.run(store, model_config(params, args.train_seed), _weights(args.train_seed), params.eval,
                       read_json(view("data")), params.runtime.dataset, params.runtime.device)
     _publish(store, art, built, "fp32", train_seed=args.train_seed)
+    _write_scores("fp32", art, train_seed=args.train_seed)
 
 
 def run_samples(params: Params, store: Store, args) -> None:
@@ -119,6 +133,7 @@ def run_evaluate(params: Params, store: Store, args) -> None:
                           read_view("reconstruct", **p.coords), read_view("fp32", train_seed=p.train_seed), params.eval,
                           read_json(view("data")), params.runtime.dataset, p.name, params.runtime.device)
     _publish(store, art, built, "evaluate", **p.coords)
+    _write_scores("evaluate", art, **p.coords)
 
 
 def run_export(params: Params, store: Store, args) -> None:
@@ -192,11 +207,11 @@ def dvc_yaml() -> str:
         if stage.params:
             spec["params"] = list(stage.params)
         outs = [v.format(model="${model.name}", **{k: item[k] for k in stage.matrix}) for v in stage.views]
-        if stage.kind == "metrics":
-            spec["metrics"] = [{o: {"cache": False}} for o in outs]
+        if stage.kind == "metrics":  # its full metrics as an out, its scores as DVC metrics
+            spec["outs"] = [{o: {"cache": False}} for o in outs]
+            spec["metrics"] = [{SCORES[name][0].format(**{k: item[k] for k in stage.matrix}): {"cache": False}}]
         elif name == "report":
-            spec["outs"] = [{o: {"cache": False}} for o in outs if o.endswith(".md")]
-            spec["metrics"] = [{o: {"cache": False}} for o in outs if o.endswith(".json")]
+            spec["outs"] = [{o: {"cache": False}} for o in outs if not o.endswith(".png")]
             spec["plots"] = [{o: {"cache": False}} for o in outs if o.endswith(".png")]
         elif name in ("data", "model"):
             spec["outs"] = [{o: {"cache": False}} for o in outs]

@@ -76,6 +76,9 @@ def test_dvc_repro_shares_the_flows_artifacts_and_reruns_only_what_changed(tmp_p
     assert file_sha256(view) in {file_sha256(work / o) for o in objects}  # DVC tracks the flow's artifact
     assert (work / "reports" / "digits-vit" / "benchmark.md").exists()
     assert "W8A8" in run([*dvc, "metrics", "show", "--json"], work, env)
+    # the table fits a terminal: the figures users compare, one short row per point
+    table = run([*dvc, "metrics", "show"], work, env)
+    assert "top1" in table and "agreement" in table and max(map(len, table.splitlines())) <= 160, table
     # nothing changed: only the stages that hash what DVC cannot see are out of date
     assert stale(run([*dvc, "status"], work, env)) <= {"data", "model@0"}
 
