@@ -55,9 +55,10 @@ def benchmark(params_path: str = "params.yaml", allow_large_grid: bool = False) 
                    tags={"psaq.report": report.path})
     publish_artifact("benchmark", params.model.name, f"{table}\n\nFull report: `{report.path}`",
                      f"psaq benchmark {params.model.name}: top-1 per calibration mode and bit setting")
-    return completed(grid_summary(params.model.name, records, str(files["benchmark.md"])), {"records": records, "table": table, "report": str(files["benchmark.md"]),
-            "report_artifact": report.path, "figures": {k: str(v) for k, v in files.items() if k.endswith(".png")},
-            "tracking_uri": tracking_uri(params.tracking.mlflow_uri)})
+    result = {"records": records, "table": table, "report": str(files["benchmark.md"]),
+              "report_artifact": report.path, "figures": {k: str(v) for k, v in files.items() if k.endswith(".png")},
+              "tracking_uri": tracking_uri(params.tracking.mlflow_uri)}
+    return completed(grid_summary(params.model.name, records, str(files["benchmark.md"])), result)
 
 
 def _table(markdown: Path) -> str:
