@@ -227,23 +227,9 @@ def cases(f: dict) -> list[tuple[str, list[str], bool, dict]]:
 
 
 def health_only_server() -> str:
-    """Another service on this machine that answers /health with `true`, as Prefect does, and 404 else."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, HTTPServer
+    from tests.impostors import HealthOnly, serve
 
-    class HealthOnly(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
-            ok = self.path.rstrip("/").endswith("/health")
-            self.send_response(200 if ok else 404)
-            self.end_headers()
-            self.wfile.write(b"true" if ok else b"not found")
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), HealthOnly)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return f"http://127.0.0.1:{server.server_port}"
+    return f"http://127.0.0.1:{serve(HealthOnly).server_port}"
 
 
 def main() -> None:

@@ -4,9 +4,7 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,7 @@ import pytest
 from tests import shared_prefect
 from tests.conftest import run_folder
 from tests.flows.conftest import enter_project, subprocess_env, write_params
+from tests.impostors import HealthOnly, NotAService, serve
 
 pytestmark = pytest.mark.slow
 
@@ -176,38 +175,9 @@ def test_same_seed_gives_identical_samples_and_metrics(tmp_path, monkeypatch, pr
     assert results[0] == results[1]
 
 
-class _NotAService(BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802
-        self.send_response(200)
-        self.end_headers()
-        self.wfile.write(b"<html>hello</html>")
-
-    def log_message(self, *args):
-        pass
-
-
-class _HealthOnly(BaseHTTPRequestHandler):
-    """Another service that happens to answer /health as Prefect does, and nothing else."""
-
-    def do_GET(self):  # noqa: N802
-        ok = self.path.rstrip("/").endswith("/health")
-        self.send_response(200 if ok else 404)
-        self.end_headers()
-        self.wfile.write(b"true" if ok else b"not found")
-
-    def log_message(self, *args):
-        pass
-
-
-def _serve(handler):
-    server = HTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
-
-
 @pytest.fixture
 def impostor():
-    servers = [_serve(_NotAService), _serve(_HealthOnly)]
+    servers = [serve(NotAService), serve(HealthOnly)]
     yield tuple(f"http://127.0.0.1:{s.server_port}" for s in servers)
     for server in servers:
         server.shutdown()
