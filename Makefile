@@ -71,8 +71,11 @@ prefect-server: setup
 	PREFECT_SERVER_LOGS_STREAM_OUT_ENABLED=true PREFECT_SERVER_LOGS_STREAM_PUBLISHING_ENABLED=true \
 	$(VENV)/bin/prefect server start --host $(HOST)
 
+# task runs log warnings only: each task's state (Cached, Completed, Skipped) is already an event,
+# and a benchmark's 250 tasks would add 700 log lines to a --watch before the run's result
 serve: setup
-	PREFECT_API_URL=http://$(HOST):4200/api $(PY) -m flows.serve
+	PREFECT_API_URL=http://$(HOST):4200/api PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL=WARNING \
+	$(PY) -m flows.serve
 
 clean:
 	rm -rf data models metrics reports pipeline exports .prefect mlflow.db mlruns .psaq-cache
