@@ -15,12 +15,13 @@ import time
 from pathlib import Path
 
 from prefect import flow
+from prefect.states import Completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.entry import prefect_server, run_entry
 from flows.grid import preflight, run_points, share_cores, task_runner, tracked
 from flows.one_at_a_time import one_at_a_time
-from flows.outcome import completed, grid_summary, one_line_failures, publish_artifact
+from flows.outcome import grid_summary, one_line_failures, publish_artifact
 from psaq import cancel
 from psaq.cli import ArgumentParser
 from psaq.params import Params, load_params
@@ -58,7 +59,7 @@ def benchmark(params_path: str = "params.yaml", allow_large_grid: bool = False) 
     result = {"records": records, "table": table, "report": str(files["benchmark.md"]),
               "report_artifact": report.path, "figures": {k: str(v) for k, v in files.items() if k.endswith(".png")},
               "tracking_uri": tracking_uri(params.tracking.mlflow_uri)}
-    return completed(grid_summary(params.model.name, records, str(files["benchmark.md"])), result)
+    return Completed(message=grid_summary(params.model.name, records, str(files["benchmark.md"])), data=result)
 
 
 def _table(markdown: Path) -> str:

@@ -12,12 +12,13 @@ import dataclasses
 import sys
 
 from prefect import flow
+from prefect.states import Completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from tqdm import tqdm
 
 from flows.entry import prefect_server, run_entry
 from flows.one_at_a_time import one_at_a_time
-from flows.outcome import completed, grid_summary, one_line_failures
+from flows.outcome import grid_summary, one_line_failures
 from psaq import cancel
 from psaq.allocator import keep_freed_memory
 from psaq.cli import ArgumentParser
@@ -109,7 +110,7 @@ def grid(params_path: str = "params.yaml", threads: int | None = None, allow_lar
     with tracked(params, "grid") as parent:
         records, _ = run_points(params, points, parent)
     print(f"grid: {len(records)} points done")
-    return completed(grid_summary(params.model.name, records), records)
+    return Completed(message=grid_summary(params.model.name, records), data=records)
 
 
 def with_threads(params: Params, threads: int | None) -> Params:

@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from prefect.states import Completed, Failed, State
+from prefect.states import Failed
 
 from flows.entry import drop_psaq_tracebacks
 from psaq.errors import PsaqError
@@ -36,10 +36,6 @@ def one_line_failures(fn: Callable[..., Any]) -> Callable[..., Any]:
             return Failed(message=f"{type(exc).__name__}: {exc}", data=exc)
 
     return run
-
-
-def completed(message: str, data: Any) -> State:
-    return Completed(message=message, data=data)
 
 
 def point_summary(model: str, rec: dict) -> str:

@@ -17,12 +17,13 @@ import sys
 from typing import Annotated, Literal, Optional
 
 from prefect import flow
+from prefect.states import Completed
 from pydantic import Field
 
 from flows.entry import prefect_server, run_entry
 from flows.grid import preflight, run_points, tracked
 from flows.one_at_a_time import one_at_a_time
-from flows.outcome import completed, one_line_failures, point_summary, publish_artifact
+from flows.outcome import one_line_failures, point_summary, publish_artifact
 from psaq import cancel
 from psaq.cli import ArgumentParser
 from psaq.params import Params, load_params
@@ -99,7 +100,7 @@ def quantize(
     summary = point_summary(params.model.name, record)
     print(summary)
     publish_artifact("quantize", params.model.name, f"{summary}\n", f"psaq quantize {params.model.name} {point.name}")
-    return completed(summary, record)
+    return Completed(message=summary, data=record)
 
 
 def main(argv: list[str] | None = None) -> int:
