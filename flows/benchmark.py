@@ -29,7 +29,7 @@ from psaq.pipeline import grid_points, report_inputs, resolve
 from psaq.stages.report import publish_view
 from tasks import stages
 from tasks.settings import project_root
-from tasks.tracking import attach, tracking_uri
+from tasks.tracking import attach, runs_page, tracking_uri
 
 
 @flow(name="benchmark", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=2))
@@ -58,7 +58,9 @@ def benchmark(params_path: str = "params.yaml", allow_large_grid: bool = False) 
                      f"psaq benchmark {params.model.name}: top-1 per calibration mode and bit setting")
     result = {"records": records, "table": table, "report": str(files["benchmark.md"]),
               "report_artifact": report.path, "figures": {k: str(v) for k, v in files.items() if k.endswith(".png")},
-              "tracking_uri": tracking_uri(params.tracking.mlflow_uri)}
+              "tracking_uri": tracking_uri(params.tracking.mlflow_uri),
+              "runs_page": runs_page(tracking_uri(params.tracking.mlflow_uri), params.tracking.experiment)
+              if params.tracking.enabled else "tracking off"}
     return Completed(message=grid_summary(params.model.name, records, str(files["benchmark.md"])), data=result)
 
 
@@ -127,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"report:   {result['report']}  (this run's: {result['report_artifact']})")
                 print(f"figures:  {', '.join(result['figures'].values())}")
             cancel.work_done()  # every run recorded FINISHED: a later signal is not an interruption
-        print(f"MLflow:   {result['tracking_uri']}  (browse: make mlflow-ui → http://127.0.0.1:5000)")
+        print(f"MLflow:   {result['tracking_uri']}  (browse: make mlflow-ui → {result['runs_page']})")
         wall = time.perf_counter() - started
         print(f"done in {wall:.0f} s (estimated cold time: {estimated:.0f} s)")
         _record_run(files, estimated, wall)

@@ -69,6 +69,17 @@ def experiment_id(uri: str, name: str) -> str:
     return exp.experiment_id
 
 
+# The installed MLflow UI (3.x) opens an experiment on the view its `workflowType` names: the URL
+# parameter, else the browser's last choice, else "genai" (the GenAI Overview page, with no runs).
+# The experimentKind tag above no longer decides it; a link with the parameter lands on the runs table.
+UI = "http://127.0.0.1:5000"  # where `make mlflow-ui` serves
+
+
+def runs_page(uri: str, name: str) -> str:
+    """The experiment's runs table in the MLflow UI that `make mlflow-ui` starts."""
+    return f"{UI}/#/experiments/{experiment_id(uri, name)}/runs?workflowType=machine_learning"
+
+
 def flatten(prefix: str, value, out: dict | None = None) -> dict:
     out = {} if out is None else out
     if isinstance(value, dict):

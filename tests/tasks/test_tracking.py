@@ -22,3 +22,18 @@ def test_points_with_byte_identical_results_get_a_run_each_and_a_rerun_reuses_it
     assert reused and again == first
     changed, reused = log_point.fn(uri, "psaq", parent, "W8A8", {}, record("psaq-s0-W8A8-1111.json", "b" * 64), {}, [])
     assert not reused and changed != first  # the same point with another result is logged anew
+
+
+def test_the_printed_link_opens_the_experiments_runs_table(tmp_path, monkeypatch):
+    # this MLflow UI picks its landing view from the URL's workflowType (default "genai": the
+    # GenAI overview, no runs); the link names the experiment and the machine-learning view
+    import mlflow
+
+    from tasks.tracking import runs_page
+
+    monkeypatch.setenv("PSAQ_PROJECT", str(tmp_path))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    url = runs_page(uri, "psaq")
+    exp = mlflow.tracking.MlflowClient(tracking_uri=uri).get_experiment_by_name("psaq")
+    assert url == f"http://127.0.0.1:5000/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning"
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
