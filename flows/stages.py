@@ -38,9 +38,10 @@ def view(stage: str, index: int = 0, **item) -> Path:
     return Path(GRAPH[stage].views[index].format(**item))
 
 
-# What `dvc metrics show` lists: per stage that measures (kind "metrics"), a small file of the figures users
-# compare, beside the full metrics view (whose per-image correctness bits are a 2,500-character
-# hex string, and whose report summary nests every comparison: one terminal line per point).
+# What `dvc metrics show` lists: per stage that measures (kind "metrics"), a small file of the
+# figures users compare, beside the full metrics view (whose per-image correctness bits are a
+# 2,500-character hex string, and whose report summary nests every comparison: one terminal line
+# per point).
 SCORES = {"fp32": ("pipeline/scores/fp32/m{train_seed}.json", ("top1", "top5")),
           "evaluate": (f"pipeline/scores/{POINT_STEM}.json", ("top1", "top5", "agreement", "fp32_top1"))}
 

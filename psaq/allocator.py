@@ -7,9 +7,9 @@ mmap threshold from fresh mappings, so each step touches new pages again. Measur
 Swin at batch 32, 2 threads, a forward + backward and an estimator pass together: 7,000–10,000
 page faults by default, 90–260 with the settings below. A synthesis step, in alternating
 processes (``benchmarks/allocator_ab.py``): DeiT-Tiny at 224 px 1.43 s against 1.64 s, the Swin
-0.037 s against 0.040 s, digits-vit unchanged. The numbers computed are the same; only where the memory comes from changes. The cost is a resident
-size that stays at the run's peak (plus at most ``TRIM_BYTES`` kept free), which a process that
-runs one stage after another reaches anyway.
+0.037 s against 0.040 s, digits-vit unchanged. The numbers computed are the same; only where the
+memory comes from changes. The cost is a resident size that stays at the run's peak (plus at
+most ``TRIM_BYTES`` kept free), which a process that runs one stage after another reaches anyway.
 """
 
 from __future__ import annotations
