@@ -1,12 +1,13 @@
 """Bad inputs and faults, tried as a user would: each case must end in the right number or one
 clean line (exit 2, no traceback). Prints a table of what each case printed and the tally.
 
-    .venv/bin/python benchmarks/failure_probe.py          # about 80 cases, ~10 min on 2 cores
+    .venv/bin/python benchmarks/failure_probe.py          # about 110 cases, ~15 min on 2 cores
 
 Runs in a temporary folder with its own store; a tiny digits-vit (depth 1, 2 epochs) keeps
 each case to seconds. Outcomes: `one line` (exit 2, a single `psaq: error:` line, no
-traceback), `ran` (exit 0; the case says what number is right), `TRACEBACK`, `WRONG` (exit 0
-where an error was due, or a wrong number).
+traceback), `ran` (exit 0; the case says what number or line is right), `TRACEBACK`, `WRONG`
+(exit 0 where an error was due, or a wrong number). The multi-step cases (a run, a change on
+disk, then the run that must answer right) are in ``failure_scenarios.py``.
 """
 
 from __future__ import annotations
@@ -20,17 +21,20 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # psaq and the tests' impostor servers, from a clean clone without an install
+
+from failure_scenarios import Scenarios, make_scenario_fixtures  # noqa: E402
 PY = sys.executable
 TINY = ["--model-arg", "depth=1", "--steps", "3", "--num-samples", "8", "--quiet"]
 
 
-def sh(args, cwd, env=None, timeout=300):
+def sh(args, cwd, env=None, timeout=300, preexec_fn=None):
     proc = subprocess.run(args, cwd=cwd, env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, preexec_fn=preexec_fn)
     return proc.returncode, proc.stdout, proc.stderr
 
 
-def classify(code, out, err, expect_error: bool) -> str:
+def classify(code, out, err, expect_error: bool, expect: str | None = None) -> str:
     if "Traceback" in err or "Traceback" in out:
         return "TRACEBACK"
     if expect_error:
@@ -39,7 +43,7 @@ def classify(code, out, err, expect_error: bool) -> str:
         if code in (2, 130) and len(errors) == 1:
             return "one line"
         return "WRONG"
-    return "ran" if code == 0 else "WRONG"
+    return "ran" if code == 0 and (expect is None or expect in out) else "WRONG"
 
 
 def make_fixtures(root: Path) -> dict:
@@ -132,17 +136,20 @@ def make_fixtures(root: Path) -> dict:
     for name, text in params.items():
         (root / f"{name}.yaml").write_text(text)
         f[f"params_{name}"] = root / f"{name}.yaml"
+    f["vit_args"] = ["--model-arg", "img_size=32", "--model-arg", "patch_size=8", "--model-arg", "embed_dim=48",
+                     "--model-arg", "depth=1", "--model-arg", "num_heads=3", "--model-arg", "num_classes=10"]
+    make_scenario_fixtures(root, f, pixels, labels)
     return f
 
 
-def cases(f: dict) -> list[tuple[str, list[str], bool, dict]]:
-    """(what, argv, an error is due, env)."""
+def cases(f: dict) -> list[tuple[str, list[str], bool, dict, str | None]]:
+    """(what, argv, an error is due, env, a line the output must hold)."""
     q = [PY, "-m", "psaq.cli", "quantize"]
     vit = ["--model", "vit_tiny_patch16_224", "--model-arg", "img_size=32", "--model-arg", "patch_size=8",
            "--model-arg", "embed_dim=48", "--model-arg", "depth=1", "--model-arg", "num_heads=3",
            "--model-arg", "num_classes=10", "--steps", "3", "--num-samples", "8", "--quiet"]
     out = []
-    add = lambda what, argv, err=True, env=None: out.append((what, argv, err, env or {}))  # noqa: E731
+    add = lambda what, argv, err=True, env=None, expect=None: out.append((what, argv, err, env or {}, expect))  # noqa: E731
     add("unknown model name", [*q, "--model", "deit_smal_patch16_224"])
     add("a ResNet", [*q, "--model", "resnet18", "--random-weights", "--dataset", str(f["digits_png"])])
     add("w-bits 9", [*q, *TINY, "--w-bits", "9"])
@@ -223,6 +230,23 @@ def cases(f: dict) -> list[tuple[str, list[str], bool, dict]]:
     add("dvc stage: unknown method", [*s, "samples", "--method", "x", "--seed", "0", *tiny], True)
     add("serve without a Prefect server", [PY, "-m", "flows.serve"], True, {"PREFECT_API_URL": "http://127.0.0.1:9/api"})
     add("train a timm model", [PY, "-m", "psaq.cli", "train", "--model", "deit_tiny_patch16_224"], True)
+    # the round-2 review's single-command cases (its multi-step ones are in failure_scenarios.py)
+    add("grid: bits [W8A8, W8A8]", [*g, str(f["params_dup_bits"])], True, env)
+    add("grid: seeds [0, 0]", [*g, str(f["params_dup_seeds"])], True, env)
+    add('grid: bits ["W8A8\\n"]', [*g, str(f["params_newline_bits"])], True, env)
+    add("grid: MLflow file: URI", [*g, str(f["params_tiny"])], True, {"MLFLOW_TRACKING_URI": f"file://{f['file'].parent}/mlruns"})
+    add("params.yaml: lr 1e30", [*q, *TINY, "--params", str(f["params_lr_1e30"])])
+    add("params.yaml: a Latin-1 byte", [*q, *TINY, "--params", str(f["params_latin1"])])
+    add("params file is a folder", [*q, *TINY, "--params", str(f["params_dir"])])
+    add("params.yaml: train weight_decay -1", [*q, *TINY, "--params", str(f["params_negative_decay"])])
+    add("params.yaml: kde_points 1e6 (ran: the KDE is computed in chunks, its memory stays bounded)",
+        [*q, *TINY, "--calib", "psaq", "--params", str(f["params_huge_kde"])], False)
+    add("num-samples 1e9", [*q, *TINY[:-1], "--num-samples", "1000000000"])
+    add("a decompression-bomb image among the test images", [*q, *TINY, "--calib", "gaussian", "--dataset", str(f["bomb"])])
+    add("params.yaml: merge keys (<<: {w_bits: 4, a_bits: 6}, a_bits: 8) → W4A8 (ran)",
+        [*q, *TINY, "--calib", "gaussian", "--params", str(f["params_merge_keys"])], False, expect="W4A8 ")
+    add("params.yaml: runtime.threads 1 (ran, 1 thread)",
+        [*q, *TINY, "--calib", "gaussian", "--params", str(f["params_threads"])], False, expect="threads       1")
     return out
 
 
@@ -233,6 +257,12 @@ def health_only_server() -> str:
 
 
 def main() -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", help="run the cases whose description holds this text (the table is not written)")
+    args = ap.parse_args()
+    chosen = lambda what: args.only is None or args.only in what  # noqa: E731
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -240,18 +270,36 @@ def main() -> None:
         fixtures = make_fixtures(root / "fixtures")
         fixtures["health_only"] = health_only_server()
         rows, tally = [], {}
-        for what, argv, expect_error, env in cases(fixtures):
-            if env.get("MLFLOW_TRACKING_URI") == "":
-                env = {k: v for k, v in env.items() if k != "MLFLOW_TRACKING_URI"}
-            code, out, err = sh(argv, root / "project", env)
-            outcome = classify(code, out, err, expect_error)
-            scores = " / ".join(" ".join(l.split()[:3]) for l in out.splitlines() if " top-1 " in l)
-            said = (err.strip().splitlines() or ["(nothing)"])[-1] if expect_error else (scores or out.strip()[-120:])
+        def row(what, outcome, code, said):
             rows.append((what, outcome, code, said[:160]))
             tally[outcome] = tally.get(outcome, 0) + 1
             print(f"{outcome:10s} {code:3d}  {what}: {said[:140]}", flush=True)
+
+        for what, argv, expect_error, env, expect in cases(fixtures):
+            if not chosen(what):
+                continue
+            if env.get("MLFLOW_TRACKING_URI") == "":
+                env = {k: v for k, v in env.items() if k != "MLFLOW_TRACKING_URI"}
+            code, out, err = sh(argv, root / "project", env)
+            outcome = classify(code, out, err, expect_error, expect)
+            scores = " / ".join(" ".join(l.split()[:3]) for l in out.splitlines() if " top-1 " in l)
+            said = (err.strip().splitlines() or ["(nothing)"])[-1] if expect_error else (scores or out.strip()[-120:])
+            row(what, outcome, code, said)
+        scenarios = Scenarios(root, fixtures, sh, PY, TINY)
+        if any(chosen(what) for what, _ in scenarios.cases()):
+            # the scenarios share the tiny model the first cases train
+            sh([PY, "-m", "psaq.cli", "quantize", *TINY, "--calib", "gaussian"], root / "project")
+        for what, run in scenarios.cases():
+            if not chosen(what):
+                continue
+            try:
+                row(what, *run())
+            except subprocess.TimeoutExpired as exc:
+                row(what, "HUNG", -1, f"no answer in {exc.timeout:.0f} s")
     print(f"\n{len(rows)} cases: " + ", ".join(f"{k} {v}" for k, v in sorted(tally.items()))
           + f" ({time.perf_counter() - started:.0f} s)")
+    if args.only is not None:
+        return
     out_dir = REPO / "benchmarks" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "failure_probe.md").write_text(

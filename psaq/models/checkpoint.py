@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -40,12 +42,30 @@ def atomic_write(path: str | Path, write) -> Path:
     return path
 
 
-def save_checkpoint(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
-    """Save the state dict as safetensors (tensors made contiguous; shared storage copied)."""
+def write_safetensors(state: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str]) -> Path:
+    """``safetensors.torch.save_file`` through ``atomic_write``. Its writer reports a full disk or a
+    file-size limit as a SafetensorError carrying the OS message; it is raised as the OSError it
+    is, so every entry point answers it as it answers any other failed write (one line)."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
+    def write(tmp: Path) -> None:
+        try:
+            save_file(state, str(tmp), metadata=metadata)
+        except SafetensorError as exc:
+            if "I/O error" not in str(exc):
+                raise
+            code = re.search(r"os error (\d+)", str(exc))
+            number = int(code.group(1)) if code else errno.EIO
+            raise OSError(number, os.strerror(number), str(path)) from exc
+
+    return atomic_write(path, write)
+
+
+def save_checkpoint(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    """Save the state dict as safetensors (tensors made contiguous; shared storage copied)."""
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-    return atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=metadata or {}))
+    return write_safetensors(state, path, metadata or {})
 
 
 def is_safetensors(path: str | Path) -> bool:

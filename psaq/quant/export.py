@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from psaq.errors import CheckpointError
-from psaq.models.checkpoint import atomic_write
+from psaq.models.checkpoint import write_safetensors
 from psaq.quant.config import QuantConfig
 from psaq.quant.layers import QuantConv2d, QuantLinear
 from psaq.quant.quantize import quantize_, require_calibrated
@@ -68,8 +68,6 @@ def integer_state(model: nn.Module, config: QuantConfig) -> tuple[dict[str, torc
 
 def save_integer_model(model: nn.Module, config: QuantConfig, build: dict, path: str | Path) -> Path:
     """``build``: the ModelConfig fields (name, model_args) that recreate the architecture."""
-    from safetensors.torch import save_file
-
     state, shapes = integer_state(model, config)
     meta = {
         "format": "psaq-integer-v1",
@@ -78,7 +76,7 @@ def save_integer_model(model: nn.Module, config: QuantConfig, build: dict, path:
         "int4_shapes": json.dumps(shapes),
         "weight_storage": "int4 packed two per byte" if shapes else "int8",
     }
-    return atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=meta))
+    return write_safetensors(state, path, meta)
 
 
 def load_integer_model(path: str | Path) -> nn.Module:

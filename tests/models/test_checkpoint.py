@@ -121,3 +121,23 @@ def test_random_weights_are_seeded_and_on_request_only():
     a = load_model(ModelConfig("vit_tiny_patch16_224", model_args=TINY_VIT_ARGS, random_weights=True, train_seed=3))
     b = load_model(ModelConfig("vit_tiny_patch16_224", model_args=TINY_VIT_ARGS, random_weights=True, train_seed=3))
     assert all(torch.equal(x, y) for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values()))
+
+
+def test_a_full_disk_while_writing_safetensors_is_an_oserror_naming_the_file(tmp_path):
+    """safetensors reports a failed write as its own error type; psaq's entry points answer
+    OSError in one line, so the writer must hand it on as one (a file-size limit fails the write
+    as a full disk does, with EFBIG)."""
+    import errno
+    import resource
+
+    from psaq.models.checkpoint import write_safetensors
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, hard))
+    try:
+        with pytest.raises(OSError) as caught:
+            write_safetensors({"w": torch.zeros(256, 256)}, tmp_path / "w.safetensors", {})
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert caught.value.errno == errno.EFBIG and str(tmp_path / "w.safetensors") in str(caught.value)
+    assert list(tmp_path.iterdir()) == []  # nothing half-written left behind
