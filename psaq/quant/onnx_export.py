@@ -6,7 +6,8 @@ u8×s8 kernel saturates on x86 CPUs without VNNI and its u8×u8 kernel does not.
 per-tensor uint8 Q/DQ pairs. ONNX Runtime's CPU graph optimizer
 then fuses DQ → MatMul → … into integer kernels (MatMulIntegerToFloat / QLinearMatMul,
 QLinearConv); ``integer_ops`` reports which ran. Bit widths below 8 are stored in 8-bit types
-holding the lower-bit grid, and the model's metadata says so.
+holding the lower-bit grid, except weights of 4 bits or fewer, which ``onnx_nbits`` stores
+two per byte for ONNX Runtime's ``MatMulNBits``; the model's metadata says which.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import dataclasses
 import json
 import threading
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,14 +24,34 @@ import torch
 from torch import nn
 
 from psaq.errors import ConfigError
+from psaq.registry import Registry
 from psaq.models.checkpoint import atomic_write
 from psaq.quant.config import QuantConfig
+from psaq.quant.onnx_graph import constant_values, signed_weights
+from psaq.quant.onnx_nbits import to_matmul_nbits
 from psaq.quant.quantize import require_calibrated
 from psaq.quant.quantizers import ActQuantizer, WeightQuantizer
 
 OPSET = 17
 INTEGER_OPS = {"MatMulInteger", "MatMulIntegerToFloat", "QLinearMatMul", "QLinearConv", "ConvInteger",
-               "QGemm", "QLinearAdd", "DynamicQuantizeMatMul"}
+               "QGemm", "QLinearAdd", "DynamicQuantizeMatMul", "MatMulNBits"}
+
+
+# How 8-bit integer weights are stored; the grid and every output are the same either way.
+WEIGHT_TYPES: Registry[str] = Registry("ONNX weight type")
+WEIGHT_TYPES.register("uint8")("uint8 per channel, zero point 128: ONNX Runtime's u8×u8 kernel, exact on every x86 CPU")
+WEIGHT_TYPES.register("int8")("int8 per channel, zero point 0: ONNX Runtime's u8×s8 kernel, faster on CPUs with VNNI; "
+                              "without VNNI it sums pairs of products in int16 and can saturate")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """The ``export`` stage's settings (params.yaml ``export:``)."""
+
+    weight_type: str = "uint8"  # see WEIGHT_TYPES
+
+    def __post_init__(self):
+        WEIGHT_TYPES.get(self.weight_type)
 
 
 @contextmanager
@@ -56,29 +78,13 @@ def _export(model: nn.Module, example: torch.Tensor, path: Path) -> None:
                           output_names=["logits"], dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
 
 
-def _constants(graph) -> dict[str, np.ndarray]:
-    from onnx import numpy_helper
-
-    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant":
-            for attr in node.attribute:
-                if attr.name == "value":
-                    values[node.output[0]] = numpy_helper.to_array(attr.t)
-    # the exporter shares equal constants through Identity nodes
-    for node in graph.node:
-        if node.op_type == "Identity" and node.input[0] in values:
-            values[node.output[0]] = values[node.input[0]]
-    return values
-
-
 def fold_weight_quantization(onnx_model) -> int:
     """Replace QuantizeLinear(constant float weight) with the integer initializer it computes,
     so the file stores integer weights; returns how many were folded."""
     from onnx import numpy_helper
 
     graph = onnx_model.graph
-    consts = _constants(graph)
+    consts = constant_values(graph)
     folded, keep = 0, []
     for node in graph.node:
         if node.op_type == "QuantizeLinear" and all(i in consts for i in node.input):
@@ -107,7 +113,7 @@ def fold_weight_quantization(onnx_model) -> int:
 
 
 def export_onnx(model: nn.Module, config: QuantConfig, example: torch.Tensor, path: str | Path,
-                extra_metadata: dict | None = None) -> Path:
+                extra_metadata: dict | None = None, export: ExportConfig = ExportConfig()) -> Path:
     """Export a calibrated fake-quantized model as a QDQ ONNX model with integer weights."""
     import onnx
 
@@ -124,10 +130,17 @@ def export_onnx(model: nn.Module, config: QuantConfig, example: torch.Tensor, pa
         folded = fold_weight_quantization(m)
         if folded == 0:
             raise ConfigError(f"{type(model).__name__}: no quantized weights found to export")
+        grid = f"the signed {config.w_bits}-bit grid [-{2 ** (config.w_bits - 1)}, {2 ** (config.w_bits - 1) - 1}]"
+        nbits = to_matmul_nbits(m, config.w_bits)
+        signed = export.weight_type == "int8" and signed_weights(m) > 0
+        storage = ("int8 per channel, zero point 0" if signed else "uint8 per channel, zero point 128") + f", holding {grid}"
+        if nbits:
+            storage = (f"{nbits} of {folded} weights as MatMulNBits (4-bit codes two per byte, zero code 8, the "
+                       f"row's scale per block) holding {grid}; the others {storage}")
         meta = {
             "psaq.quant_config": json.dumps(dataclasses.asdict(config)),
-            "psaq.weight_storage": (f"uint8 per channel, zero point 128, holding the signed {config.w_bits}-bit grid "
-                                    f"[-{2 ** (config.w_bits - 1)}, {2 ** (config.w_bits - 1) - 1}]"),
+            "psaq.weight_storage": storage,
+            "psaq.export_config": json.dumps(dataclasses.asdict(export)),
             "psaq.activation_storage": (f"uint8 per tensor holding the {config.a_bits}-bit grid [0, {2 ** config.a_bits - 1}]"
                                         f" (a Clip before each QuantizeLinear)" if config.a_bits < 8 else "uint8 per tensor"),
             **{f"psaq.{k}": str(v) for k, v in (extra_metadata or {}).items()},

@@ -14,6 +14,9 @@ def round_ste(x: torch.Tensor) -> torch.Tensor:
     return (x.round() - x).detach() + x
 
 
+# The exported ONNX model stores signed weight grids as uint8 shifted by this (see WeightQuantizer.forward).
+ONNX_WEIGHT_ZERO_POINT = 128
+
 class ActQuantizer(nn.Module):
     """Asymmetric activation quantizer, per tensor (``axis=None``) or per channel of the last axis.
 
@@ -197,7 +200,7 @@ class WeightQuantizer(nn.Module):
             # stored as uint8 with zero point 128 (the same values): ONNX Runtime's u8×s8 kernel on
             # x86 CPUs without VNNI sums pairs of products in int16 and saturates on 8-bit weights;
             # its u8×u8 kernel does not.
-            zp = (self.zero_point.flatten() + 128).to(torch.int32)
+            zp = (self.zero_point.flatten() + ONNX_WEIGHT_ZERO_POINT).to(torch.int32)
             return torch.fake_quantize_per_channel_affine(self._cached, self.scale.flatten().float(), zp, self.axis, 0, 255)
         return self._cached
 

@@ -97,3 +97,51 @@ def test_uncalibrated_or_float_models_are_refused(tmp_path, trained_digits):
     with pytest.raises(NotCalibratedError, match="never calibrated"):
         export_onnx(q, QuantConfig(), torch.zeros(1, 3, 32, 32), tmp_path / "b.onnx")
     assert not list(tmp_path.iterdir())
+
+
+def _cpu_has_vnni() -> bool:
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return " avx512_vnni" in flags or " avx_vnni" in flags
+
+
+def test_int8_weights_hold_the_same_grid_and_run_as_integer_kernels(tmp_path, trained_digits):
+    """export.weight_type int8 stores each weight as (uint8 − 128) with zero point 0: the same
+    values for ONNX Runtime's u8×s8 kernel."""
+    from onnx import numpy_helper
+
+    from psaq.quant.onnx_export import ExportConfig
+    from psaq.quant.onnx_graph import constant_values
+
+    cfg = QuantConfig()
+    x = digits_split("test").tensors[0][:64]
+    q = calibrate(quantize_(copy.deepcopy(trained_digits), cfg), x[:16])
+    paths = {t: export_onnx(q, cfg, x[:1], tmp_path / f"{t}.onnx", export=ExportConfig(weight_type=t)) for t in ("uint8", "int8")}
+
+    def weights(path):
+        graph = onnx.load(str(path)).graph
+        values = constant_values(graph)
+        return {n.name: (values[n.input[0]], values[n.input[2]]) for n in graph.node
+                if n.op_type == "DequantizeLinear" and "weight_quantizer" in n.name}
+
+    unsigned, signed = weights(paths["uint8"]), weights(paths["int8"])
+    assert unsigned.keys() == signed.keys() and len(signed) >= 8
+    for name, (w, zero) in signed.items():
+        assert w.dtype == np.int8 and (zero == 0).all()
+        np.testing.assert_array_equal(w.astype(np.int16), unsigned[name][0].astype(np.int16) - 128)
+    assert integer_ops(paths["int8"], tmp_path).get("MatMulIntegerToFloat", 0) >= 8
+    meta = {p.key: p.value for p in onnx.load(str(paths["int8"])).metadata_props}
+    assert meta["psaq.weight_storage"].startswith("int8 per channel, zero point 0")
+    if _cpu_has_vnni():  # without VNNI the u8×s8 kernel sums pairs in int16 and may saturate: the reason uint8 is the default
+        out = {t: ort_session(p).run(None, {"images": x.numpy()})[0] for t, p in paths.items()}
+        np.testing.assert_allclose(out["int8"], out["uint8"], rtol=0, atol=1e-5)
+
+
+def test_an_unknown_weight_type_is_refused():
+    from psaq.errors import UnknownNameError
+    from psaq.quant.onnx_export import ExportConfig
+
+    with pytest.raises(UnknownNameError, match="did you mean int8"):
+        ExportConfig(weight_type="int9")
