@@ -140,7 +140,7 @@ def run_evaluate(params: Params, store: Store, args) -> None:
 def run_export(params: Params, store: Store, args) -> None:
     p = _point(args)
     arts, built = export.run(store, model_config(params, p.train_seed), _weights(p.train_seed),
-                         read_view("reconstruct", **p.coords), p.name)
+                         read_view("reconstruct", **p.coords), p.name, params.export)
     _publish(store, arts["integer"], built, "export", 0, **p.coords)
     _publish(store, arts["onnx"], built, "export", 1, **p.coords)
 

@@ -60,6 +60,12 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     )
     _add_run_args(p)
     p.add_argument("--out", default="exports", help="output folder (default: %(default)s)")
+    from psaq.quant.onnx_export import WEIGHT_TYPES, ExportConfig
+
+    p.add_argument("--weight-type", choices=list(WEIGHT_TYPES),
+                   help="how the ONNX model stores 8-bit weights: uint8 (zero point 128, exact on every x86 CPU) or "
+                        "int8 (ONNX Runtime's u8×s8 kernel: faster on CPUs with VNNI, can saturate without it) "
+                        f"(default: {_default(ExportConfig, 'weight_type')})")
     p.set_defaults(func=_export)
 
 
@@ -166,7 +172,9 @@ def _params(args: argparse.Namespace):
     recon = dataclasses.replace(base.reconstruct, **_given(enabled=args.reconstruct, iters=args.reconstruct_iters))
     runtime = dataclasses.replace(base.runtime, **_given(device=args.device, dataset=args.dataset,
                                                          calib_dataset=args.calib_dataset))
-    return dataclasses.replace(base, model=model, quant=quant, synthesis=synth, reconstruct=recon, runtime=runtime), \
+    export = dataclasses.replace(base.export, **_given(weight_type=getattr(args, "weight_type", None)))
+    return dataclasses.replace(base, model=model, quant=quant, synthesis=synth, reconstruct=recon, runtime=runtime,
+                               export=export), \
         (path if (args.params or path.is_file()) else None)
 
 

@@ -16,6 +16,7 @@ from psaq.evaluate import EvalConfig
 from psaq.models import ModelConfig
 from psaq.models.train import TrainConfig
 from psaq.quant import QuantConfig
+from psaq.quant.onnx_export import ExportConfig
 from psaq.quant.reconstruct import ReconstructConfig
 from psaq.synth import SynthesisConfig
 
@@ -108,6 +109,7 @@ SECTIONS: dict[str, type] = {
     "quant": QuantConfig,
     "reconstruct": ReconstructConfig,
     "eval": EvalConfig,
+    "export": ExportConfig,
     "grid": GridConfig,
     "runtime": RuntimeConfig,
     "tracking": TrackingConfig,
@@ -122,6 +124,7 @@ class Params:
     quant: QuantConfig = QuantConfig()
     reconstruct: ReconstructConfig = ReconstructConfig()
     eval: EvalConfig = EvalConfig()
+    export: ExportConfig = ExportConfig()
     grid: GridConfig = GridConfig()
     runtime: RuntimeConfig = RuntimeConfig()
     tracking: TrackingConfig = TrackingConfig()

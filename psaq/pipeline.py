@@ -134,8 +134,8 @@ def submit_points(submit, params: Params, points: list[Point], progress: bool = 
                            recon=params.reconstruct, stem=point.name, device=rt.device)
         metrics = submit("evaluate", model=mcfg, weights=w, quantized=quantized, fp32=fp32s[point.train_seed],
                          eval_cfg=params.eval, data_fp=data_fp, dataset=rt.dataset, stem=point.name, device=rt.device)
-        exported = submit("export", model=mcfg, weights=w, quantized=quantized, stem=point.name) if params.grid.export \
-            else None
+        exported = submit("export", model=mcfg, weights=w, quantized=quantized, stem=point.name,
+                          export_cfg=params.export) if params.grid.export else None
         jobs.append({"point": point, "weights": w, "samples": sample_sets[key], "calibrated": calibrated,
                      "quantized": quantized, "metrics": metrics, "exported": exported, "fp32": fp32s[point.train_seed]})
     return jobs

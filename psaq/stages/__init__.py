@@ -63,7 +63,7 @@ GRAPH: dict[str, Stage] = {s.name: s for s in (
           (f"pipeline/reconstructed/{POINT_STEM}.safetensors",), "models/reconstructed"),
     Stage("evaluate", "psaq.stages.evaluate", ("eval", "runtime"), ("data", "model", "fp32", "reconstruct"), POINT,
           (f"pipeline/metrics/{POINT_STEM}.json",), "metrics/points", kind="metrics"),
-    Stage("export", "psaq.stages.export", (), ("model", "reconstruct"), POINT,
+    Stage("export", "psaq.stages.export", ("export",), ("model", "reconstruct"), POINT,
           (f"pipeline/exported/{POINT_STEM}.int.safetensors", f"pipeline/exported/{POINT_STEM}.onnx"), "models/exported"),
     Stage("report", "psaq.stages.report", ("grid",), ("data", "model", "samples", "evaluate"), (),
           tuple(f"reports/{{model}}/{name}" for name in ("benchmark.md", "summary.json", "samples.png", "similarity.png",

@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import torch
 
 from psaq.models import ModelConfig
 from psaq.quant.export import save_integer_model
-from psaq.quant.onnx_export import export_onnx
+from psaq.quant.onnx_export import ExportConfig, export_onnx
 from psaq.quant.serialize import load_quantized, read_quant_config
 from psaq.stages import GRAPH
 from psaq.stages.common import Weights, artifact_path, identity, load
 from psaq.store import Artifact, Store
 
 
-def run(store: Store, model: ModelConfig, weights: Weights, quantized: Artifact, stem: str) -> tuple[dict[str, Artifact], bool]:
-    """({"integer": …, "onnx": …}, built)."""
+def run(store: Store, model: ModelConfig, weights: Weights, quantized: Artifact, stem: str,
+        export_cfg: ExportConfig = ExportConfig()) -> tuple[dict[str, Artifact], bool]:
+    """({"integer": …, "onnx": …}, built). ``export_cfg`` shapes the ONNX model only."""
     parts = (identity(model, weights), quantized)
     int_out = artifact_path(store, GRAPH["export"], stem, ".int.safetensors", *parts)
-    onnx_out = artifact_path(store, GRAPH["export"], stem, ".onnx", *parts)
+    onnx_out = artifact_path(store, GRAPH["export"], stem, ".onnx", *parts, dataclasses.asdict(export_cfg))
     cache: dict = {}
 
     def qmodel():
@@ -37,7 +39,8 @@ def run(store: Store, model: ModelConfig, weights: Weights, quantized: Artifact,
 
     def write_onnx(tmp):
         m, config, spec = qmodel()
-        export_onnx(m, config, torch.zeros((1, *spec.input_size)), tmp, {"model": model.name, "source": quantized.path})
+        export_onnx(m, config, torch.zeros((1, *spec.input_size)), tmp, {"model": model.name, "source": quantized.path},
+                    export_cfg)
 
     integer, built_int = store.publish(int_out, write_integer)
     onnx, built_onnx = store.publish(onnx_out, write_onnx)
