@@ -75,9 +75,36 @@ def experiment_id(uri: str, name: str) -> str:
 UI = "http://127.0.0.1:5000"  # where `make mlflow-ui` serves
 
 
+# The runs table's columns and grouping: the UI applies a view stored as the experiment tag
+# mlflow.sharedViewState.<key> when the URL carries viewStateShareKey=<key> (its "Share" button
+# writes such tags). Without it the table shows Source, Models and Dataset, and the metrics sit
+# behind "Show more columns".
+VIEW_KEY = "psaq-grid"
+VIEW_COLUMNS = (("metrics", "eval.top1"), ("metrics", "eval.agreement"), ("metrics", "eval.fp32_top1"),
+                ("params", "model.name"), ("params", "synthesis.method"), ("params", "point.bits"),
+                ("params", "synthesis.seed"))
+MADE_BY_TAG = "psaq.made_by"  # the parent run that computed a point: "<flow> <start time>"
+
+
+def made_by(parent) -> str:
+    """The group a flow run and the points it computed share in the runs table."""
+    return f"{parent.info.run_name} {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(parent.info.start_time / 1000))}"
+
+
+def runs_view() -> dict:
+    """The runs table psaq's link opens: the grid's settings and key metrics as columns, the
+    points grouped by the flow run that made them."""
+    return {"selectedColumns": [f"{kind}.`{key}`" for kind, key in VIEW_COLUMNS],
+            "groupBy": {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": MADE_BY_TAG}]},
+            "columnOrder": [f"{kind}.`{key}`" for kind, key in VIEW_COLUMNS], "runsHiddenMode": "SHOW_ALL"}
+
+
 def runs_page(uri: str, name: str) -> str:
-    """The experiment's runs table in the MLflow UI that `make mlflow-ui` starts."""
-    return f"{UI}/#/experiments/{experiment_id(uri, name)}/runs?workflowType=machine_learning"
+    """The experiment's runs table in the MLflow UI that `make mlflow-ui` starts, with psaq's view."""
+    exp_id = experiment_id(uri, name)
+    with _store_errors(uri, "storing the runs view"):
+        _client(uri).set_experiment_tag(exp_id, f"mlflow.sharedViewState.{VIEW_KEY}", json.dumps(runs_view()))
+    return f"{UI}/#/experiments/{exp_id}/runs?workflowType=machine_learning&viewStateShareKey={VIEW_KEY}"
 
 
 def flatten(prefix: str, value, out: dict | None = None) -> dict:
@@ -145,7 +172,8 @@ def _log_point(uri, experiment, parent_id, name, params, record, history, files)
     if found:
         return found[0].info.run_id, True
     run_id = _create(client, exp_id, name, params, {"mlflow.parentRunId": parent_id, POINT_TAG: point,
-                                                    RESULT_TAG: record["metrics_sha256"]})
+                                                    RESULT_TAG: record["metrics_sha256"],
+                                                    MADE_BY_TAG: made_by(client.get_run(parent_id))})
     now = int(time.time() * 1000)
     metrics = {"eval.top1": record["top1"], "eval.top5": record["top5"], "eval.agreement": record["agreement"],
                "eval.fp32_top1": record["fp32_top1"], "synthesis.wall_s": record.get("synthesis_wall_s"),
@@ -184,6 +212,7 @@ def parent_run(enabled: bool, uri: str, experiment: str, name: str, params: dict
         fail_stale_runs(uri, experiment)
         client = _client(uri)
         run_id = _create(client, experiment_id(uri, experiment), name, params, tags or {})
+        client.set_tag(run_id, MADE_BY_TAG, made_by(client.get_run(run_id)))
     try:
         yield run_id
     except BaseException:
