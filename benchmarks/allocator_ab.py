@@ -29,10 +29,10 @@ def one(model: str, keep: bool, store: str) -> dict:
     sys.path.insert(0, str(HERE))
     from synthesis_speed import MODELS, bare_seconds, step_seconds
 
-    from psaq.models import load_model
+    from psaq.stages import model as model_stage
 
     config, _, steps = MODELS[model]
-    loaded = load_model(config, store, "cpu", progress=False)
+    loaded = model_stage.load(store, config, "cpu", progress=False)
     bare, step = [], []
     for _ in range(3):
         bare.append(bare_seconds(loaded.model, loaded.spec, 5))

@@ -40,7 +40,8 @@ import timm
 import torch
 
 from psaq.data import first_images
-from psaq.models import ModelConfig, load_model
+from psaq.models import ModelConfig
+from psaq.stages import model as model_stage
 from psaq.quant import QuantConfig, calibrate, quantize_
 from psaq.quant.onnx_export import INTEGER_OPS, ExportConfig, export_fp32_onnx, export_onnx, ort_session
 from psaq.report import markdown_table
@@ -140,7 +141,7 @@ def bench(name: str, model, calib: torch.Tensor, test: tuple[np.ndarray, np.ndar
 
 
 def trained(name: str) -> tuple:
-    loaded = load_model(ModelConfig(name), ".", "cpu")
+    loaded = model_stage.load(".", ModelConfig(name), "cpu")
     data = model_data(loaded)
     calib = first_images(data.calib_set, CALIB_IMAGES, 0)[0]
     x, y = data.eval_set.tensors

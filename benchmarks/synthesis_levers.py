@@ -40,7 +40,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from psaq.data import InputSpec
 from psaq.evaluate import evaluate
-from psaq.models import ModelConfig, load_model
+from psaq.models import ModelConfig
+from psaq.stages import model as model_stage
 from psaq.quant import QuantConfig
 from psaq.report import fmt_mean_std, markdown_table
 from psaq.synth import SynthesisConfig, synthesize
@@ -173,7 +174,7 @@ SEEDS_IN_BATCH = 3  # several seeds' images in one batch: per-seed steps/s = ste
 
 def build(name: str):
     if name == "digits-vit":
-        loaded = load_model(ModelConfig("digits-vit"), ".", "cpu", progress=False)
+        loaded = model_stage.load(".", ModelConfig("digits-vit"), "cpu", progress=False)
         return loaded.model, loaded.spec
     timm_names = {"deit_tiny": "deit_tiny_patch16_224", "deit_base": "deit_base_patch16_224",
                   "swin_tiny": "swin_tiny_patch4_window7_224"}
@@ -299,7 +300,7 @@ QUALITY_SETTINGS = {"W4A8": QuantConfig(w_bits=4, a_bits=8), "W8A8": QuantConfig
 
 
 def quality(device, seeds: list[int]) -> tuple[list[dict], float]:
-    loaded = load_model(ModelConfig("digits-vit"), ".", device, progress=False)
+    loaded = model_stage.load(".", ModelConfig("digits-vit"), device, progress=False)
     data = eval_loader(model_data(loaded, "digits"))
     fp = evaluate(loaded.model, data, device)
     rows = []

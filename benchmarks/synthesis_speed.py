@@ -47,7 +47,8 @@ from psaq.allocator import keep_freed_memory  # noqa: E402
 from psaq.cores import choose_threads  # noqa: E402
 from psaq.data import loader  # noqa: E402
 from psaq.evaluate import evaluate  # noqa: E402
-from psaq.models import ModelConfig, load_model  # noqa: E402
+from psaq.models import ModelConfig  # noqa: E402
+from psaq.stages import model as model_stage  # noqa: E402
 from psaq.quant import QuantConfig, quantized_copy  # noqa: E402
 from psaq.report import markdown_table  # noqa: E402
 from psaq.sources import model_data  # noqa: E402
@@ -201,7 +202,7 @@ def main() -> None:
     loaded_models = {}
     for name in args.models:
         config, weights, steps = MODELS[name]
-        loaded = load_model(config, args.store, "cpu", progress=True)
+        loaded = model_stage.load(args.store, config, "cpu", progress=True)
         loaded_models[name] = loaded
         turns = []
         for _ in range(args.repeats):
@@ -218,14 +219,14 @@ def main() -> None:
         write(args, results)
     if not args.skip_contention:
         for name in args.contention_models:
-            loaded = loaded_models.get(name) or load_model(MODELS[name][0], args.store, "cpu")
+            loaded = loaded_models.get(name) or model_stage.load(args.store, MODELS[name][0], "cpu")
             print(f"contention, {name}:", flush=True)
             results["contention"][name] = contention(loaded.model, loaded.spec, MODELS[name][2], cores)
             write(args, results)
     if not args.skip_official:
         psaq_step = results["models"].get("deit_tiny", {}).get("step_s")
         if psaq_step is None:
-            loaded = load_model(MODELS["deit_tiny"][0], args.store, "cpu")
+            loaded = model_stage.load(args.store, MODELS["deit_tiny"][0], "cpu")
             psaq_step = statistics.median(step_seconds(loaded.model, loaded.spec, 3) for _ in range(args.repeats))
         official = official_step_seconds(args.official, "deit_tiny", BATCH, args.official_steps)
         results["official"] = {"official_step_s": official, "psaq_step_s": psaq_step, "speedup": official / psaq_step}

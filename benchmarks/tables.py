@@ -44,10 +44,11 @@ class DigitsModel:
 
 def digits_model(train_seed: int, cache_dir: str, device) -> DigitsModel:
     from psaq.evaluate import evaluate
-    from psaq.models import ModelConfig, load_model
+    from psaq.models import ModelConfig
+    from psaq.stages import model as model_stage
     from psaq.sources import eval_loader, model_data, real_source
 
-    loaded = load_model(ModelConfig("digits-vit", train_seed=train_seed), cache_dir, device)
+    loaded = model_stage.load(cache_dir, ModelConfig("digits-vit", train_seed=train_seed), device)
     data = model_data(loaded, "digits")
     batches = eval_loader(data)
     return DigitsModel(loaded, data, batches, evaluate(loaded.model, batches, device), real_source(data))

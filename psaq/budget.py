@@ -21,7 +21,8 @@ import torch.nn.functional as F
 
 from psaq.data import open_data
 from psaq.models import LoadedModel, load_model
-from psaq.models.registry import MODELS, create_architecture
+from psaq.models.registry import create_architecture
+from psaq.models.trainers import TRAINERS
 from psaq.quant import QuantConfig, quantized_copy
 from psaq.synth import SynthesisConfig, synthesize
 from psaq.synth.methods import LOOP_METHODS
@@ -65,7 +66,7 @@ def _random(model_config, device: str | torch.device = "cpu") -> LoadedModel:
     """The architecture with random weights, its input spec and built-in dataset, as the registry
     gives them (nothing trained, nothing downloaded)."""
     config = dataclasses.replace(model_config, random_weights=True, checkpoint=None, pretrained=False)
-    return load_model(config, device=device, progress=False)
+    return load_model(config, device=device)
 
 
 def work_of(params, points: list) -> Work:
@@ -73,10 +74,8 @@ def work_of(params, points: list) -> Work:
     from psaq.pipeline import model_config, synthesis_config
 
     name = params.model.name
-    entry = MODELS.get(name) if name in MODELS else None
-    trains = entry is not None and entry.trainer is not None and not params.model.checkpoint \
-        and not params.model.random_weights
-    cfg = params.train.resolved(entry.train_defaults) if trains else None
+    trains = name in TRAINERS and not params.model.checkpoint and not params.model.random_weights
+    cfg = params.train.resolved(TRAINERS.get(name).defaults) if trains else None
     seeds = list(dict.fromkeys(p.train_seed for p in points))
     loaded = _random(model_config(params, seeds[0]))
     data = open_data(loaded.spec, params.runtime.dataset, params.runtime.calib_dataset, loaded.dataset)

@@ -319,14 +319,14 @@ def _train(args: argparse.Namespace) -> int:
     import shutil
 
     from psaq.errors import ConfigError
-    from psaq.models import MODELS, ModelConfig
+    from psaq.models import ModelConfig
     from psaq.models.train import TrainConfig
+    from psaq.models.trainers import TRAINERS
     from psaq.stages import model as model_stage
     from psaq.store import Store
 
-    if args.model not in MODELS or MODELS.get(args.model).trainer is None:
-        trainable = [n for n in MODELS.names() if MODELS.get(n).trainer is not None]
-        raise ConfigError(f"'{args.model}' is not one of psaq's trainable models ({', '.join(trainable)})")
+    if args.model not in TRAINERS:
+        raise ConfigError(f"'{args.model}' is not one of psaq's trainable models ({', '.join(TRAINERS.names())})")
     store = Store(args.store or os.environ.get("PSAQ_PROJECT", "."))
     weights, built = model_stage.run(store, ModelConfig(args.model, train_seed=args.seed),
                                      TrainConfig(epochs=args.epochs))

@@ -6,7 +6,7 @@ import pytest
 
 from psaq.budget import Speeds, Work, estimate, measure, minutes, work_of
 from psaq.data import digits_split
-from psaq.models.registry import MODELS
+from psaq.models.trainers import TRAINERS
 from psaq.params import params_from_dict
 from psaq.pipeline import grid_points
 
@@ -20,7 +20,7 @@ def digits_params(**grid):
 def test_work_counts_what_the_grid_holds():
     params = digits_params()
     work = work_of(params, grid_points(params))
-    train = params.train.resolved(MODELS.get("digits-vit").train_defaults)
+    train = params.train.resolved(TRAINERS.get("digits-vit").defaults)
     assert work.models_to_train == 2
     assert work.train_steps == train.epochs * math.ceil(len(digits_split("train")) / train.batch_size)
     assert work.sample_sets == {"psaq": 6, "gaussian": 6}  # 2 training seeds x 3 seeds, shared by the bit settings

@@ -30,6 +30,23 @@ def test_each_stage_depends_on_the_code_it_runs_and_not_on_the_rest():
         assert all(n in GRAPH for n in stage.needs)
 
 
+def test_training_code_keys_the_model_stage_only():
+    # editing the trainer retrains psaq's own models; the sample sets, calibrations and results of
+    # a checkpoint or a timm model (keyed by their weights' hash, not by the model stage's code) stay
+    training = {"psaq/models/train.py", "psaq/models/trainers.py", "psaq/stages/model.py"}
+    for name, stage in GRAPH.items():
+        files = set(stage.code_files())
+        if name == "model":
+            assert training <= files
+        else:
+            assert not training & files, f"stage {name} imports {sorted(training & files)}"
+
+
+def test_loading_a_model_imports_no_store_and_no_stage():
+    files = {p.relative_to(REPO).as_posix() for p in codehash.closure("psaq.models")}
+    assert not {f for f in files if f.startswith("psaq/stages/") or f in ("psaq/store.py", "psaq/models/train.py")}
+
+
 @pytest.fixture
 def package(tmp_path, monkeypatch):
     pkg = tmp_path / "pkgx"

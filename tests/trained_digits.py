@@ -13,7 +13,7 @@ def train(out: Path) -> None:
     from safetensors.torch import save_file
 
     from psaq.models.checkpoint import atomic_write
-    from psaq.models.digits import train_digits_vit
+    from psaq.models.trainers import train_digits_vit
     from psaq.models.train import TrainConfig
 
     result = train_digits_vit(TrainConfig(seed=0, epochs=20, warmup_epochs=1, lr=3e-3), progress=False,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from timm.models.swin_transformer import SwinTransformer
 from timm.models.vision_transformer import VisionTransformer
 
-from psaq.data import FASHION_CLASSES, FASHION_SPEC  # noqa: F401 - the registry reads the spec from here
+from psaq.data import FASHION_SPEC  # noqa: F401 - the registry reads the spec from here
 
 VIT_ARGS = dict(img_size=28, patch_size=7, in_chans=1, embed_dim=96, depth=6, num_heads=3, mlp_ratio=4.0,
                 num_classes=10)
@@ -28,19 +28,3 @@ def fashion_swin(**overrides) -> SwinTransformer:
 
 
 ARCHITECTURES = {"fashion-vit": fashion_vit, "fashion-swin": fashion_swin}
-_COMMON = dict(batch_size=128, lr=2e-3, weight_decay=0.05, warmup_epochs=1, label_smoothing=0.1, max_shift_px=2,
-               flip=True)
-FASHION_TRAIN = {"fashion-vit": dict(_COMMON, epochs=15), "fashion-swin": dict(_COMMON, epochs=10)}
-
-
-def trainer(name: str):
-    def train(cfg, model_args: dict | None = None, progress: bool = True):
-        from psaq.fashion import fashion_split
-        from psaq.models.train import checkpoint_metadata, train_classifier
-
-        cfg = cfg.resolved(FASHION_TRAIN[name])
-        result = train_classifier(lambda: ARCHITECTURES[name](**(model_args or {})), fashion_split("train"),
-                                  fashion_split("test"), cfg, name, "cpu", progress)
-        return result, checkpoint_metadata(result, cfg, FASHION_CLASSES)
-
-    return train

@@ -25,14 +25,12 @@ ATTENTION_TYPES: tuple[type[nn.Module], ...] = (Attention, WindowAttention)
 
 @dataclass
 class ModelEntry:
-    """A psaq-registered model: its factory, input spec and the built-in dataset it was trained on."""
+    """A psaq-registered model: its factory, input spec and the built-in dataset it is trained on
+    (by ``psaq.models.trainers``, which the model stage runs when no checkpoint is given)."""
 
     factory: Callable[..., nn.Module]
     spec: InputSpec
     dataset: str | None
-    # trains the weights when the user gives none: (TrainConfig, model_args, progress) → (TrainResult, metadata)
-    trainer: Callable | None = None
-    train_defaults: dict = field(default_factory=dict)  # the TrainConfig values a None field takes
 
 
 MODELS: Registry[ModelEntry] = Registry("model")
@@ -40,12 +38,11 @@ MODELS: Registry[ModelEntry] = Registry("model")
 
 def _register_builtin() -> None:
     from psaq.models import fashion
-    from psaq.models.digits import DIGITS_TRAIN, digits_vit, train_for_store
+    from psaq.models.digits import digits_vit
 
-    MODELS.register("digits-vit")(ModelEntry(digits_vit, DIGITS_SPEC, "digits", train_for_store, DIGITS_TRAIN))
+    MODELS.register("digits-vit")(ModelEntry(digits_vit, DIGITS_SPEC, "digits"))
     for name, factory in fashion.ARCHITECTURES.items():
-        MODELS.register(name)(ModelEntry(factory, fashion.FASHION_SPEC, "fashion-mnist", fashion.trainer(name),
-                                         fashion.FASHION_TRAIN[name]))
+        MODELS.register(name)(ModelEntry(factory, fashion.FASHION_SPEC, "fashion-mnist"))
 
 
 _register_builtin()
@@ -174,18 +171,12 @@ def check_finite_weights(model: nn.Module, source: str) -> None:
         raise CheckpointError(f"{source} holds NaN or Inf values in {len(bad)} tensor(s), e.g. {bad[0]}")
 
 
-def load_model(
-    config: ModelConfig,
-    store: str | Path = ".",
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
-    progress: bool = True,
-) -> LoadedModel:
+def load_model(config: ModelConfig, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> LoadedModel:
     """Build the model by name, load its weights, and return it in eval mode on ``device``.
 
-    Weights come from ``config.checkpoint``, timm's cache (``pretrained``), psaq's own trainer
-    (``digits-vit``: trained once into the artifact store at ``store``), or, only when asked
-    for, a random initialization seeded by ``train_seed``."""
+    Weights come from ``config.checkpoint``, timm's cache (``pretrained``), or, only when asked
+    for, a random initialization seeded by ``train_seed``. psaq's own models take the checkpoint
+    their trainer wrote: ``psaq.stages.model.load`` trains it once into the store and loads it."""
     checkpoint = Path(config.checkpoint) if config.checkpoint else None
     if config.name in MODELS:
         entry = MODELS.get(config.name)
@@ -193,13 +184,9 @@ def load_model(
             torch.manual_seed(config.train_seed)
             model = create_architecture(config)
         spec, dataset = entry.spec, entry.dataset
-        if checkpoint is None and entry.trainer is not None and not config.random_weights:
-            from psaq.models.train import TrainConfig
-            from psaq.stages import model as model_stage
-            from psaq.store import Store
-
-            weights, _ = model_stage.run(Store(store), config, TrainConfig(), progress)
-            checkpoint = Path(weights.path)
+        if checkpoint is None and not config.random_weights:
+            raise ConfigError(f"'{config.name}' is trained by psaq: load it through the model stage "
+                              "(psaq.stages.model.load, which trains it once into the store), or pass its checkpoint")
     else:
         if not (checkpoint or config.pretrained or config.random_weights):
             check_supported(_create_timm(config.name, False, config.model_args), config.name)

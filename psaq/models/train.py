@@ -25,7 +25,7 @@ from psaq.errors import ConfigError, check_seed
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """``None`` takes the model's own default (``ModelEntry.train_defaults``)."""
+    """``None`` takes the model's own default (``psaq.models.trainers.Trainer.defaults``)."""
 
     seed: int = 0
     epochs: int | None = None

@@ -47,7 +47,7 @@ def device_kind(device: str | torch.device | None) -> str:
 def load(model: ModelConfig, weights: Weights, device: str | torch.device = "cpu") -> LoadedModel:
     """The model with exactly the weights its key names; refuses weights that changed since."""
     cfg = dataclasses.replace(model, checkpoint=weights.path) if weights.path else model
-    loaded = load_model(cfg, device=device, progress=False)
+    loaded = load_model(cfg, device=device)
     actual = loaded.checkpoint_sha256 if weights.source == "checkpoint" else state_sha256(loaded.model)
     if actual != weights.sha256:
         raise ArtifactError(f"the weights of '{model.name}' ({weights.path or weights.source}) changed since this run "

@@ -11,11 +11,14 @@ import dataclasses
 import json
 from pathlib import Path
 
-from psaq.models import MODELS, ModelConfig, create_architecture, load_model, save_checkpoint
+import torch
+
+from psaq.models import LoadedModel, ModelConfig, create_architecture, load_model, save_checkpoint
 from psaq.models.registry import check_supported
 from psaq.models.train import TrainConfig
+from psaq.models.trainers import TRAINERS
 from psaq.stages import GRAPH
-from psaq.stages.common import Weights, artifact_path, state_sha256
+from psaq.stages.common import Weights, artifact_path, load as load_weights, state_sha256
 from psaq.content import file_sha256
 from psaq.store import Store
 
@@ -26,17 +29,17 @@ def run(store: Store, model: ModelConfig, train: TrainConfig, progress: bool = T
     """(weights, built): built is True when this call trained the model."""
     if model.checkpoint:
         path = Path(model.checkpoint).expanduser().resolve()
-        load_model(dataclasses.replace(model, checkpoint=str(path)), progress=False)  # refuse a bad file now
+        load_model(dataclasses.replace(model, checkpoint=str(path)))  # refuse a bad file now
         return Weights("checkpoint", file_sha256(path), str(path)), False
-    entry = MODELS.get(model.name) if model.name in MODELS else None
-    if entry is not None and entry.trainer is not None and not model.random_weights:
+    trainer = TRAINERS.get(model.name) if model.name in TRAINERS else None
+    if trainer is not None and not model.random_weights:
         check_supported(create_architecture(model), model.name)  # refuse bad model_args before training
-        cfg = dataclasses.replace(train, seed=model.train_seed).resolved(entry.train_defaults)
+        cfg = dataclasses.replace(train, seed=model.train_seed).resolved(trainer.defaults)
         out = artifact_path(store, GRAPH["model"], f"{model.name}-m{model.train_seed}", ".safetensors",
                             model.name, model.model_args, dataclasses.asdict(cfg))
 
         def write(tmp: Path) -> None:
-            result, metadata = entry.trainer(cfg, model.model_args, progress)
+            result, metadata = trainer.train(cfg, model.model_args, progress)
             save_checkpoint(result.model, tmp, metadata)
             # how long training took: kept beside the model, not in it (the file's bytes stay the same per seed)
             Path(out + TRAINING_LOG).write_text(json.dumps({"wall_s": result.wall_s, "test_top1": result.test_top1,
@@ -45,7 +48,15 @@ def run(store: Store, model: ModelConfig, train: TrainConfig, progress: bool = T
         artifact, built = store.publish(out, write)
         # identity by tensors: safetensors writes its metadata in no fixed order, so equal weights can
         # differ in file bytes (the store still verifies the file's bytes before every reuse)
-        loaded = load_model(dataclasses.replace(model, checkpoint=artifact.path), progress=False)
+        loaded = load_model(dataclasses.replace(model, checkpoint=artifact.path))
         return Weights("trained", state_sha256(loaded.model), artifact.path), built
-    loaded = load_model(model, progress=False)  # timm's cache, or a seeded random init; refuses no weights
+    loaded = load_model(model)  # timm's cache, or a seeded random init; refuses no weights
     return Weights("pretrained" if model.pretrained else "random", state_sha256(loaded.model)), False
+
+
+def load(store: Store | str, model: ModelConfig, device: str | torch.device = "cpu", progress: bool = True,
+         train: TrainConfig = TrainConfig()) -> LoadedModel:
+    """The model with the weights this stage gives it (psaq's own models trained once into
+    ``store``), as the stages after it load it."""
+    weights, _ = run(store if isinstance(store, Store) else Store(store), model, train, progress)
+    return load_weights(model, weights, device)
