@@ -6,14 +6,8 @@ from dataclasses import dataclass
 
 from psaq.errors import ConfigError
 from psaq.quant.observers import OBSERVERS
-from psaq.quant.primitives import MAX_BITS, MIN_BITS
-
-
-def check_bits(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name} must be an integer from {MIN_BITS} to {MAX_BITS}, got {value!r}")
-    if not MIN_BITS <= value <= MAX_BITS:
-        raise ConfigError(f"{name} must be from {MIN_BITS} to {MAX_BITS}, got {value}")
+from psaq.quant.primitives import check_bits
+from psaq.quant.sites import SITE_SETS
 
 
 @dataclass(frozen=True)
@@ -40,8 +34,6 @@ class QuantConfig:
         check_bits("a_bits", self.a_bits)
         for field in ("act_observer", "weight_observer"):
             OBSERVERS.get(getattr(self, field))  # raises UnknownNameError with suggestions
-        from psaq.quant.sites import SITE_SETS
-
         SITE_SETS.get(self.sites)
         if not isinstance(self.calibrate_with_quantized_weights, bool):
             raise ConfigError(f"calibrate_with_quantized_weights must be true or false, got {self.calibrate_with_quantized_weights!r}")

@@ -10,8 +10,17 @@ from __future__ import annotations
 
 import torch
 
+from psaq.errors import ConfigError
+
 MIN_SCALE = torch.finfo(torch.float32).eps  # the official floor of a scale (a constant tensor has range 0)
 MIN_BITS, MAX_BITS = 2, 8
+
+
+def check_bits(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} must be an integer from {MIN_BITS} to {MAX_BITS}, got {value!r}")
+    if not MIN_BITS <= value <= MAX_BITS:
+        raise ConfigError(f"{name} must be from {MIN_BITS} to {MAX_BITS}, got {value}")
 
 
 def int_range(bits: int, signed: bool) -> tuple[int, int]:

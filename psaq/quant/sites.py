@@ -27,6 +27,9 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from psaq.errors import ConfigError
+from psaq.quant.observers import OBSERVERS
+from psaq.quant.primitives import check_bits
+from psaq.quant.quantizers import QUANTIZER_KINDS, ActQuantizer
 from psaq.registry import Registry
 
 # Every site a wrapper can quantize, with the tensor it is.
@@ -59,7 +62,7 @@ SITES: dict[str, str] = {
 }
 
 # uniform: asymmetric affine (the paper's); log2: 2^-round(-log2 p), for probabilities in [0, 1]
-ACTIVATION_KINDS = ("uniform", "log2")
+ACTIVATION_KINDS = tuple(QUANTIZER_KINDS)
 # tensor: one scale; channel: one per channel (last axis); folded-channel: calibrated per channel,
 # then folded into the LayerNorm before and the linear layer after, so inference is per tensor
 GRANULARITIES = ("tensor", "channel", "folded-channel")
@@ -77,9 +80,6 @@ class SiteSpec:
     observer: str | None = None
 
     def __post_init__(self) -> None:
-        from psaq.quant.config import check_bits
-        from psaq.quant.observers import OBSERVERS
-
         if self.site not in SITES:
             raise ConfigError(f"unknown quantizer site '{self.site}'; known: {', '.join(SITES)}")
         if self.kind not in ACTIVATION_KINDS:
@@ -168,8 +168,6 @@ class SitePlan:
 
     def quantizer(self, site: str):
         """A new activation quantizer for ``site``, or None when the set does not quantize it."""
-        from psaq.quant.quantizers import QUANTIZER_KINDS
-
         spec = self.specs.get(site)
         if spec is None:
             return None
@@ -190,6 +188,4 @@ class SitePlan:
 
 def site_counts(model: nn.Module) -> Counter[str]:
     """How many activation quantizers sit at each site of a quantized model."""
-    from psaq.quant.quantizers import ActQuantizer
-
     return Counter(m.site for m in model.modules() if isinstance(m, ActQuantizer))
