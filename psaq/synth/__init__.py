@@ -5,11 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from psaq.data import InputSpec
+from psaq.data import InputSpec, RealSource
 from psaq.device import resolve_device
 from psaq.synth.config import SynthesisConfig
 from psaq.synth.memory import check_memory
-from psaq.synth.methods import SYNTH_METHODS, RealSource, SynthesisContext, SynthesisResult
+from psaq.synth.methods import SYNTH_METHODS
+from psaq.synth.result import SynthesisContext, SynthesisResult
 
 
 def synthesize(

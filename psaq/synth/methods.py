@@ -2,45 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
-from torch import nn
 
-from psaq.data import InputSpec, RealSource
 from psaq.errors import ConfigError
 from psaq.registry import Registry
+from psaq.synth.optimize import optimize_samples
+from psaq.synth.result import SynthesisContext, SynthesisResult
 
-
-
-@dataclass
-class SynthesisResult:
-    """Images in the model's normalized input space (N, C, H, W), float32 on the CPU."""
-
-    images: torch.Tensor
-    labels: torch.Tensor  # pseudo-labels for psaq, true labels for real, -1 for noise
-    history: dict[str, list[float]] = field(default_factory=dict)
-    wall_s: float = 0.0
-    steps: int = 0
-
-    @property
-    def steps_per_s(self) -> float:
-        return self.steps / self.wall_s if self.steps and self.wall_s > 0 else float("nan")
-
-    def final(self, term: str) -> float:
-        values = self.history.get(term, [])
-        return values[-1] if values else float("nan")
-
-
-@dataclass
-class SynthesisContext:
-    model: nn.Module
-    spec: InputSpec
-    device: torch.device
-    real_source: RealSource | None = None
-    progress: bool = True
 
 
 SynthMethod = Callable[["SynthesisConfig", SynthesisContext], SynthesisResult]  # noqa: F821
@@ -88,16 +60,12 @@ def real(config, ctx: SynthesisContext) -> SynthesisResult:
 @SYNTH_METHODS.register("psaq")
 def psaq(config, ctx: SynthesisContext) -> SynthesisResult:
     """Patch-similarity entropy + cross-entropy + TV prior (PSAQ-ViT)."""
-    from psaq.synth.optimize import optimize_samples
-
     return optimize_samples(config, ctx, use_entropy=True)
 
 
 @SYNTH_METHODS.register("psaq-noent")
 def psaq_noent(config, ctx: SynthesisContext) -> SynthesisResult:
     """The ablation: the same optimization without the entropy term."""
-    from psaq.synth.optimize import optimize_samples
-
     return optimize_samples(config, ctx, use_entropy=False)
 
 
@@ -105,8 +73,4 @@ def psaq_noent(config, ctx: SynthesisContext) -> SynthesisResult:
 def psaq_unique_pairs(config, ctx: SynthesisContext) -> SynthesisResult:
     """psaq with psaq's own entropy estimator (``entropy_estimator: unique-pairs``), as a grid method
     so that a benchmark can pair it with the official estimator on the same models and seeds."""
-    import dataclasses
-
-    from psaq.synth.optimize import optimize_samples
-
     return optimize_samples(dataclasses.replace(config, entropy_estimator="unique-pairs"), ctx, use_entropy=True)

@@ -16,7 +16,7 @@ from psaq.errors import SynthesisDivergedError
 from psaq.synth.acceleration import Compiled, autocast
 from psaq.synth.entropy import KdeSettings, block_entropies
 from psaq.synth.hooks import AttentionOutputHooks
-from psaq.synth.methods import SynthesisContext, SynthesisResult
+from psaq.synth.result import SynthesisContext, SynthesisResult
 from psaq.synth.priors import jitter_and_flip, scaled_jitter, total_variation, tv_target_scale, warmup_cosine_lr
 
 VIT_LR, SWIN_LR = 0.20, 0.25  # the paper's Adam rates per family
