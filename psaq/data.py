@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from psaq import fashion
 from psaq.errors import DatasetError
 from psaq.registry import Registry
 
@@ -100,18 +101,12 @@ class BuiltinDataset:
     description: str
 
 
-def _fashion_split(split: str) -> TensorDataset:
-    from psaq.fashion import fashion_split
-
-    return fashion_split(split)
-
-
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
-FASHION_SPEC = InputSpec((1, 28, 28), (0.2860,), (0.3530,), 10, class_names=FASHION_CLASSES)
+FASHION_SPEC = InputSpec((1, 28, 28), (fashion.MEAN,), (fashion.STD,), 10, class_names=FASHION_CLASSES)
 
 DATASETS: Registry[BuiltinDataset] = Registry("dataset")
 DATASETS.register("digits")(BuiltinDataset(digits_split, DIGITS_SPEC, "scikit-learn's digits, 360 test / 1,437 train"))
-DATASETS.register("fashion-mnist")(BuiltinDataset(_fashion_split, FASHION_SPEC,
+DATASETS.register("fashion-mnist")(BuiltinDataset(fashion.fashion_split, FASHION_SPEC,
                                                   "Fashion-MNIST, 10,000 test / 60,000 train (Debian's package)"))
 
 
