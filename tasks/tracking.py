@@ -94,9 +94,9 @@ def made_by(parent) -> str:
 def runs_view() -> dict:
     """The runs table psaq's link opens: the grid's settings and key metrics as columns, the
     points grouped by the flow run that made them."""
-    return {"selectedColumns": [f"{kind}.`{key}`" for kind, key in VIEW_COLUMNS],
-            "groupBy": {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": MADE_BY_TAG}]},
-            "columnOrder": [f"{kind}.`{key}`" for kind, key in VIEW_COLUMNS], "runsHiddenMode": "SHOW_ALL"}
+    columns = [f"{kind}.`{key}`" for kind, key in VIEW_COLUMNS]
+    return {"selectedColumns": columns, "columnOrder": columns, "runsHiddenMode": "SHOW_ALL",
+            "groupBy": {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": MADE_BY_TAG}]}}
 
 
 def runs_page(uri: str, name: str) -> str:
