@@ -24,7 +24,7 @@ from psaq.models import LoadedModel, load_model
 from psaq.models.registry import create_architecture
 from psaq.models.trainers import TRAINERS
 from psaq.quant import QuantConfig, quantized_copy
-from psaq.synth import SynthesisConfig, synthesize
+from psaq.synth import synthesize
 from psaq.synth.methods import LOOP_METHODS
 
 _PROBE_BATCH = 128  # images per timed evaluation batch

@@ -205,7 +205,7 @@ def _run(args: argparse.Namespace):
     print(f"threads       {threads.reason}")
     print(f"memory        {memory.reason}")
     print(f"evaluate on   {evaluate_on}")
-    print(f"calibrate on  " + (f"real images from {calibrate_on}" if point.method == "real"
+    print("calibrate on  " + (f"real images from {calibrate_on}" if point.method == "real"
                                else f"{point.method} images synthesized from the model (no data)"))
     log = None if args.quiet else (lambda line: print(f"stage         {line}"))
     [job] = submit_points(inline_runner(store, progress=not args.quiet, log=log), params, [point])

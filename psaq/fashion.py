@@ -13,7 +13,6 @@ import shutil
 from functools import lru_cache
 from pathlib import Path
 
-import torch
 from torch.utils.data import TensorDataset
 
 from psaq.content import cache_root, file_sha256

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from psaq.data import digits_split, first_images
-from psaq.errors import ConfigError, NotCalibratedError
+from psaq.errors import NotCalibratedError
 from psaq.quant import QuantConfig, calibrate, quantize_
 from psaq.quant.onnx_export import export_fp32_onnx, export_onnx, integer_ops, ort_session
 
@@ -110,7 +110,6 @@ def _cpu_has_vnni() -> bool:
 def test_int8_weights_hold_the_same_grid_and_run_as_integer_kernels(tmp_path, trained_digits):
     """export.weight_type int8 stores each weight as (uint8 − 128) with zero point 0: the same
     values for ONNX Runtime's u8×s8 kernel."""
-    from onnx import numpy_helper
 
     from psaq.quant.onnx_export import ExportConfig
     from psaq.quant.onnx_graph import constant_values
