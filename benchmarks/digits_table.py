@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from tables import add_output_args, digits_model, measure_and_write  # benchmarks/tables.py
 
+import psaq.families.builtin  # noqa: F401 - registers the ViT/DeiT and Swin families
 from psaq.data import first_images
 from psaq.evaluate import evaluate
 from psaq.quant import QuantConfig

@@ -38,6 +38,7 @@ import torch._dynamo
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+import psaq.families.builtin  # noqa: F401 - registers the ViT/DeiT and Swin families
 from psaq.data import InputSpec
 from psaq.evaluate import evaluate
 from psaq.models import ModelConfig

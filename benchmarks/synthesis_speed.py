@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from official_loop import DEFAULT_SNAPSHOT, official_step_seconds  # noqa: E402
 
+import psaq.families.builtin  # noqa: F401 - registers the ViT/DeiT and Swin families
 from psaq.allocator import keep_freed_memory  # noqa: E402
 from psaq.cores import choose_threads  # noqa: E402
 from psaq.data import loader  # noqa: E402

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+import psaq.families.builtin  # noqa: F401 - registers the families the estimate quantizes
 from psaq.data import open_data
 from psaq.models import LoadedModel, load_model
 from psaq.models.registry import create_architecture

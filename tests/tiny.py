@@ -4,6 +4,7 @@ import pytest
 import timm
 import torch
 
+import psaq.families.builtin  # noqa: F401 - the tests quantize and hook these families
 from psaq.data import InputSpec
 
 TINY_SPEC = InputSpec((3, 32, 32), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 10)

@@ -9,8 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from timm.models.swin_transformer import WindowAttention
-from timm.models.vision_transformer import Attention
 from torch import nn
 
 from psaq.data import DIGITS_SPEC, InputSpec, spec_from_timm
@@ -19,8 +17,6 @@ from psaq.content import file_sha256
 from psaq.models.checkpoint import checkpoint_class_names, load_checkpoint
 from psaq.registry import Registry
 
-# Attention types psaq hooks and quantizes: their ``proj`` input is softmax(qkᵀ)·v.
-ATTENTION_TYPES: tuple[type[nn.Module], ...] = (Attention, WindowAttention)
 
 
 @dataclass
@@ -144,9 +140,16 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
+def _is_attention(module: nn.Module) -> bool:
+    # what synthesis hooks in every family: a module with heads whose ``proj`` reads softmax(q·kᵀ)·v
+    return hasattr(module, "num_heads") and isinstance(getattr(module, "proj", None), nn.Linear)
+
+
 def check_supported(model: nn.Module, name: str = "") -> None:
-    """psaq hooks and quantizes timm's ViT/DeiT ``Attention`` and Swin ``WindowAttention``."""
-    if not any(isinstance(m, ATTENTION_TYPES) for m in model.modules()):
+    """A model without attention modules is refused when it is loaded. Whether psaq knows its
+    family (``psaq.families``) is asked where it is quantized or synthesized for: loading a model
+    needs no family, so the model stage's code holds none."""
+    if not any(_is_attention(m) for m in model.modules()):
         raise ConfigError(
             f"model '{name or type(model).__name__}' ({type(model).__name__}) is not a supported vision transformer: "
             "psaq works on timm ViT, DeiT and Swin models (timm Attention / WindowAttention blocks)"

@@ -16,13 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from psaq.families import family_of
 from psaq.quant.quantizers import ActQuantizer
-
-# the wrapper attribute holding the LayerNorm and the linear layer that reads its output, per site
-FOLD_PATHS = {
-    "block.norm1": ("inner.norm1", ("inner.attn.inner.qkv",)),
-    "block.norm2": ("inner.norm2", ("inner.mlp.fc1",)),
-}
 
 
 def folding_pending(model: nn.Module) -> bool:
@@ -31,14 +26,14 @@ def folding_pending(model: nn.Module) -> bool:
 
 @torch.no_grad()
 def fold_norm_scales(model: nn.Module) -> int:
-    """Fold every calibrated folded-channel quantizer; returns how many were folded."""
-    from psaq.quant.timm_wrappers import QuantSwinBlock, QuantViTBlock
-
+    """Fold every calibrated folded-channel quantizer; returns how many were folded. Where the
+    LayerNorm and the linear layers reading it sit in a block is the family's ``fold_paths``."""
+    family = family_of(model)
     count = 0
     for block in model.modules():
-        if not isinstance(block, (QuantViTBlock, QuantSwinBlock)):
+        if not isinstance(block, family.quantized_block_types):
             continue
-        for site, (norm_path, linear_paths) in FOLD_PATHS.items():
+        for site, (norm_path, linear_paths) in family.fold_paths.items():
             key = site.replace(".", "_")
             q = block.taps.quantizers[key] if key in block.taps.quantizers else None
             if q is None or not q.folded or q.scale.numel() == 1:

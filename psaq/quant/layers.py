@@ -1,7 +1,7 @@
 """Quantized wrappers of torch layers: the float layer, its weight quantizer, and taps.
 
-A *tap* is a point where an activation quantizer may sit; ``Taps`` holds the quantizers
-that the site plan puts at a module's taps (none, when the site set leaves them float).
+A *tap* is a point where an activation quantizer may sit; ``Taps`` (``psaq.quant.sites``) holds
+the quantizers that the site plan puts at a module's taps (none, when the site set leaves them float).
 """
 
 from __future__ import annotations
@@ -14,29 +14,7 @@ from torch import nn
 
 from psaq.quant.config import QuantConfig
 from psaq.quant.quantizers import WeightQuantizer
-
-
-def _key(site: str) -> str:
-    return site.replace(".", "_")  # module names cannot hold dots
-
-
-class Taps(nn.Module):
-    """Activation quantizers by site name; a site without one passes its tensor through."""
-
-    def __init__(self, plan, sites: Iterable[str | None]):
-        super().__init__()
-        self.quantizers = nn.ModuleDict()
-        for site in sites:
-            q = plan.quantizer(site) if site else None
-            if q is not None:
-                self.quantizers[_key(site)] = q
-
-    def forward(self, site: str, x: torch.Tensor) -> torch.Tensor:
-        q = self.quantizers[_key(site)] if _key(site) in self.quantizers else None
-        return x if q is None else q(x)
-
-    def __len__(self) -> int:
-        return len(self.quantizers)
+from psaq.quant.sites import Taps
 
 
 def weight_quantizer(weight: torch.Tensor, config: QuantConfig) -> WeightQuantizer:

@@ -1,4 +1,8 @@
-"""``quantize_(model, config)``: wrap a float model's modules in place; ``calibration(model)``."""
+"""``quantize_(model, config)``: wrap a float model's modules in place; ``calibration(model)``.
+
+What to wrap, and which sites each child's input and output are, is the model family's
+(``psaq.families``): its wrappers by exact module type, its roles by (parent type, attribute).
+Linear and convolution children of any family become ``QuantLinear``/``QuantConv2d``."""
 
 from __future__ import annotations
 
@@ -6,75 +10,28 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
-from timm.layers import ClassifierHead, Mlp, PatchEmbed
-from timm.models.deit import VisionTransformerDistilled
-from timm.models.swin_transformer import PatchMerging, SwinTransformer, SwinTransformerBlock, WindowAttention
-from timm.models.vision_transformer import Attention, Block, VisionTransformer
 from torch import nn
 
 from psaq import cancel
 from psaq.errors import ConfigError, NotCalibratedError
+from psaq.families import Family, family_of
 from psaq.quant.config import QuantConfig
+from psaq.quant.fold import fold_norm_scales, folding_pending
 from psaq.quant.layers import QuantConv2d, QuantLinear, QuantOutput
 from psaq.quant.quantizers import ActQuantizer, WeightQuantizer
-from psaq.quant.sites import SitePlan, model_family
-from psaq.quant.timm_wrappers import (
-    QuantSwinBlock,
-    QuantViTAttention,
-    QuantViTBlock,
-    QuantWindowAttention,
-    quantize_vit_sites,
-)
+from psaq.quant.sites import SitePlan, Taps
 
-Wrapper = Callable[[nn.Module, QuantConfig, SitePlan], nn.Module]
-
-# Keyed by exact module type: a subclass may change forward(), so it must be registered itself.
-WRAPPERS: dict[type[nn.Module], Wrapper] = {}
-
-
-def register_wrapper(module_type: type[nn.Module]) -> Callable[[Wrapper], Wrapper]:
-    def add(wrapper: Wrapper) -> Wrapper:
-        WRAPPERS[module_type] = wrapper
-        return wrapper
-
-    return add
-
-
-register_wrapper(Attention)(QuantViTAttention)
-register_wrapper(WindowAttention)(QuantWindowAttention)
-register_wrapper(Block)(QuantViTBlock)
-register_wrapper(SwinTransformerBlock)(QuantSwinBlock)
-register_wrapper(VisionTransformer)(quantize_vit_sites)
-register_wrapper(VisionTransformerDistilled)(quantize_vit_sites)
-
-# The sites at a child's input and output, by the child's role: (parent type, attribute) →
-# (input sites, output sites). Linear and conv children carry them; others get a QuantOutput.
-ROLES: dict[tuple[type[nn.Module], str], tuple[tuple[str, ...], tuple[str, ...]]] = {
-    (PatchEmbed, "proj"): (("input",), ("patch_embed.proj",)),
-    (VisionTransformer, "patch_embed"): ((), ("patch_embed",)),
-    (VisionTransformerDistilled, "patch_embed"): ((), ("patch_embed",)),
-    (SwinTransformer, "patch_embed"): ((), ("patch_embed",)),
-    (Attention, "proj"): (("attn.context",), ("attn.proj",)),
-    (WindowAttention, "proj"): (("attn.context",), ("attn.proj",)),
-    (Mlp, "fc2"): (("mlp.act",), ("mlp.fc2",)),
-    (PatchMerging, "reduction"): (("merge.norm",), ("merge.reduction",)),
-    (SwinTransformer, "norm"): ((), ("final_norm",)),
-    (VisionTransformer, "head"): (("head_input",), ("logits",)),
-    (VisionTransformerDistilled, "head"): (("head_input",), ("logits",)),
-    (VisionTransformerDistilled, "head_dist"): (("head_input",), ("logits",)),
-    (ClassifierHead, "fc"): (("head_input",), ("logits",)),
-}
 EVERY_LINEAR_INPUT = "linear.input"
-
-QUANT_TYPES = (QuantLinear, QuantConv2d, QuantViTAttention, QuantWindowAttention, QuantViTBlock, QuantSwinBlock)
 
 
 def is_quantized(model: nn.Module) -> bool:
-    return any(isinstance(m, QUANT_TYPES) for m in model.modules())
+    # every wrapper a family or this module puts in place holds its taps or a weight quantizer
+    return any(isinstance(m, (QuantLinear, QuantConv2d, QuantOutput, Taps)) for m in model.modules())
 
 
-def _wrap_child(parent: nn.Module, name: str, child: nn.Module, config: QuantConfig, plan: SitePlan) -> nn.Module:
-    inputs, outputs = ROLES.get((type(parent), name), ((), ()))
+def _wrap_child(parent: nn.Module, name: str, child: nn.Module, config: QuantConfig, plan: SitePlan,
+                family: Family) -> nn.Module:
+    inputs, outputs = family.roles.get((type(parent), name), ((), ()))
     if type(child) is nn.Linear:
         return QuantLinear(child, config, plan, (*inputs, EVERY_LINEAR_INPUT), outputs)
     if type(child) is nn.Conv2d:
@@ -98,7 +55,8 @@ def quantize_(
     """
     if is_quantized(model):
         raise ConfigError("model is already quantized; quantize a fresh float copy")
-    plan = SitePlan(config.sites, model_family(model), config)
+    family = family_of(model)
+    plan = SitePlan(config.sites, family, config)
     keep = filter_fn or (lambda module, name: True)
 
     def visit(module: nn.Module, prefix: str) -> nn.Module:
@@ -106,10 +64,10 @@ def quantize_(
             qualified = f"{prefix}.{name}" if prefix else name
             new_child = visit(child, qualified)
             if keep(child, qualified):
-                new_child = _wrap_child(module, name, new_child, config, plan)
+                new_child = _wrap_child(module, name, new_child, config, plan, family)
             if new_child is not child:
                 setattr(module, name, new_child)
-        wrapper = WRAPPERS.get(type(module))
+        wrapper = family.wrappers.get(type(module))
         if wrapper is None or not keep(module, prefix):
             return module
         return wrapper(module, config, plan)
@@ -189,8 +147,6 @@ def calibrate(
 ) -> nn.Module:
     """Run the calibration images through the model once and freeze every range; then fold the
     per-channel post-LayerNorm scales the site set asks to fold (``psaq.quant.fold``)."""
-    from psaq.quant.fold import fold_norm_scales, folding_pending
-
     model.eval().to(device)
     with torch.no_grad(), calibration(model, quantized_weights):
         for i in range(0, images.shape[0], batch_size):

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from psaq import cancel
 from psaq.errors import ConfigError, check_seed
+from psaq.families import family_of
 from psaq.quant.layers import QuantConv2d, QuantLinear
 from psaq.quant.quantizers import ActQuantizer, Log2Quantizer
 
@@ -61,16 +62,13 @@ class ReconstructConfig:
 
 
 def _blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    from psaq.quant.timm_wrappers import QuantSwinBlock, QuantViTBlock
-
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, (QuantViTBlock, QuantSwinBlock))]
+    types = family_of(model).quantized_block_types
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, types)]
 
 
 def _float_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    from timm.models.swin_transformer import SwinTransformerBlock
-    from timm.models.vision_transformer import Block
-
-    return [(n, m) for n, m in model.named_modules() if type(m) in (Block, SwinTransformerBlock)]
+    types = family_of(model).block_types
+    return [(n, m) for n, m in model.named_modules() if type(m) in types]
 
 
 @torch.no_grad()

@@ -2,8 +2,9 @@
 
 A *site* is one named tensor of a ViT or Swin forward pass (``SITES`` says which). A
 ``SiteSpec`` puts a quantizer there: its kind, bits, granularity and observer (``None``
-takes the ``QuantConfig``'s activation bits and observer). A *site set* maps each model
-family to its specs; ``QuantConfig.sites`` names one.
+takes the ``QuantConfig``'s activation bits and observer). A *site set* is a recipe that
+gives each model family (``psaq.families``) its specs from the site names the family declares;
+``QuantConfig.sites`` names one.
 
 ``official`` (the default) is the set of PSAQ-ViT's code (``models/vit_quant.py``, ``layers_quant.py``,
 ``swin_quant.py``): 10 activation quantizers per ViT/DeiT block and 7 outside the blocks;
@@ -20,10 +21,11 @@ quantized at ``w_bits``, symmetric per output channel, in every set.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from timm.models.swin_transformer import SwinTransformer
-from timm.models.vision_transformer import VisionTransformer
+import torch
 from torch import nn
 
 from psaq.errors import ConfigError
@@ -31,6 +33,9 @@ from psaq.quant.observers import OBSERVERS
 from psaq.quant.primitives import check_bits
 from psaq.quant.quantizers import QUANTIZER_KINDS, ActQuantizer
 from psaq.registry import Registry
+
+if TYPE_CHECKING:
+    from psaq.families import Family
 
 # Every site a wrapper can quantize, with the tensor it is.
 SITES: dict[str, str] = {
@@ -101,18 +106,12 @@ def _specs(*names: str) -> tuple[SiteSpec, ...]:
     return tuple(SiteSpec(n) for n in names)
 
 
-_BLOCK_OFFICIAL = ("block.norm1", "attn.qkv", "attn.scores", "attn.context", "attn.proj", "block.residual1",
-                   "block.norm2", "mlp.act", "mlp.fc2", "block.residual2")
-
-# family → the specs of that family
-SiteSet = dict[str, tuple[SiteSpec, ...]]
-SITE_SETS: Registry[SiteSet] = Registry("quantizer site set")
-SITE_SETS.register("official")({
-    "vit": _specs("input", "patch_embed", "prefix_concat", "pos_embed", "pos_sum", *_BLOCK_OFFICIAL,
-                  "head_input", "logits"),
-    "swin": _specs("input", "patch_embed.proj", "patch_embed", *_BLOCK_OFFICIAL, "attn.rel_pos_table",
-                   "attn.biased_scores", "merge.norm", "merge.reduction", "final_norm", "head_input", "logits"),
-})
+# A site set is a recipe: the specs it gives a model family (``psaq.families.Family``), built from
+# the site names the family declares.
+SiteRecipe = Callable[["Family"], tuple[SiteSpec, ...]]
+SITE_SETS: Registry[SiteRecipe] = Registry("quantizer site set")
+SITE_SETS.register("official")(lambda family: _specs(*family.official_sites))
+SITE_SETS.register("compact")(lambda family: _specs(*family.compact_sites))
 # Beyond the paper at low bits. ``log2``: the official set plus a log2 quantizer for the attention
 # probabilities (FQ-ViT). ``repq``: the inputs of every matrix product (what integer kernels
 # read), as RepQ-ViT quantizes a ViT: post-LayerNorm activations calibrated per channel and
@@ -120,6 +119,7 @@ SITE_SETS.register("official")({
 # classifier's input; the residual stream, the scores before softmax and the logits stay float.
 _LOG2 = SiteSpec("attn.probs", kind="log2")
 _FOLDED = (SiteSpec("block.norm1", granularity="folded-channel"), SiteSpec("block.norm2", granularity="folded-channel"))
+_MATMUL_INPUTS = ("input", "attn.qkv", "attn.context", "mlp.act", "head_input")
 
 
 def _replace(specs: tuple[SiteSpec, ...], *new: SiteSpec) -> tuple[SiteSpec, ...]:
@@ -127,41 +127,46 @@ def _replace(specs: tuple[SiteSpec, ...], *new: SiteSpec) -> tuple[SiteSpec, ...
     return tuple(s for s in specs if s.site not in names) + new
 
 
-_MATMUL_INPUTS = ("input", "attn.qkv", "attn.context", "mlp.act", "head_input")
-SITE_SETS.register("log2")({f: _replace(v, _LOG2) for f, v in SITE_SETS.get("official").items()})
-SITE_SETS.register("repq")({
-    "vit": (*_specs(*_MATMUL_INPUTS), _LOG2, *_FOLDED),
-    "swin": (*_specs(*_MATMUL_INPUTS, "merge.norm"), _LOG2, *_FOLDED),
-})
-SITE_SETS.register("compact")({
-    "vit": _specs("input", "linear.input", "attn.qkv", "attn.scores", "block.residual1", "block.residual2", "pos_sum"),
-    "swin": _specs("input", "linear.input", "attn.qkv", "attn.scores", "block.residual1", "block.residual2"),
-})
-
-FAMILIES: dict[type[nn.Module], str] = {VisionTransformer: "vit", SwinTransformer: "swin"}
+SITE_SETS.register("log2")(lambda family: _replace(_specs(*family.official_sites), _LOG2))
+SITE_SETS.register("repq")(lambda family: (*_specs(*_MATMUL_INPUTS, *family.extra_matmul_inputs), _LOG2, *_FOLDED))
 
 
-def model_family(model: nn.Module) -> str:
-    for cls, family in FAMILIES.items():
-        if isinstance(model, cls):
-            return family
-    raise ConfigError(f"{type(model).__name__} is neither a timm VisionTransformer nor a SwinTransformer: "
-                      "psaq has no quantizer sites for it")
+def _key(site: str) -> str:
+    return site.replace(".", "_")  # module names cannot hold dots
+
+
+class Taps(nn.Module):
+    """Activation quantizers by site name; a site without one passes its tensor through."""
+
+    def __init__(self, plan, sites: Iterable[str | None]):
+        super().__init__()
+        self.quantizers = nn.ModuleDict()
+        for site in sites:
+            q = plan.quantizer(site) if site else None
+            if q is not None:
+                self.quantizers[_key(site)] = q
+
+    def forward(self, site: str, x: torch.Tensor) -> torch.Tensor:
+        q = self.quantizers[_key(site)] if _key(site) in self.quantizers else None
+        return x if q is None else q(x)
+
+    def __len__(self) -> int:
+        return len(self.quantizers)
 
 
 class SitePlan:
     """The specs of one model's quantization; counts where each site was placed."""
 
-    def __init__(self, set_name: str, family: str, config, specs: tuple[SiteSpec, ...] | None = None):
+    def __init__(self, set_name: str, family: Family | None, config, specs: tuple[SiteSpec, ...] | None = None):
         self.set_name, self.family, self.config = set_name, family, config
-        chosen = SITE_SETS.get(set_name)[family] if specs is None else specs
+        chosen = SITE_SETS.get(set_name)(family) if specs is None else specs
         self.specs = {s.site: s for s in chosen}
         self.placed: Counter[str] = Counter()
 
     @classmethod
     def of(cls, config, *sites: str) -> SitePlan:
         """A plan with just these sites, for a layer used on its own."""
-        return cls("custom", "any", config, tuple(SiteSpec(s) for s in sites))
+        return cls("custom", None, config, tuple(SiteSpec(s) for s in sites))
 
     def __contains__(self, site: str) -> bool:
         return site in self.specs
@@ -178,12 +183,16 @@ class SitePlan:
                                           axis=axis, folded=spec.granularity == "folded-channel",
                                           percentile=cfg.percentile)
 
+    def taps(self, sites: Iterable[str | None]) -> Taps:
+        """The quantizers of this plan at a module's taps: what a family's wrapper holds."""
+        return Taps(self, sites)
+
     def check_complete(self, model_name: str) -> None:
         """Every spec of the set must have found its tensor: a site quantized nowhere is a silent no-op."""
         missing = [s for s in self.specs if not self.placed[s]]
         if missing:
             raise ConfigError(f"quantizer site(s) {', '.join(missing)} of set '{self.set_name}' found no place in "
-                              f"{model_name}; psaq supports timm ViT/DeiT and Swin layouts")
+                              f"{model_name}, a model of the '{self.family.name if self.family else 'custom'}' family")
 
 
 def site_counts(model: nn.Module) -> Counter[str]:

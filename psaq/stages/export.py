@@ -7,6 +7,7 @@ import dataclasses
 
 import torch
 
+import psaq.families.builtin  # noqa: F401 - registers the ViT/DeiT and Swin families quantized and hooked here
 from psaq.models import ModelConfig
 from psaq.quant.export import save_integer_model
 from psaq.quant.onnx_export import ExportConfig, export_onnx

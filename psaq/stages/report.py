@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import psaq.families.builtin  # noqa: F401 - registers the ViT/DeiT and Swin families quantized and hooked here
 from psaq.data import first_images
 from psaq.device import resolve_device
 from psaq.io import read_samples, write_json

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import psaq.families.builtin  # noqa: F401 - registers the ViT/DeiT and Swin families quantized and hooked here
 from psaq.device import resolve_device
 from psaq.io import SampleSet, write_samples
 from psaq.models import ModelConfig

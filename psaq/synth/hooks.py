@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-# timm's Attention with scale_norm normalizes before proj; that variant is refused below.
-from psaq.models.registry import ATTENTION_TYPES
+from psaq.errors import ConfigError
+from psaq.families import family_of
 
 
 @dataclass
@@ -24,7 +24,13 @@ class Captured:
 
 
 def attention_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    found = [(n, m) for n, m in model.named_modules() if isinstance(m, ATTENTION_TYPES)]
+    """The family's attention modules (``Family.attention_types``). One that normalizes before its
+    ``proj`` (timm's scale_norm) is refused: its proj input is no longer softmax(q·kᵀ)·v."""
+    try:
+        types = family_of(model).attention_types
+    except ConfigError as exc:
+        raise ConfigError(f"{type(model).__name__} has no timm attention modules to hook that psaq knows: {exc}") from None
+    found = [(n, m) for n, m in model.named_modules() if isinstance(m, types)]
     for name, m in found:
         if not isinstance(getattr(m, "norm", nn.Identity()), nn.Identity):
             raise ValueError(f"{name}: attention with scale_norm is not supported (proj input is normalized)")

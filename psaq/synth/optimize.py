@@ -7,23 +7,21 @@ from contextlib import contextmanager, nullcontext
 
 import torch
 import torch.nn.functional as F
-from timm.models.swin_transformer import WindowAttention
 from torch import nn
 from tqdm.auto import tqdm
 
 from psaq import cancel
 from psaq.errors import SynthesisDivergedError
+from psaq.families import family_of
 from psaq.synth.acceleration import Compiled, autocast
 from psaq.synth.entropy import KdeSettings, block_entropies
 from psaq.synth.hooks import AttentionOutputHooks
 from psaq.synth.result import SynthesisContext, SynthesisResult
 from psaq.synth.priors import jitter_and_flip, scaled_jitter, total_variation, tv_target_scale, warmup_cosine_lr
 
-VIT_LR, SWIN_LR = 0.20, 0.25  # the paper's Adam rates per family
-
-
 def default_lr(model: nn.Module) -> float:
-    return SWIN_LR if any(isinstance(m, WindowAttention) for m in model.modules()) else VIT_LR
+    """The paper's Adam rate for the model's family (``Family.synthesis_lr``)."""
+    return family_of(model).synthesis_lr
 
 
 @contextmanager

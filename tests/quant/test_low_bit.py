@@ -51,8 +51,8 @@ def test_per_channel_activations_match_per_channel_reference():
 def with_set(monkeypatch, name, **updates):
     sets = dict(SITE_SETS._items)
     official = sets["official"]
-    sets[name] = {f: tuple(SiteSpec(s.site, granularity=updates.get(s.site, s.granularity)) for s in specs)
-                  for f, specs in official.items()}
+    sets[name] = lambda family: tuple(SiteSpec(s.site, granularity=updates.get(s.site, s.granularity))
+                                      for s in official(family))
     monkeypatch.setattr(SITE_SETS, "_items", sets)
 
 

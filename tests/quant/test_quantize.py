@@ -11,7 +11,8 @@ from psaq.quant.layers import QuantLinear
 from psaq.quant.primitives import int_range
 from psaq.quant.quantize import act_quantizers
 from psaq.quant.sites import SitePlan
-from psaq.quant.timm_wrappers import QuantSwinBlock, QuantViTAttention, QuantViTBlock, QuantWindowAttention
+from psaq.families.swin import QuantSwinBlock, QuantWindowAttention
+from psaq.families.vit import QuantViTAttention, QuantViTBlock
 from tests.tiny import tiny_model  # noqa: F401  (the fixture)
 
 

@@ -1,9 +1,11 @@
-"""Quantized wrappers of timm's attention, block and embedding modules.
+"""The ViT/DeiT family: timm's ``VisionTransformer`` (and the distilled DeiT), quantized and hooked.
 
-Each wrapper holds the original timm module and calls its submodules, adding the taps that
-a module hook cannot reach: q·kᵀ before softmax (an inline matmul in timm), Swin's
-relative-position-bias table, the residual sums. Which taps hold a quantizer is the site
-plan's decision (``psaq.quant.sites``). LayerNorm, GELU and softmax stay in float.
+The wrappers hold the original timm module and call its submodules, adding the taps a module
+hook cannot reach: q·kᵀ before softmax (an inline matmul in timm), the residual sums, the
+tensors around the positional embedding. Which taps hold a quantizer is the site plan's
+decision (``psaq.quant.sites``): a wrapper takes its taps from the plan it is given, so this
+file imports no quantization code, and the synthesis stage, which only hooks, does not run any.
+LayerNorm, GELU and softmax stay in float.
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ from typing import Optional
 
 import torch
 from timm.layers.attention import maybe_add_mask, resolve_self_attn_mask
-from timm.models.swin_transformer import SwinTransformerBlock, WindowAttention
+from timm.models.deit import VisionTransformerDistilled
 from timm.models.vision_transformer import Attention, Block, VisionTransformer
 from torch import nn
 
 from psaq.errors import ConfigError
-from psaq.quant.config import QuantConfig
-from psaq.quant.layers import Taps
+from psaq.families import Family, register
+from psaq.families.common import BLOCK_OFFICIAL, BLOCK_TAPS, COMMON_ROLES, FOLD_PATHS
 
 
 class QuantViTAttention(nn.Module):
@@ -27,10 +29,10 @@ class QuantViTAttention(nn.Module):
 
     SITES = ("attn.qkv", "attn.scores", "attn.probs")
 
-    def __init__(self, inner: Attention, config: QuantConfig, plan):
+    def __init__(self, inner: Attention, config, plan):
         super().__init__()
         self.inner = inner
-        self.taps = Taps(plan, self.SITES)
+        self.taps = plan.taps(self.SITES)
 
     def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None, is_causal: bool = False) -> torch.Tensor:
         m = self.inner
@@ -49,74 +51,21 @@ class QuantViTAttention(nn.Module):
         return m.proj_drop(m.proj(x))
 
 
-class QuantWindowAttention(nn.Module):
-    """Swin ``WindowAttention``: taps at the qkv output, at (q·scale)·kᵀ, at the bias table and at
-    the scores after adding the bias. The shifted-window mask is added after the last tap, so its
-    −100 entries never set a range."""
-
-    SITES = ("attn.qkv", "attn.scores", "attn.rel_pos_table", "attn.biased_scores", "attn.probs")
-
-    def __init__(self, inner: WindowAttention, config: QuantConfig, plan):
-        super().__init__()
-        self.inner = inner
-        self.taps = Taps(plan, self.SITES)
-
-    def _rel_pos_bias(self) -> torch.Tensor:
-        m = self.inner
-        table = self.taps("attn.rel_pos_table", m.relative_position_bias_table)
-        bias = table[m.relative_position_index.view(-1)].view(m.window_area, m.window_area, -1)
-        return bias.permute(2, 0, 1).contiguous().unsqueeze(0)
-
-    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        m = self.inner
-        B_, N, _ = x.shape
-        qkv = self.taps("attn.qkv", m.qkv(x))
-        q, k, v = qkv.reshape(B_, N, 3, m.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
-        attn = self.taps("attn.scores", (q * m.scale) @ k.transpose(-2, -1))
-        attn = self.taps("attn.biased_scores", attn + self._rel_pos_bias())
-        if mask is not None:
-            num_win = mask.shape[0]
-            attn = attn.view(-1, num_win, m.num_heads, N, N) + mask.unsqueeze(1).unsqueeze(0)
-            attn = attn.view(-1, m.num_heads, N, N)
-        attn = m.attn_drop(self.taps("attn.probs", m.softmax(attn)))
-        x = (attn @ v).transpose(1, 2).reshape(B_, N, -1)
-        return m.proj_drop(m.proj(x))
-
-
 class QuantViTBlock(nn.Module):
     """timm ``Block`` with taps at both LayerNorm outputs and both residual sums."""
 
-    SITES = ("block.norm1", "block.residual1", "block.norm2", "block.residual2")
+    SITES = BLOCK_TAPS
 
-    def __init__(self, inner: Block, config: QuantConfig, plan):
+    def __init__(self, inner: Block, config, plan):
         super().__init__()
         self.inner = inner
-        self.taps = Taps(plan, self.SITES)
+        self.taps = plan.taps(self.SITES)
 
     def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None, is_causal: bool = False) -> torch.Tensor:
         m, t = self.inner, self.taps
         h = m.attn(t("block.norm1", m.norm1(x)), attn_mask=attn_mask, is_causal=is_causal)
         x = t("block.residual1", x + m.drop_path1(m.ls1(h)))
         return t("block.residual2", x + m.drop_path2(m.ls2(m.mlp(t("block.norm2", m.norm2(x))))))
-
-
-class QuantSwinBlock(nn.Module):
-    """timm ``SwinTransformerBlock`` with the same taps; window logic stays timm's ``_attn``."""
-
-    SITES = QuantViTBlock.SITES
-
-    def __init__(self, inner: SwinTransformerBlock, config: QuantConfig, plan):
-        super().__init__()
-        self.inner = inner
-        self.taps = Taps(plan, self.SITES)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        m, t = self.inner, self.taps
-        B, H, W, C = x.shape
-        x = t("block.residual1", x + m.drop_path1(m._attn(t("block.norm1", m.norm1(x)))))
-        x = x.reshape(B, -1, C)
-        x = t("block.residual2", x + m.drop_path2(m.mlp(t("block.norm2", m.norm2(x)))))
-        return x.reshape(B, H, W, C)
 
 
 class QuantPosEmbed(nn.Module):
@@ -136,7 +85,7 @@ class QuantPosEmbed(nn.Module):
             raise ConfigError("quantizing around the positional embedding needs a ViT that adds it after "
                               "prepending the class token at a fixed size (no dynamic_img_size, no no_embed_class)")
         self.inner = model.pos_drop
-        self.taps = Taps(plan, self.SITES)
+        self.taps = plan.taps(self.SITES)
         self.owns_embedding = "prefix_concat" in plan or "pos_embed" in plan
         if self.owns_embedding:
             self.pos_embed = model.pos_embed
@@ -149,8 +98,36 @@ class QuantPosEmbed(nn.Module):
         return self.inner(self.taps("pos_sum", x))
 
 
-def quantize_vit_sites(model: VisionTransformer, config: QuantConfig, plan) -> VisionTransformer:
+def quantize_vit_sites(model: VisionTransformer, config, plan) -> VisionTransformer:
     """The sites around the positional embedding, where the site set has any."""
     if model.pos_embed is not None and any(site in plan for site in QuantPosEmbed.SITES):
         model.pos_drop = QuantPosEmbed(model, plan)
     return model
+
+
+HEAD = (("head_input",), ("logits",))
+
+VIT = register(Family(
+    name="vit",
+    model_types=(VisionTransformer,),
+    attention_types=(Attention,),
+    block_types=(Block,),
+    wrappers={Attention: QuantViTAttention, Block: QuantViTBlock, VisionTransformer: quantize_vit_sites,
+              VisionTransformerDistilled: quantize_vit_sites},
+    roles={
+        **COMMON_ROLES,
+        (VisionTransformer, "patch_embed"): ((), ("patch_embed",)),
+        (VisionTransformerDistilled, "patch_embed"): ((), ("patch_embed",)),
+        (Attention, "proj"): (("attn.context",), ("attn.proj",)),
+        (VisionTransformer, "head"): HEAD,
+        (VisionTransformerDistilled, "head"): HEAD,
+        (VisionTransformerDistilled, "head_dist"): HEAD,
+    },
+    # PSAQ-ViT's ``vit_quant.py``: 10 per block and 7 outside them
+    official_sites=("input", "patch_embed", "prefix_concat", "pos_embed", "pos_sum", *BLOCK_OFFICIAL,
+                    "head_input", "logits"),
+    compact_sites=("input", "linear.input", "attn.qkv", "attn.scores", "block.residual1", "block.residual2",
+                   "pos_sum"),
+    synthesis_lr=0.20,
+    fold_paths=FOLD_PATHS,
+))

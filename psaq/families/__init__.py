@@ -1,0 +1,77 @@
+"""Model families as plug-ins: what quantization and synthesis need to know about an architecture.
+
+A ``Family`` names a timm architecture's module types and psaq's decisions about them: which
+modules synthesis hooks, how quantization wraps and taps them, which sites each site set puts
+where, the blocks reconstruction tunes and folding folds into, and the per-family synthesis
+rate. ``psaq.quant`` and ``psaq.synth`` look a model's family up here and import none.
+
+The built-in families (``vit.py``: ViT/DeiT, ``swin.py``: Swin) register themselves when
+``psaq.families.builtin`` is imported; the stages and the command line import it. A new family
+is one file that builds a ``Family`` and calls ``register``, plus one line in ``builtin.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from psaq.errors import ConfigError
+from psaq.registry import Registry
+
+# A wrapper takes the float module, the QuantConfig and the site plan, and returns the module
+# that takes its place (itself, for a wrapper that only adds taps around it).
+Wrapper = Callable[..., nn.Module]
+# (input sites, output sites) of a child by its role: (parent type, attribute name)
+Role = tuple[tuple[str, ...], tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    model_types: tuple[type[nn.Module], ...]  # top-level models, matched by isinstance
+    attention_types: tuple[type[nn.Module], ...]  # synthesis hooks the input of their ``proj``
+    block_types: tuple[type[nn.Module], ...]  # the float blocks reconstruction matches, by exact type
+    wrappers: Mapping[type[nn.Module], Wrapper]  # by exact type: a subclass may change forward()
+    roles: Mapping[tuple[type[nn.Module], str], Role]
+    # the site names of the paper's set, of psaq's compact set, and the matrix-product inputs
+    # beyond the common ones (``psaq.quant.sites`` builds every set from these)
+    official_sites: tuple[str, ...]
+    compact_sites: tuple[str, ...]
+    synthesis_lr: float  # the paper's Adam rate for this family
+    extra_matmul_inputs: tuple[str, ...] = ()
+    # site → (the LayerNorm's path in the block wrapper, the paths of the linear layers reading it)
+    fold_paths: Mapping[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+
+    @property
+    def quantized_block_types(self) -> tuple[type[nn.Module], ...]:
+        return tuple(self.wrappers[t] for t in self.block_types)
+
+    @property
+    def wrapper_types(self) -> tuple[type[nn.Module], ...]:
+        return tuple(w for w in self.wrappers.values() if isinstance(w, type))
+
+
+FAMILIES: Registry[Family] = Registry("model family")
+
+
+def register(family: Family) -> Family:
+    missing = [t.__name__ for t in family.block_types if t not in family.wrappers]
+    if missing:
+        raise ValueError(f"family '{family.name}': no wrapper for its block type(s) {', '.join(missing)}")
+    return FAMILIES.register(family.name)(family)
+
+
+def families() -> Iterator[Family]:
+    return (FAMILIES.get(name) for name in FAMILIES)
+
+
+def family_of(model: nn.Module) -> Family:
+    """The registered family of ``model`` (quantized in place or float)."""
+    for family in families():
+        if isinstance(model, family.model_types):
+            return family
+    known = ", ".join(FAMILIES) or "none registered: import psaq.families.builtin"
+    raise ConfigError(f"{type(model).__name__} belongs to no psaq model family (known: {known}); "
+                      "psaq has no quantizer sites or synthesis hooks for it")
