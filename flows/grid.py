@@ -59,16 +59,19 @@ def point_params(params: Params, point: Point) -> dict:
     return {"model": dataclasses.asdict(model_config(params, point.train_seed)),
             "synthesis": dataclasses.asdict(synthesis_config(params, point)),
             "quant": dataclasses.asdict(quant_config(params, point)), "reconstruct": dataclasses.asdict(params.reconstruct),
+            "adaptive": dataclasses.asdict(params.adaptive),
             "eval": dataclasses.asdict(params.eval), "point": {"bits": point.bits, "observer": point.observer}}
 
 
 def log_nested(params: Params, parent: str, point: Point, rec: dict) -> tuple[str, bool]:
     """(run id, logged before) of the point's nested run."""
     from psaq.io import read_samples
-    from psaq.stages.reconstruct import history as reconstruct_history
+    from psaq.stages.reconstruct import ADAPTIVE_PREFIX, history as reconstruct_history
 
     history = {f"synthesis.{k}": v for k, v in read_samples(rec["samples"]).metadata.get("history", {}).items()}
-    history.update({f"reconstruct.loss.{k}": v for k, v in reconstruct_history(rec["quantized"]).items() if k != "wall_s"})
+    for k, v in reconstruct_history(rec["quantized"]).items():  # V2's rounds (adaptive.…) and the block losses
+        if not k.endswith("wall_s"):
+            history[k if k.startswith(ADAPTIVE_PREFIX) else f"reconstruct.loss.{k}"] = v
     files = [rec["metrics"]]
     if params.tracking.artifacts:
         files += [f for f in (rec["quantized"], rec["integer"], rec["onnx"]) if f]

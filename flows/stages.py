@@ -125,7 +125,8 @@ def run_reconstruct(params: Params, store: Store, args) -> None:
     p = _point(args)
     art, built = reconstruct.run(store, model_config(params, p.train_seed), _weights(p.train_seed),
                                  read_view("samples", **p.coords), read_view("calibrate", **p.coords), params.reconstruct,
-                                 p.name, params.runtime.device)
+                                 p.name, params.runtime.device, synth=synthesis_config(params, p),
+                                 adaptive=params.adaptive)
     _publish(store, art, built, "reconstruct", **p.coords)
 
 

@@ -25,8 +25,9 @@ from psaq.models import LoadedModel, load_model
 from psaq.models.registry import create_architecture
 from psaq.models.trainers import TRAINERS
 from psaq.quant import QuantConfig, quantized_copy
+from psaq.quant.adaptive import AdaptiveConfig, adapt
 from psaq.synth import synthesize
-from psaq.synth.methods import LOOP_METHODS
+from psaq.synth.methods import LOOP_METHODS, V2
 
 _PROBE_BATCH = 128  # images per timed evaluation batch
 
@@ -43,6 +44,8 @@ class Work:
     synthesis_steps: int  # per sample set of a method that optimizes
     points: int
     eval_images: int  # per evaluation; one per point and one FP32 per model
+    adaptive_points: int = 0  # points of --calib psaq-v2: each runs V2's rounds after calibration
+    adaptive_steps: int = 0  # per such point, images' and student's steps together
 
     def lines(self) -> list[str]:
         sets = ", ".join(f"{n} {m}" for m, n in self.sample_sets.items())
@@ -61,6 +64,7 @@ class Speeds:
     synthesis_step_s: dict[str, float]  # method → s per step (methods that optimize)
     float_image_s: float
     quantized_image_s: float
+    adaptive_step_s: float = 0.0  # one V2 step (a teacher and a student pass, forward and backward)
 
 
 def _random(model_config, device: str | torch.device = "cpu") -> LoadedModel:
@@ -85,9 +89,11 @@ def work_of(params, points: list) -> Work:
     for key in dict.fromkeys((p.train_seed, p.method, p.seed) for p in points):
         sets[key[1]] = sets.get(key[1], 0) + 1
     steps = synthesis_config(params, points[0]).total_steps if points else 0
+    a = params.adaptive
     return Work(name, len(seeds) if trains else 0,
                 cfg.epochs * math.ceil(train_images / cfg.batch_size) if trains else 0,
-                cfg.batch_size if trains else 0, sets, steps, len(points), len(data.eval_set))
+                cfg.batch_size if trains else 0, sets, steps, len(points), len(data.eval_set),
+                sum(p.method == V2 for p in points), a.rounds * (a.sample_steps + a.student_steps))
 
 
 def _median_time(fn, repeats: int, device: torch.device) -> float:
@@ -142,16 +148,29 @@ def measure(params, work: Work, device: str | torch.device = "cpu") -> Speeds:
     quantized = quantized_copy(model, QuantConfig(w_bits=8, a_bits=8), images[:32], device)
     with torch.inference_mode():
         quant_s = _median_time(lambda: quantized(images), 2, device) / _PROBE_BATCH
-    return Speeds(train_step_s, synthesis, float_s, quant_s)
+    adaptive_s = 0.0
+    if work.adaptive_points:
+        probe = images[: params.synthesis.num_samples]
+        student = quantized_copy(model, QuantConfig(w_bits=8, a_bits=8), probe, device)
+
+        def rounds(n: int) -> float:
+            cfg = AdaptiveConfig(rounds=1, sample_steps=n, student_steps=n)
+            return adapt(student, model, probe, params.synthesis, cfg, spec, device, progress=False)[1]["wall_s"][0]
+
+        adaptive_s = max(0.0, (rounds(3) - rounds(1)) / 4)
+    return Speeds(train_step_s, synthesis, float_s, quant_s, adaptive_s)
 
 
 def estimate(work: Work, speeds: Speeds) -> dict[str, float]:
     """Seconds per stage on an empty store."""
     models = work.models_to_train or 1
     synthesis = sum(n * work.synthesis_steps * speeds.synthesis_step_s.get(m, 0.0) for m, n in work.sample_sets.items())
-    return {"train": work.models_to_train * work.train_steps * speeds.train_step_s,
-            "synthesize": synthesis,
-            "evaluate": work.eval_images * (work.points * speeds.quantized_image_s + models * speeds.float_image_s)}
+    stages = {"train": work.models_to_train * work.train_steps * speeds.train_step_s,
+              "synthesize": synthesis,
+              "evaluate": work.eval_images * (work.points * speeds.quantized_image_s + models * speeds.float_image_s)}
+    if work.adaptive_points:
+        stages["psaq-v2 rounds"] = work.adaptive_points * work.adaptive_steps * speeds.adaptive_step_s
+    return stages
 
 
 def minutes(seconds: float) -> str:

@@ -24,6 +24,8 @@ EPILOG = textwrap.dedent(
     calibration modes (--calib):
       psaq              images optimized from noise for diverse patch similarity (PSAQ-ViT)
       psaq-noent        the same without the entropy term (ablation)
+      psaq-v2           PSAQ-ViT V2: label-free psaq images, then samples and quantized model evolve
+                        together, teacher against student, for adaptive.rounds rounds (--v2-rounds)
       gaussian          N(0,1) noise in normalized space
       gaussian-clamped  noise clipped to valid pixel values
       real              N training images (needs data: the baseline psaq replaces)
@@ -109,6 +111,12 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
                    help="learn weight rounding (AdaRound) and activation steps (LSQ) block by block on the "
                    "calibration images, with QDrop")
     r.add_argument("--reconstruct-iters", type=int, help=f"iterations per block {d(ReconstructConfig, 'iters')}")
+    from psaq.quant.adaptive import AdaptiveConfig
+
+    v = p.add_argument_group("PSAQ-ViT V2 (--calib psaq-v2; params.yaml adaptive: has the rest)")
+    v.add_argument("--v2-rounds", type=int, help=f"teacher-student rounds {d(AdaptiveConfig, 'rounds')}")
+    v.add_argument("--v2-student", metavar="{weights+scales,weights,scales}",
+                   help=f"what the student learns in each round {d(AdaptiveConfig, 'student')}")
     s = p.add_argument_group("calibration data")
     s.add_argument("--calib", help=f"calibration mode, see below {d(SynthesisConfig, 'method')}")
     s.add_argument("--seed", type=int, help=f"synthesis seed {d(SynthesisConfig, 'seed')}")
@@ -170,11 +178,12 @@ def _params(args: argparse.Namespace):
         method=args.calib, seed=args.seed, num_samples=args.num_samples, precision=args.precision,
         compile=args.compile, cuda_graphs=args.cuda_graphs, entropy_estimator=args.entropy_estimator), **steps)
     recon = dataclasses.replace(base.reconstruct, **_given(enabled=args.reconstruct, iters=args.reconstruct_iters))
+    adaptive = dataclasses.replace(base.adaptive, **_given(rounds=args.v2_rounds, student=args.v2_student))
     runtime = dataclasses.replace(base.runtime, **_given(device=args.device, dataset=args.dataset,
                                                          calib_dataset=args.calib_dataset))
     export = dataclasses.replace(base.export, **_given(weight_type=getattr(args, "weight_type", None)))
-    return dataclasses.replace(base, model=model, quant=quant, synthesis=synth, reconstruct=recon, runtime=runtime,
-                               export=export), \
+    return dataclasses.replace(base, model=model, quant=quant, synthesis=synth, reconstruct=recon, adaptive=adaptive,
+                               runtime=runtime, export=export), \
         (path if (args.params or path.is_file()) else None)
 
 

@@ -17,6 +17,7 @@ from psaq.models import ModelConfig
 from psaq.models.train import TrainConfig
 from psaq.quant import QuantConfig
 from psaq.quant.onnx_export import ExportConfig
+from psaq.quant.adaptive import AdaptiveConfig
 from psaq.quant.reconstruct import ReconstructConfig
 from psaq.synth import SynthesisConfig
 
@@ -108,6 +109,7 @@ SECTIONS: dict[str, type] = {
     "synthesis": SynthesisConfig,
     "quant": QuantConfig,
     "reconstruct": ReconstructConfig,
+    "adaptive": AdaptiveConfig,
     "eval": EvalConfig,
     "export": ExportConfig,
     "grid": GridConfig,
@@ -123,6 +125,7 @@ class Params:
     synthesis: SynthesisConfig = SynthesisConfig()
     quant: QuantConfig = QuantConfig()
     reconstruct: ReconstructConfig = ReconstructConfig()
+    adaptive: AdaptiveConfig = AdaptiveConfig()
     eval: EvalConfig = EvalConfig()
     export: ExportConfig = ExportConfig()
     grid: GridConfig = GridConfig()

@@ -131,7 +131,8 @@ def submit_points(submit, params: Params, points: list[Point], progress: bool = 
         calibrated = submit("calibrate", model=mcfg, weights=w, samples=sample_sets[key],
                             quant=quant_config(params, point), stem=point.name, device=rt.device)
         quantized = submit("reconstruct", model=mcfg, weights=w, samples=sample_sets[key], quantized=calibrated,
-                           recon=params.reconstruct, stem=point.name, device=rt.device)
+                           recon=params.reconstruct, stem=point.name, device=rt.device,
+                           synth=synthesis_config(params, point), adaptive=params.adaptive)
         metrics = submit("evaluate", model=mcfg, weights=w, quantized=quantized, fp32=fp32s[point.train_seed],
                          eval_cfg=params.eval, data_fp=data_fp, dataset=rt.dataset, stem=point.name, device=rt.device)
         exported = submit("export", model=mcfg, weights=w, quantized=quantized, stem=point.name,

@@ -1,5 +1,6 @@
 """The benchmark's plan: the work a grid holds and the cold time it multiplies out to."""
 
+import dataclasses
 import math
 
 import pytest
@@ -44,6 +45,18 @@ def test_estimate_multiplies_speeds_by_work():
     assert got["synthesize"] == pytest.approx(3 * 50 * 0.02)  # gaussian draws at once
     assert got["evaluate"] == pytest.approx(1000 * (12 * 2e-4 + 2 * 1e-4))
     assert minutes(90) == "1.5 min" and minutes(30) == "30 s"
+
+
+def test_psaq_v2_points_add_their_rounds():
+    params = digits_params(train_seeds=[0], seeds=[0], bits=["W8A8", "W4A8"], methods=["psaq", "psaq-v2"])
+    params = dataclasses.replace(params, adaptive=dataclasses.replace(params.adaptive, rounds=2, sample_steps=3,
+                                                                        student_steps=2))
+    work = work_of(params, grid_points(params))
+    assert work.adaptive_points == 2 and work.adaptive_steps == 2 * (3 + 2)
+    plain = Work("m", 0, 0, 0, {"psaq": 1}, 10, 2, 100)
+    speeds = Speeds(0.0, {"psaq": 0.02}, 1e-4, 2e-4, adaptive_step_s=0.01)
+    assert "psaq-v2 rounds" not in estimate(plain, speeds)
+    assert estimate(work, speeds)["psaq-v2 rounds"] == pytest.approx(2 * 10 * 0.01)
 
 
 def test_measure_times_every_stage_that_costs():

@@ -164,6 +164,31 @@ def test_reconstruction_runs_between_calibrate_and_evaluate_and_is_reused(tmp_pa
                        "reconstruct": "built", "evaluate": "built", "export": "built"}
 
 
+def test_psaq_v2_runs_its_loop_in_the_reconstruct_stage_and_is_reused(tmp_path):
+    """--calib psaq-v2: a quantized model of its own (its key holds the bits and V2's settings), cached;
+    an adaptive setting reruns only what follows it and leaves the other methods' points alone."""
+    store = Store(tmp_path)
+    adaptive = {"rounds": 1, "sample_steps": 2, "student_steps": 2}
+    params = tiny(adaptive=adaptive)
+    points = [Point(0, "psaq-v2", 0, "W4A8", "minmax"), Point(0, "psaq", 0, "W4A8", "minmax")]
+    first, built, jobs = run(store, params, points[:1])
+    assert built["reconstruct"] == "built"
+    path = jobs[0]["quantized"].result().path
+    assert path != jobs[0]["calibrated"].result().path
+    from psaq.stages.reconstruct import history
+    assert set(history(path)) >= {"adaptive.discrepancy_after_student", "adaptive.entropy"}
+    again, reused, _ = run(store, params, points[:1])
+    assert set(reused.values()) == {"reused"} and again == first
+    _, plain, _ = run(store, params, points[1:])
+    assert plain["reconstruct"] == "passed"
+    more = tiny(adaptive={**adaptive, "rounds": 2})
+    _, changed, _ = run(store, more, points[:1])
+    assert changed == {"model": "reused", "fp32": "reused", "samples": "reused", "calibrate": "reused",
+                       "reconstruct": "built", "evaluate": "built", "export": "built"}
+    _, untouched, _ = run(store, more, points[1:])
+    assert untouched["reconstruct"] == "passed" and untouched["evaluate"] == "reused"
+
+
 def test_a_report_over_a_small_train_folder_shows_what_it_holds(tmp_path):
     """A dataset root whose train/ has fewer than 32 images, and no method that uses real images:
     the report's real row takes the images there are instead of failing after the whole grid."""

@@ -6,7 +6,8 @@ from it) and the command line all run these stages, with these keys, into one st
           └─► samples ─► calibrate ─► reconstruct ─► evaluate ─► report
                                              └─► export
 
-``reconstruct`` is off by default and then hands the calibrated model on unchanged.
+``reconstruct`` runs PSAQ-ViT V2's teacher-student loop (``--calib psaq-v2``) and/or block
+reconstruction (psaq's option); with neither it hands the calibrated model on unchanged.
 
 Each stage is implemented by one module of this package. Its code is that module's import
 closure inside psaq (``psaq.codehash``): it is part of the stage's cache key and its DVC
@@ -59,7 +60,7 @@ GRAPH: dict[str, Stage] = {s.name: s for s in (
           ("train_seed", "method", "seed"), ("pipeline/samples/m{train_seed}/{method}-s{seed}.parquet",), "data/samples"),
     Stage("calibrate", "psaq.stages.calibrate", ("quant", "runtime"), ("model", "samples"), POINT,
           (f"pipeline/quantized/{POINT_STEM}.safetensors",), "models/quantized"),
-    Stage("reconstruct", "psaq.stages.reconstruct", ("reconstruct", "runtime"), ("model", "samples", "calibrate"), POINT,
+    Stage("reconstruct", "psaq.stages.reconstruct", ("reconstruct", "adaptive", "synthesis", "runtime"), ("model", "samples", "calibrate"), POINT,
           (f"pipeline/reconstructed/{POINT_STEM}.safetensors",), "models/reconstructed"),
     Stage("evaluate", "psaq.stages.evaluate", ("eval", "runtime"), ("data", "model", "fp32", "reconstruct"), POINT,
           (f"pipeline/metrics/{POINT_STEM}.json",), "metrics/points", kind="metrics"),

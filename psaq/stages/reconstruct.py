@@ -1,6 +1,9 @@
-"""Stage ``reconstruct``: block reconstruction of the calibrated model on its calibration images.
+"""Stage ``reconstruct``: what runs on the calibrated model before it is evaluated.
 
-Off by default (the paper's method ends at calibration): the calibrated model passes through.
+``--calib psaq-v2``: PSAQ-ViT V2's teacher-student loop (``psaq.quant.adaptive``) evolves the
+samples and the quantized model together. Block reconstruction (``reconstruct.enabled``, psaq's
+option) then tunes block by block, on V2's final samples where V2 ran. With neither (the paper's
+PSAQ-ViT ends at calibration) the calibrated model passes through.
 """
 
 from __future__ import annotations
@@ -13,21 +16,29 @@ import psaq.families.builtin  # noqa: F401 - registers the ViT/DeiT and Swin fam
 from psaq.device import resolve_device
 from psaq.io import read_samples
 from psaq.models import ModelConfig
+from psaq.quant.adaptive import AdaptiveConfig, adapt
 from psaq.quant.reconstruct import ReconstructConfig, reconstruct
 from psaq.quant.serialize import load_quantized, read_quant_config, save_quantized
 from psaq.stages import GRAPH
 from psaq.stages.common import Weights, artifact_path, device_kind, identity, load
 from psaq.store import Artifact, Store
+from psaq.synth import SynthesisConfig
+from psaq.synth.methods import V2
 
 HISTORY_KEY = "psaq_reconstruct_history"  # safetensors metadata: each block's loss every 10 iterations
+ADAPTIVE_PREFIX = "adaptive."  # V2's per-round figures in that history
 
 
 def run(store: Store, model: ModelConfig, weights: Weights, samples: Artifact, quantized: Artifact,
-        recon: ReconstructConfig, stem: str, device: str = "auto", progress: bool = True) -> tuple[Artifact, bool]:
-    if not recon.enabled:
+        recon: ReconstructConfig, stem: str, device: str = "auto", progress: bool = True,
+        synth: SynthesisConfig | None = None, adaptive: AdaptiveConfig = AdaptiveConfig()) -> tuple[Artifact, bool]:
+    v2 = synth is not None and synth.method == V2
+    if not recon.enabled and not v2:
         return quantized, False
+    # V2 reads the synthesis settings (its prior) and its own; they key only the points it runs on
+    v2_parts = (dataclasses.asdict(synth), dataclasses.asdict(adaptive)) if v2 else ()
     out = artifact_path(store, GRAPH["reconstruct"], stem, ".safetensors", identity(model, weights), samples, quantized,
-                        dataclasses.asdict(recon), device_kind(device))
+                        dataclasses.asdict(recon), device_kind(device), *v2_parts)
 
     def write(tmp):
         dev = resolve_device(device)
@@ -36,7 +47,12 @@ def run(store: Store, model: ModelConfig, weights: Weights, samples: Artifact, q
         config = read_quant_config(path)
         qmodel = load_quantized(copy.deepcopy(loaded.model), path).to(dev)
         images = read_samples(samples.verify(), expect={"model": loaded.name, "weights_sha256": weights.sha256}).images
-        history = reconstruct(qmodel, loaded.model, images, recon, dev, progress)
+        history = {}
+        if v2:
+            images, rounds = adapt(qmodel, loaded.model, images, synth, adaptive, loaded.spec, dev, progress)
+            history.update({f"{ADAPTIVE_PREFIX}{k}": v for k, v in rounds.items()})
+        if recon.enabled:
+            history.update(reconstruct(qmodel, loaded.model, images, recon, dev, progress))
         save_quantized(qmodel.cpu(), config, tmp, {"samples_sha256": samples.sha256, "model": loaded.name,
                                                    "weights_sha256": weights.sha256, HISTORY_KEY: json.dumps(history)})
 
@@ -44,7 +60,8 @@ def run(store: Store, model: ModelConfig, weights: Weights, samples: Artifact, q
 
 
 def history(path: str) -> dict[str, list[float]]:
-    """The reconstruction losses recorded in a reconstructed model file ({} for a calibrated one)."""
+    """The figures recorded in a reconstructed model file: block reconstruction's losses and V2's
+    per-round figures (``adaptive.…``); {} for a calibrated one."""
     from safetensors import safe_open
 
     with safe_open(path, framework="pt") as f:

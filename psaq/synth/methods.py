@@ -18,7 +18,7 @@ from psaq.synth.result import SynthesisContext, SynthesisResult
 SynthMethod = Callable[["SynthesisConfig", SynthesisContext], SynthesisResult]  # noqa: F821
 SYNTH_METHODS: Registry[SynthMethod] = Registry("calibration mode")
 # the methods that optimize images step by step (the others draw them at once)
-LOOP_METHODS = frozenset({"psaq", "psaq-noent", "psaq-unique-pairs"})
+LOOP_METHODS = frozenset({"psaq", "psaq-noent", "psaq-unique-pairs", "psaq-v2"})
 
 
 def _noise(config, ctx: SynthesisContext) -> torch.Tensor:
@@ -67,6 +67,16 @@ def psaq(config, ctx: SynthesisContext) -> SynthesisResult:
 def psaq_noent(config, ctx: SynthesisContext) -> SynthesisResult:
     """The ablation: the same optimization without the entropy term."""
     return optimize_samples(config, ctx, use_entropy=False)
+
+
+V2 = "psaq-v2"  # its samples start here; the teacher-student loop runs after calibration (psaq.quant.adaptive)
+
+
+@SYNTH_METHODS.register(V2)
+def psaq_v2(config, ctx: SynthesisContext) -> SynthesisResult:
+    """PSAQ-ViT V2's starting samples: the patch-similarity entropy and the image priors without class
+    labels (V2 drops the category guidance). The reconstruct stage then evolves them with the student."""
+    return optimize_samples(dataclasses.replace(config, ce_weight=0.0), ctx, use_entropy=True)
 
 
 @SYNTH_METHODS.register("psaq-unique-pairs")

@@ -1,0 +1,194 @@
+"""PSAQ-ViT V2 against v1, v1 + block reconstruction and real images, on psaq's trained models.
+
+    .venv/bin/python benchmarks/v2.py --cache-dir .                          # the README's table
+    .venv/bin/python benchmarks/v2.py --models digits-vit --seeds 0 --quick  # a look in a few minutes
+
+For each model, synthesis seed, bit setting and quantizer recipe (``paper``: the official sites
+with min/max ranges; ``repq``: psaq's 4-bit recipe), four ways to get the quantized model:
+
+    psaq        v1: PSAQ-ViT images, calibrate (the faithful default)
+    psaq+recon  v1, then block reconstruction (AdaRound + LSQ + QDrop) on the same images
+    psaq-v2     label-free PSAQ images, calibrate, then V2's teacher-student rounds
+    real        the training split's images, calibrate
+
+Prints an estimate before it starts (from timed steps of each part on this machine), then top-1
+mean ± std over models' seeds, paired differences with 95 % bootstrap intervals (over runs and
+test images), and the wall time of each part. Writes benchmarks/results/v2.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import copy
+import time
+from collections import defaultdict
+
+import numpy as np
+import torch
+from tables import add_output_args, measure_and_write  # benchmarks/tables.py
+
+import psaq.families.builtin  # noqa: F401 - registers the ViT/DeiT and Swin families
+from psaq.evaluate import evaluate
+from psaq.models import ModelConfig
+from psaq.quant import QuantConfig, quantized_copy
+from psaq.quant.adaptive import AdaptiveConfig, adapt
+from psaq.quant.reconstruct import ReconstructConfig, reconstruct
+from psaq.report import accuracy_table, fmt_mean_std, markdown_table
+from psaq.sources import eval_loader, model_data, real_source
+from psaq.stages import model as model_stage
+from psaq.stats import pack_correct, paired_difference, unpack_correct
+from psaq.synth import SynthesisConfig, synthesize
+
+WAYS = ["psaq", "psaq+recon", "psaq-v2", "real"]
+SETTINGS = ["W4A8", "W4A4"]
+RECIPES = {"paper": dict(sites="official", act_observer="minmax"), "repq": dict(sites="repq", act_observer="minmax")}
+PAIRS = [("psaq-v2", "psaq"), ("psaq-v2", "psaq+recon"), ("psaq-v2", "real"), ("psaq+recon", "psaq")]
+
+
+def bits(setting: str) -> tuple[int, int]:
+    w, a = setting[1:].split("A")
+    return int(w), int(a)
+
+
+def _timed(times, name, fn):
+    t = time.perf_counter()
+    out = fn()
+    times[name].append(time.perf_counter() - t)
+    return out
+
+
+def estimate(args, loaded, source, device) -> float:
+    """Seconds for one model: a few timed steps of each part, multiplied out."""
+    spec, model = loaded.spec, loaded.model
+    probe = SynthesisConfig(method="psaq", num_samples=32, steps_per_round=5, warmup_steps=1)
+    t = time.perf_counter()
+    images = synthesize(model, probe, spec, device, source, progress=False).images
+    synth_step = (time.perf_counter() - t) / probe.total_steps
+    q = quantized_copy(model, QuantConfig(w_bits=4, a_bits=4), images, device)
+    t = time.perf_counter()
+    adapt(q, model, images, probe, AdaptiveConfig(rounds=1, sample_steps=3, student_steps=3), spec, device, False)
+    v2_step = (time.perf_counter() - t) / 6
+    q = quantized_copy(model, QuantConfig(w_bits=4, a_bits=4, sites="repq"), images, device)
+    t = time.perf_counter()
+    reconstruct(q, copy.deepcopy(model), images, ReconstructConfig(enabled=True, iters=3), device, progress=False)
+    recon_iter = (time.perf_counter() - t) / 3  # all blocks, one iteration each
+    t = time.perf_counter()
+    batches = eval_loader(model_data(loaded, None))
+    evaluate(q, batches, device)
+    eval_s = time.perf_counter() - t
+    a = AdaptiveConfig(**args.adaptive)
+    combos = len(args.settings) * len(args.recipes)
+    per_seed = (2 * 2 * args.steps * synth_step
+                + combos * (a.rounds * (a.sample_steps + a.student_steps) * v2_step + args.iters * recon_iter
+                            + 4 * eval_s))
+    print(f"  {loaded.name}: synthesis {synth_step * 1e3:.0f} ms/step, V2 {v2_step * 1e3:.0f} ms/step, "
+          f"reconstruction {recon_iter * 1e3:.0f} ms/iteration, evaluation {eval_s:.1f} s → "
+          f"{per_seed:.0f} s per seed", flush=True)
+    return per_seed * len(args.seeds)
+
+
+def run(args) -> dict:
+    device = torch.device("cpu")
+    records, fp32, times = [], {}, defaultdict(list)
+    adaptive = AdaptiveConfig(**args.adaptive)
+    loaded_models = {name: model_stage.load(args.cache_dir, ModelConfig(name), device) for name in args.models}
+    total = 0.0
+    print("estimate (measured here, before the run):", flush=True)
+    for name, loaded in loaded_models.items():
+        total += estimate(args, loaded, real_source(model_data(loaded, None)), device)
+    print(f"  about {total / 60:.0f} min in all", flush=True)
+    started = time.perf_counter()
+    for name, loaded in loaded_models.items():
+        data = model_data(loaded, None)
+        batches, source = eval_loader(data), real_source(data)
+        fp = evaluate(loaded.model, batches, device)
+        fp32[name] = fp.top1
+        for seed in args.seeds:
+            def synth(method):
+                cfg = SynthesisConfig(method=method, seed=seed, steps_per_round=args.steps,
+                                      warmup_steps=min(100, args.steps // 5))
+                return cfg, _timed(times, f"synthesize {method}", lambda: synthesize(
+                    loaded.model, cfg, loaded.spec, device, source, progress=False).images)
+
+            (_, v1), (v2_cfg, v2_init), (_, real) = synth("psaq"), synth("psaq-v2"), synth("real")
+            for setting in args.settings:
+                w, a = bits(setting)
+                for recipe in args.recipes:
+                    qcfg = QuantConfig(w_bits=w, a_bits=a, **RECIPES[recipe])
+                    models = {}
+                    models["psaq"] = _timed(times, "calibrate", lambda: quantized_copy(loaded.model, qcfg, v1, device))
+                    models["psaq+recon"] = copy.deepcopy(models["psaq"])
+                    _timed(times, "reconstruct", lambda: reconstruct(
+                        models["psaq+recon"], copy.deepcopy(loaded.model), v1,
+                        ReconstructConfig(enabled=True, iters=args.iters, seed=seed), device, progress=False))
+                    models["psaq-v2"] = quantized_copy(loaded.model, qcfg, v2_init, device)
+                    _timed(times, "psaq-v2 rounds", lambda: adapt(
+                        models["psaq-v2"], loaded.model, v2_init, v2_cfg,
+                        AdaptiveConfig(**{**args.adaptive, "seed": seed}), loaded.spec, device, progress=False))
+                    models["real"] = quantized_copy(loaded.model, qcfg, real, device)
+                    for way, q in models.items():
+                        res = _timed(times, "evaluate", lambda: evaluate(q, batches, device, fp.predictions))
+                        records.append(dict(model=name, seed=seed, way=way, recipe=recipe, column=setting,
+                                            top1=res.top1, correct=pack_correct(res.correct.numpy()), count=res.count))
+                    print(f"  {name} seed {seed} {setting} {recipe}: "
+                          + ", ".join(f"{r['way']} {r['top1']:.2f}" for r in records[-4:])
+                          + f" ({time.perf_counter() - started:.0f} s)", flush=True)
+    return dict(records=records, fp32=fp32, stage_s=dict(times), wall_s=time.perf_counter() - started,
+                estimate_s=total, models=args.models, seeds=args.seeds, steps=args.steps, iters=args.iters,
+                adaptive=dataclasses.asdict(adaptive),
+                threads=torch.get_num_threads())
+
+
+def paired(records, model, recipe, a, b, column):
+    def runs(way):
+        return {r["seed"]: unpack_correct(r["correct"], r["count"]) for r in records
+                if r["model"] == model and r["way"] == way and r["recipe"] == recipe and r["column"] == column}
+
+    ra, rb = runs(a), runs(b)
+    keys = sorted(set(ra) & set(rb))
+    return paired_difference(np.stack([ra[k] for k in keys]), np.stack([rb[k] for k in keys])) if keys else None
+
+
+def render(result: dict) -> str:
+    records = result["records"]
+    settings = [s for s in SETTINGS if any(r["column"] == s for r in records)]
+    recipes = [r for r in RECIPES if any(x["recipe"] == r for x in records)]
+    n = f"{len(result['seeds'])} synthesis seeds"
+    out = []
+    for model in result["models"]:
+        rows = [dict(r, calib=f"{r['way']} · {r['recipe']}") for r in records if r["model"] == model]
+        order = [f"{w} · {rc}" for rc in recipes for w in WAYS]
+        out += [f"#### {model} top-1 (%), mean ± std over {n} (synthesis {result['steps']} steps × 2 rounds, "
+                f"reconstruction {result['iters']} iterations per block, V2 {result['adaptive']})\n",
+                accuracy_table(rows, order, settings, fp32=[result["fp32"][model]]),
+                f"\n#### {model}: paired differences, top-1 points, 95 % interval (bootstrap over seeds and test images)\n"]
+        table = [[f"{a} − {b} · {rc}"] + [str(paired(records, model, rc, a, b, c) or "–") for c in settings]
+                 for rc in recipes for a, b in PAIRS]
+        out += [markdown_table(["difference", *settings], table), ""]
+    out += [f"#### Time per part (s, this CPU, {result['threads']} thread(s); per bit setting and recipe except "
+            f"synthesis; estimated beforehand {result['estimate_s'] / 60:.0f} min, took {result['wall_s'] / 60:.0f} min)\n",
+            markdown_table(["part", "seconds"], [[k, fmt_mean_std(v, 1)] for k, v in result["stage_s"].items()])]
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=["digits-vit", "fashion-vit"],
+                    help="psaq's trained models (fashion-swin too, where time allows)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="synthesis seeds")
+    ap.add_argument("--steps", type=int, default=200, help="synthesis steps per round (2 rounds)")
+    ap.add_argument("--iters", type=int, default=100, help="reconstruction iterations per block")
+    ap.add_argument("--settings", nargs="+", default=SETTINGS, choices=SETTINGS)
+    ap.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    ap.add_argument("--quick", action="store_true", help="50 steps, 20 iterations, 2 V2 rounds")
+    add_output_args(ap)
+    args = ap.parse_args()
+    args.adaptive = {}
+    if args.quick:
+        args.steps, args.iters, args.adaptive = 50, 20, {"rounds": 2}
+    measure_and_write("v2", args, run, render)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""PSAQ-ViT V2's adaptive teacher-student loop: the samples and the quantized model evolve together.
+
+The full-precision model is the teacher, the calibrated quantized model the student. Each round:
+
+(a) the samples move toward where the student disagrees with the teacher (hard samples), still
+    under the patch-similarity prior: Adam on the images minimises
+    −w_ent·Σ_blocks entropy(teacher) − w_disc·KL(T ‖ S) + w_tv·|TV(x) − v|,
+    through v1's jitter and flip, with no class labels (V2 drops the category guidance);
+(b) the student learns to agree with the teacher on them: Adam minimises KL(T ‖ S) on jittered
+    and flipped views, over latent weights whose forward is their fake-quantized value
+    (straight-through rounding, the calibrated per-channel scale kept) and the activation
+    quantizers' scales (LSQ).
+
+At the end the weights are written onto their grid (w = s·clamp(round(w_latent/s)), exactly what
+the quantized forward computes) and the learned scales frozen. The paper fixes the alternation,
+the discrepancy-driven samples, the patch-similarity prior and the label-free priors; the step
+counts, rates, weights and which student parameters learn are psaq's choices (``AdaptiveConfig``,
+listed in the README's table of differences).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from psaq import cancel
+from psaq.data import InputSpec
+from psaq.errors import ConfigError, SynthesisDivergedError, check_seed
+from psaq.quant.layers import QuantConv2d, QuantLinear
+from psaq.quant.quantizers import ActQuantizer, Log2Quantizer, round_ste
+from psaq.synth.config import SynthesisConfig
+from psaq.synth.entropy import KdeSettings, block_entropies
+from psaq.synth.hooks import AttentionOutputHooks
+from psaq.synth.optimize import default_lr
+from psaq.synth.priors import jitter_and_flip, scaled_jitter, total_variation, tv_target_scale
+
+STUDENT_PARTS = ("weights+scales", "weights", "scales")
+
+
+@dataclass(frozen=True)
+class AdaptiveConfig:
+    """The teacher-student loop of ``--calib psaq-v2`` (psaq's settings where the paper is silent)."""
+
+    rounds: int = 5
+    sample_steps: int = 40  # Adam steps on the images per round, (a)
+    student_steps: int = 100  # Adam steps on the student per round, (b)
+    discrepancy_weight: float = 1.0  # w_disc in (a)
+    temperature: float = 1.0  # of both softmaxes in KL(T ‖ S)
+    sample_lr: float | None = None  # None: the paper's per-family synthesis rate
+    weight_lr: float = 1e-4
+    scale_lr: float = 1e-3
+    student: str = "weights+scales"  # which student parameters learn in (b)
+    seed: int = 0  # the views' jitter and flips
+
+    def __post_init__(self) -> None:
+        for name in ("rounds", "sample_steps", "student_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"adaptive.{name} must be a positive integer, got {value!r}")
+        for name in ("temperature", "weight_lr", "scale_lr"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"adaptive.{name} must be positive, got {getattr(self, name)}")
+        if not self.discrepancy_weight >= 0:
+            raise ConfigError(f"adaptive.discrepancy_weight must be >= 0, got {self.discrepancy_weight}")
+        if self.sample_lr is not None and not self.sample_lr > 0:
+            raise ConfigError(f"adaptive.sample_lr must be positive or null, got {self.sample_lr}")
+        if self.student not in STUDENT_PARTS:
+            raise ConfigError(f"adaptive.student must be one of {', '.join(STUDENT_PARTS)}, got {self.student!r}")
+        check_seed("adaptive.seed", self.seed)
+
+
+def discrepancy(teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """KL(softmax(T/τ) ‖ softmax(S/τ)), mean over images."""
+    t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    s = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    return F.kl_div(s, t, reduction="batchmean", log_target=True)
+
+
+class _LatentWeights:
+    """A layer's weights as a float latent whose forward is its fake-quantized value (STE)."""
+
+    def __init__(self, layer: QuantLinear | QuantConv2d):
+        self.layer = layer
+        self.quantizer = layer.weight_quantizer
+        self.latent = nn.Parameter(layer.weight.detach().clone())
+
+    def _on_grid(self, latent: torch.Tensor) -> torch.Tensor:
+        q = self.quantizer
+        scale, zero = q.scale.to(latent.dtype), q.zero_point.to(latent.dtype)
+        return (torch.clamp(round_ste(latent / scale + zero), q.qmin, q.qmax) - zero) * scale
+
+    def soft(self, _weight: torch.Tensor) -> torch.Tensor:
+        return self._on_grid(self.latent)
+
+    @torch.no_grad()
+    def harden(self) -> None:
+        self.layer.weight.copy_(self._on_grid(self.latent).to(self.layer.weight.dtype))
+
+
+@contextmanager
+def _student_parameters(student: nn.Module, parts: str) -> Iterator[tuple[list[_LatentWeights], list[ActQuantizer]]]:
+    """Inside: the student's weights run through learnable latents and its activation quantizers
+    through learnable scales (as ``parts`` asks); on exit both are written back, whatever happened."""
+    latents = [] if parts == "scales" else [_LatentWeights(m) for m in student.modules()
+                                            if isinstance(m, (QuantLinear, QuantConv2d))]
+    acts = [] if parts == "weights" else [m for m in student.modules() if isinstance(m, ActQuantizer)
+                                         and not isinstance(m, Log2Quantizer) and bool(m.calibrated)]
+    for lw in latents:
+        lw.quantizer.soft_rounding = lw.soft
+    for a in acts:
+        a.learned_scale = nn.Parameter(a.scale.detach().clone())
+    try:
+        yield latents, acts
+    finally:
+        for lw in latents:
+            lw.harden()
+            lw.quantizer.soft_rounding = None
+        for a in acts:
+            a.set_qparams(a.learned_scale.detach().abs().clamp_min(1e-8).reshape(-1), a.zero_point.reshape(-1))
+            a.learned_scale = None
+
+
+def _requires_grad(params: list[torch.Tensor], flag: bool) -> None:
+    for p in params:
+        p.requires_grad_(flag)
+
+
+@torch.no_grad()
+def measure(teacher: nn.Module, student: nn.Module, images: torch.Tensor, temperature: float = 1.0,
+            batch_size: int = 64) -> float:
+    """KL(T ‖ S) on ``images`` as they are (no views), mean over images."""
+    total = 0.0
+    for i in range(0, images.shape[0], batch_size):
+        x = images[i : i + batch_size]
+        total += float(discrepancy(teacher(x), student(x), temperature)) * x.shape[0]
+    return total / images.shape[0]
+
+
+def adapt(student: nn.Module, teacher: nn.Module, images: torch.Tensor, synth: SynthesisConfig, cfg: AdaptiveConfig,
+          spec: InputSpec, device: str | torch.device = "cpu", progress: bool = True
+          ) -> tuple[torch.Tensor, dict[str, list[float]]]:
+    """Run the loop on a calibrated ``student`` (changed in place) from ``images``; returns the final
+    samples (float32, CPU) and, per round, the discrepancy at its start, after (a) and after (b),
+    the teacher's summed block entropy after (a), and the wall time."""
+    device = torch.device(device)
+    student.eval().to(device)
+    teacher.eval().to(device)
+    dtype = next(teacher.parameters()).dtype
+    g = torch.Generator().manual_seed(cfg.seed)
+    x = images.to(device=device, dtype=dtype).clone().requires_grad_(True)
+    lo, hi = spec.pixel_bounds(device=device, dtype=dtype)
+    lo_tv, hi_tv = synth.tv_target_range
+    tv_target = (lo_tv + (hi_tv - lo_tv) * float(torch.rand(1, generator=g))) * tv_target_scale(tuple(x.shape))
+    max_shift = scaled_jitter(synth.jitter_px[-1], spec.input_size[-1])
+    kde = KdeSettings(synth.kde_bandwidth, synth.kde_points, synth.kde_eps)
+    prefix = int(getattr(teacher, "num_prefix_tokens", 0))
+    sample_lr = cfg.sample_lr or default_lr(teacher)
+    history: dict[str, list[float]] = {k: [] for k in ("discrepancy_start", "discrepancy_after_samples",
+                                                       "discrepancy_after_student", "entropy", "student_loss")}
+    teacher_params = [p for p in teacher.parameters()]
+    flags = [(p, p.requires_grad) for p in (*teacher_params, *student.parameters())]
+    _requires_grad([p for p, _ in flags], False)
+    started = time.perf_counter()
+    bar = tqdm(total=cfg.rounds * (cfg.sample_steps + cfg.student_steps), desc="psaq-v2", disable=not progress,
+               unit="step")
+    try:
+        with _student_parameters(student, cfg.student) as (latents, acts):
+            groups = [{"params": [lw.latent for lw in latents], "lr": cfg.weight_lr},
+                      {"params": [a.learned_scale for a in acts], "lr": cfg.scale_lr}]
+            student_params = [p for group in groups for p in group["params"]]
+            student_opt = torch.optim.Adam([gr for gr in groups if gr["params"]])
+            for _ in range(cfg.rounds):
+                history["discrepancy_start"].append(measure(teacher, student, x.detach(), cfg.temperature))
+                # (a) hard samples under the patch-similarity prior; the student is fixed
+                _requires_grad(student_params, False)
+                # a fresh Adam each round: the student its moments were attacking has changed since
+                sample_opt = torch.optim.Adam([x], lr=sample_lr, betas=synth.betas, eps=synth.adam_eps)
+                with AttentionOutputHooks(teacher) as hooks:
+                    for _ in range(cfg.sample_steps):
+                        cancel.check()
+                        view = jitter_and_flip(x, max_shift, synth.flip_prob, g)
+                        t_logits = teacher(view)
+                        entropy = block_entropies(hooks.take(), x.shape[0], prefix, synth.entropy_estimator, kde).sum()
+                        disc = discrepancy(t_logits, student(view), cfg.temperature)
+                        tv = (total_variation(view) - tv_target).abs()
+                        loss = -synth.entropy_weight * entropy - cfg.discrepancy_weight * disc + synth.tv_weight * tv
+                        _check_finite(loss, "samples")
+                        sample_opt.zero_grad(set_to_none=True)
+                        loss.backward()
+                        sample_opt.step()
+                        with torch.no_grad():
+                            x.copy_(torch.maximum(torch.minimum(x, hi), lo))
+                        bar.update(1)
+                history["entropy"].append(float(entropy.detach()))
+                history["discrepancy_after_samples"].append(measure(teacher, student, x.detach(), cfg.temperature))
+                # (b) the student agrees with the teacher on them
+                _requires_grad(student_params, True)
+                fixed = x.detach()
+                losses = []
+                for _ in range(cfg.student_steps):
+                    cancel.check()
+                    view = jitter_and_flip(fixed, max_shift, synth.flip_prob, g)
+                    with torch.no_grad():
+                        t_logits = teacher(view)
+                    loss = discrepancy(t_logits, student(view), cfg.temperature)
+                    _check_finite(loss, "student")
+                    student_opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    student_opt.step()
+                    losses.append(float(loss.detach()))
+                    bar.update(1)
+                _requires_grad(student_params, False)
+                history["student_loss"].append(sum(losses) / len(losses))
+                history["discrepancy_after_student"].append(measure(teacher, student, fixed, cfg.temperature))
+                bar.set_postfix(kl=f"{history['discrepancy_after_student'][-1]:.4f}")
+    finally:
+        bar.close()
+        for p, flag in flags:
+            p.requires_grad_(flag)
+    history["wall_s"] = [time.perf_counter() - started]
+    return x.detach().float().cpu(), history
+
+
+def _check_finite(loss: torch.Tensor, part: str) -> None:
+    if not torch.isfinite(loss):
+        raise SynthesisDivergedError(f"psaq-v2 diverged in its {part} step (loss {loss.item()}); lower "
+                                     f"adaptive.{'sample_lr' if part == 'samples' else 'weight_lr and adaptive.scale_lr'}")

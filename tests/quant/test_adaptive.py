@@ -1,0 +1,128 @@
+"""PSAQ-ViT V2's teacher-student loop: (a) raises the discrepancy, (b) lowers it, the student ends on its grid."""
+
+import copy
+import dataclasses
+
+import pytest
+import torch
+
+from psaq.data import DIGITS_SPEC
+from psaq.errors import ConfigError
+from psaq.quant import QuantConfig, calibrate, quantize_
+from psaq.quant.adaptive import AdaptiveConfig, adapt, discrepancy, measure
+from psaq.quant.layers import QuantConv2d, QuantLinear
+from psaq.quant.quantizers import ActQuantizer
+from psaq.synth import SynthesisConfig
+from tests.tiny import TINY_SPEC, tiny_swin
+
+# no views: (a) and (b) then optimise exactly what ``measure`` measures
+STILL = dict(jitter_px=(0, 0), flip_prob=0.0)
+
+
+@pytest.fixture(scope="module")
+def pair(trained_digits):
+    torch.manual_seed(0)
+    images = DIGITS_SPEC_noise(16)
+    student = calibrate(quantize_(copy.deepcopy(trained_digits), QuantConfig(w_bits=4, a_bits=4)), images)
+    return trained_digits, student, images
+
+
+def DIGITS_SPEC_noise(n):
+    lo, hi = DIGITS_SPEC.pixel_bounds()
+    return torch.maximum(torch.minimum(torch.randn(n, *DIGITS_SPEC.input_size), hi), lo)
+
+
+def test_discrepancy_is_the_kl_divergence_of_the_teacher_from_the_student():
+    t, s = torch.randn(5, 10, dtype=torch.float64), torch.randn(5, 10, dtype=torch.float64)
+    p, q = t.softmax(-1), s.softmax(-1)
+    want = (p * (p.log() - q.log())).sum(-1).mean()
+    torch.testing.assert_close(discrepancy(t, s).double(), want, atol=1e-6, rtol=0)
+    pt, qt = (t / 2).softmax(-1), (s / 2).softmax(-1)
+    torch.testing.assert_close(discrepancy(t, s, 2.0).double(), (pt * (pt.log() - qt.log())).sum(-1).mean(),
+                               atol=1e-6, rtol=0)
+    assert discrepancy(t, t).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_each_round_the_samples_raise_and_the_student_lowers_the_discrepancy(pair):
+    teacher, calibrated, images = pair
+    student = copy.deepcopy(calibrated)
+    synth = SynthesisConfig(entropy_weight=0.0, tv_weight=0.0, **STILL)  # (a): the discrepancy alone
+    cfg = AdaptiveConfig(rounds=3, sample_steps=5, student_steps=20, sample_lr=0.01)
+    _, h = adapt(student, teacher, images, synth, cfg, DIGITS_SPEC, progress=False)
+    for r in range(3):
+        assert h["discrepancy_after_samples"][r] > h["discrepancy_start"][r], r
+        assert h["discrepancy_after_student"][r] < h["discrepancy_after_samples"][r], r
+    assert len(h["entropy"]) == 3 and h["wall_s"][0] > 0
+
+
+def test_with_the_entropy_prior_the_student_still_learns_its_samples(pair):
+    teacher, calibrated, images = pair
+    student = copy.deepcopy(calibrated)
+    out, h = adapt(student, teacher, images, SynthesisConfig(**STILL), AdaptiveConfig(rounds=2, sample_steps=5,
+                   student_steps=20), DIGITS_SPEC, progress=False)
+    assert all(b < a for a, b in zip(h["discrepancy_after_samples"], h["discrepancy_after_student"]))
+    assert out.shape == images.shape and not torch.equal(out, images)
+    lo, hi = DIGITS_SPEC.pixel_bounds()
+    assert (out >= lo - 1e-6).all() and (out <= hi + 1e-6).all()
+
+
+@pytest.mark.parametrize("student_parts", ["weights+scales", "weights", "scales"])
+def test_the_student_ends_on_its_grid_with_frozen_scales(pair, student_parts):
+    teacher, calibrated, images = pair
+    student = copy.deepcopy(calibrated)
+    before = {n: p.detach().clone() for n, p in student.named_parameters()}
+    scales = {n: m.scale.clone() for n, m in student.named_modules() if isinstance(m, ActQuantizer)}
+    adapt(student, teacher, images, SynthesisConfig(**STILL),
+          AdaptiveConfig(rounds=1, sample_steps=2, student_steps=30, weight_lr=1e-3, student=student_parts),
+          DIGITS_SPEC, progress=False)
+    moved_weights = moved_scales = False
+    for name, m in student.named_modules():
+        if isinstance(m, (QuantLinear, QuantConv2d)):
+            wq = m.weight_quantizer
+            assert wq.soft_rounding is None
+            w = m.weight.detach()
+            on_grid = (wq.integers(w) - wq.zero_point) * wq.scale
+            torch.testing.assert_close(wq(w), on_grid, atol=1e-7, rtol=0)
+            if student_parts != "scales":  # learned weights are stored as the grid values the forward uses
+                torch.testing.assert_close(w, on_grid, atol=1e-7, rtol=0)
+            moved_weights |= not torch.equal(w, before[f"{name}.{'linear' if isinstance(m, QuantLinear) else 'conv'}.weight"])
+        if isinstance(m, ActQuantizer):
+            assert m.learned_scale is None and bool(m.calibrated)
+            moved_scales |= not torch.equal(m.scale, scales[name])
+    assert moved_weights == (student_parts != "scales")
+    assert moved_scales == (student_parts != "weights")
+    assert not any(p.requires_grad is False and before[n].requires_grad for n, p in student.named_parameters())
+
+
+def test_the_teacher_is_left_as_it_was(pair):
+    teacher, calibrated, images = pair
+    state = copy.deepcopy(teacher.state_dict())
+    flags = [p.requires_grad for p in teacher.parameters()]
+    adapt(copy.deepcopy(calibrated), teacher, images, SynthesisConfig(**STILL), AdaptiveConfig(rounds=1, sample_steps=2,
+          student_steps=2), DIGITS_SPEC, progress=False)
+    assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in state.items())
+    assert [p.requires_grad for p in teacher.parameters()] == flags
+
+
+def test_swin_runs_the_loop():
+    torch.manual_seed(0)
+    teacher = tiny_swin()
+    images = torch.randn(4, 3, 32, 32)
+    student = calibrate(quantize_(copy.deepcopy(teacher), QuantConfig(w_bits=4, a_bits=8)), images)
+    out, h = adapt(student, teacher, images, SynthesisConfig(), AdaptiveConfig(rounds=2, sample_steps=2,
+                   student_steps=2), TINY_SPEC, progress=False)
+    assert out.shape == images.shape and len(h["discrepancy_after_student"]) == 2
+    assert measure(teacher, student, out) >= 0
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(rounds=0), "adaptive.rounds must be a positive integer"),
+    (dict(student_steps=2.5), "adaptive.student_steps must be a positive integer"),
+    (dict(weight_lr=0), "adaptive.weight_lr must be positive"),
+    (dict(discrepancy_weight=-1), "adaptive.discrepancy_weight must be >= 0"),
+    (dict(student="everything"), "adaptive.student must be one of weights\\+scales, weights, scales"),
+    (dict(sample_lr=-0.1), "adaptive.sample_lr must be positive or null"),
+])
+def test_bad_settings_are_one_line(change, message):
+    with pytest.raises(ConfigError, match=message):
+        dataclasses.replace(AdaptiveConfig(), **change)
