@@ -236,6 +236,13 @@ def _print_result(params, point, rec: dict) -> None:
               else f"{point.method} images synthesized from the model (no data)")
     steps = f", {rec['synthesis_steps']} steps at {rec['steps_per_s']:.1f} steps/s" if rec.get("steps_per_s") else ""
     print(f"calibrated on {synth.num_samples} {source}, seed {point.seed}{steps}")
+    from psaq.stages.reconstruct import history
+
+    rounds = history(rec["quantized"])
+    if "adaptive.discrepancy_start" in rounds:  # V2: how far the student moved toward the teacher
+        kl = rounds["adaptive.discrepancy_start"][0], rounds["adaptive.discrepancy_after_student"][-1]
+        print(f"psaq-v2       {len(rounds['adaptive.entropy'])} rounds in {rounds['adaptive.wall_s'][0]:.0f} s; "
+              f"KL(teacher || student) on its samples {kl[0]:.4f} → {kl[1]:.4f}")
     print(f"FP32          top-1 {rec['fp32_top1']:6.2f}  top-5 {rec['fp32_top5']:6.2f}")
     print(f"{point.bits:<13} top-1 {rec['top1']:6.2f}  top-5 {rec['top5']:6.2f}  agreement with FP32 {rec['agreement']:6.2f}"
           f"  ({point.observer} ranges, {params.quant.sites} sites)")

@@ -65,6 +65,16 @@ def test_quantize_timm_model_on_a_dataset_root(calib, dataset_root, checkpoint, 
         assert "synthesized from the model (no data)" in out
 
 
+def test_psaq_v2_from_the_command_line_on_a_timm_model(project, dataset_root, checkpoint, capsys):
+    (project / "params.yaml").write_text("adaptive:\n  sample_steps: 2\n  student_steps: 3\n")
+    code = main(["quantize", *VIT_ARGS, "--checkpoint", str(checkpoint), "--dataset", str(dataset_root),
+                 "--calib", "psaq-v2", "--num-samples", "4", "--steps", "3", "--v2-rounds", "2", "--device", "cpu",
+                 "--w-bits", "4", "--a-bits", "8"])
+    out = capsys.readouterr().out
+    assert code == 0 and "stage         reconstruct built" in out and "W4A8          top-1" in out
+    assert "psaq-v2       2 rounds in" in out and "KL(teacher || student) on its samples" in out
+
+
 def test_the_four_bit_recipe_from_the_command_line(dataset_root, checkpoint, capsys):
     """--sites repq --reconstruct: the reconstruct stage runs between calibrate and evaluate."""
     args = ["quantize", *VIT_ARGS, "--checkpoint", str(checkpoint), "--dataset", str(dataset_root), "--calib", "gaussian",
