@@ -23,6 +23,7 @@ from typing import Any
 
 from psaq.content import file_sha256
 from psaq.errors import ArtifactError
+from psaq.processes import alive
 
 SIDECAR = ".sha256"
 MANIFEST = "manifest.sha256.json"  # a published folder's file hashes
@@ -64,16 +65,6 @@ def stable_hash(*parts: Any, length: int = 16) -> str:
 
     text = json.dumps(parts, sort_keys=True, default=default)
     return hashlib.sha256(text.encode()).hexdigest()[:length]
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Store:
@@ -225,7 +216,7 @@ class Store:
                 continue
             for tmp in base.rglob(f".*{PARTIAL}*"):
                 match = _WRITER.search(tmp.name)
-                if match and _pid_alive(int(match.group(1))):
+                if match and alive(int(match.group(1))):
                     continue
                 tmp.unlink(missing_ok=True)
                 removed.append(tmp)

@@ -21,6 +21,7 @@ from pathlib import Path
 from prefect import task
 
 from psaq.errors import PsaqError, TrackingError
+from psaq.processes import alive
 from tasks.settings import project_root
 
 RESULT_TAG = "psaq.result"  # content hash of a point's metrics artifact
@@ -137,20 +138,10 @@ def fail_stale_runs(uri: str, experiment: str) -> list[str]:
     host, stale = socket.gethostname(), []
     for run in client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'", max_results=1000):
         pid = run.data.tags.get(PID_TAG)
-        if run.data.tags.get(HOST_TAG) == host and pid and pid.isdigit() and not _alive(int(pid)):
+        if run.data.tags.get(HOST_TAG) == host and pid and pid.isdigit() and not alive(int(pid)):
             client.set_terminated(run.info.run_id, "FAILED")
             stale.append(run.info.run_id)
     return stale
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @task(name="mlflow-log-point", retries=2, retry_delay_seconds=2)
