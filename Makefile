@@ -59,7 +59,7 @@ benchmark-table: setup
 	$(PY) benchmarks/digits_table.py
 
 repro: setup
-	$(PY) -m flows.stages sync
+	$(PY) -m flows.dvc_stages sync
 	$(VENV)/bin/dvc repro
 
 mlflow-ui: setup

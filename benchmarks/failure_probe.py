@@ -224,7 +224,7 @@ def cases(f: dict) -> list[tuple[str, list[str], bool, dict, str | None]]:
     add("grid: Prefect unreachable", [*g, str(f["params_tiny"])], True, {"PREFECT_API_URL": "http://127.0.0.1:9/api"})
     add("grid: a server that answers Prefect's /health and nothing else", [*g, str(f["params_tiny"])], True,
         {"PREFECT_API_URL": f["health_only"] + "/api"})
-    s = [PY, "-m", "flows.stages"]
+    s = [PY, "-m", "flows.dvc_stages"]
     tiny = ["--params", str(f["params_tiny"])]
     add("dvc stage: fp32 before model", [*s, "fp32", *tiny], True)
     add("dvc stage: unknown method", [*s, "samples", "--method", "x", "--seed", "0", *tiny], True)

@@ -92,7 +92,7 @@ class Scenarios:
         """Views are hard links into the store: an edit in place changes the store's file too."""
         p = self.project()
         params = ["--params", str(self.f["params_tiny"])]
-        stage = [self.py, "-m", "flows.stages"]
+        stage = [self.py, "-m", "flows.dvc_stages"]
         point = ["--method", "gaussian", "--seed", "0"]
         for upstream in (["data"], ["model"], ["samples", *point]):
             code, out, err = self.sh([*stage, *upstream, *params], p)

@@ -26,7 +26,7 @@ from psaq.cores import choose_threads
 from psaq.params import Params, load_params
 from psaq.pipeline import Point, grid_points, record, submit_points
 from tasks import stages
-from psaq.models.registry import require_known
+from psaq.models.loader import require_known
 from tasks.services import check_mlflow, check_prefect, check_sources
 from tasks.tracking import REUSED_TAG, attach, log_point, parent_run, tracking_uri
 

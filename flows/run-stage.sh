@@ -1,5 +1,5 @@
 #!/bin/sh
-# A DVC stage command: `python -m flows.stages STAGE …` with the project's interpreter.
+# A DVC stage command: `python -m flows.dvc_stages STAGE …` with the project's interpreter.
 # DVC runs stage commands with the shell's PATH, where `python` may be another interpreter or
 # none at all (a user who runs `.venv/bin/dvc repro` without activating the environment). The
 # project's own .venv comes first, then an activated environment, then python3 on PATH.
@@ -19,4 +19,4 @@ else
     echo "psaq: error: no Python for the stage command; run 'make setup' (it creates .venv)" >&2
     exit 2
 fi
-cd "$root" && exec "$py" -m flows.stages "$@"
+cd "$root" && exec "$py" -m flows.dvc_stages "$@"

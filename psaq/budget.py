@@ -22,7 +22,7 @@ import torch.nn.functional as F
 import psaq.families.builtin  # noqa: F401 - registers the families the estimate quantizes
 from psaq.data import open_data
 from psaq.models import LoadedModel, load_model
-from psaq.models.registry import create_architecture
+from psaq.models.loader import create_architecture
 from psaq.models.trainers import TRAINERS
 from psaq.quant import QuantConfig, quantized_copy
 from psaq.quant.adaptive import AdaptiveConfig, adapt

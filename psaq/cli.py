@@ -195,7 +195,7 @@ def _run(args: argparse.Namespace):
     from psaq.pipeline import Point, inline_runner, record, submit_points
     from psaq.store import Store
 
-    from psaq.models.registry import require_known
+    from psaq.models.loader import require_known
 
     params, params_file = _params(args)
     require_known(params.model.name)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from psaq import fashion
+from psaq import fashion_mnist
 from psaq.errors import DatasetError
 from psaq.registry import Registry
 
@@ -102,11 +102,11 @@ class BuiltinDataset:
 
 
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
-FASHION_SPEC = InputSpec((1, 28, 28), (fashion.MEAN,), (fashion.STD,), 10, class_names=FASHION_CLASSES)
+FASHION_SPEC = InputSpec((1, 28, 28), (fashion_mnist.MEAN,), (fashion_mnist.STD,), 10, class_names=FASHION_CLASSES)
 
 DATASETS: Registry[BuiltinDataset] = Registry("dataset")
 DATASETS.register("digits")(BuiltinDataset(digits_split, DIGITS_SPEC, "scikit-learn's digits, 360 test / 1,437 train"))
-DATASETS.register("fashion-mnist")(BuiltinDataset(fashion.fashion_split, FASHION_SPEC,
+DATASETS.register("fashion-mnist")(BuiltinDataset(fashion_mnist.fashion_split, FASHION_SPEC,
                                                   "Fashion-MNIST, 10,000 test / 60,000 train (Debian's package)"))
 
 

@@ -11,9 +11,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_committed_dvc_yaml_is_what_the_graph_generates():
-    from flows.stages import dvc_yaml
+    from flows.dvc_stages import dvc_yaml
 
-    assert (REPO / "dvc.yaml").read_text() == dvc_yaml(), "run: python -m flows.stages write-dvc-yaml"
+    assert (REPO / "dvc.yaml").read_text() == dvc_yaml(), "run: python -m flows.dvc_stages write-dvc-yaml"
 
 
 def test_each_stage_depends_on_the_code_it_runs_and_not_on_the_rest():

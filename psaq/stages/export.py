@@ -9,7 +9,7 @@ import torch
 
 import psaq.families.builtin  # noqa: F401 - registers the ViT/DeiT and Swin families quantized and hooked here
 from psaq.models import ModelConfig
-from psaq.quant.export import save_integer_model
+from psaq.quant.integer_weights import save_integer_model
 from psaq.quant.onnx_export import ExportConfig, export_onnx
 from psaq.quant.serialize import load_quantized, read_quant_config
 from psaq.stages import GRAPH

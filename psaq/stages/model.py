@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from psaq.models import LoadedModel, ModelConfig, create_architecture, load_model, save_checkpoint
-from psaq.models.registry import check_supported
+from psaq.models.loader import check_supported
 from psaq.models.train import TrainConfig
 from psaq.models.trainers import TRAINERS
 from psaq.stages import GRAPH

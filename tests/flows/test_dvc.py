@@ -1,7 +1,7 @@
 """`dvc repro` in a temporary git repository: the flows' artifacts reused, and exactly the right
 stages out of date after a bit change and after a code change (what `dvc status` reports is what
 `dvc repro` reruns; each stage command costs a Python start with torch, 7-9 s here, which is why
-`flows.stages sync` records what the store already holds in one process)."""
+`flows.dvc_stages sync` records what the store already holds in one process)."""
 
 import os
 import shutil
@@ -68,7 +68,7 @@ def test_dvc_repro_shares_the_flows_artifacts_and_reruns_only_what_changed(tmp_p
     benchmark("params.yaml")
     objects = sorted(p.relative_to(work) for p in work.glob("models/quantized/*.safetensors"))
     # `make repro` first records what the store holds in one process: no stage command runs for it
-    synced = run([sys.executable, "-m", "flows.stages", "sync"], work, env)
+    synced = run([sys.executable, "-m", "flows.dvc_stages", "sync"], work, env)
     assert "9 of 9 stages found in the store" in synced, synced
     assert stale(run([*dvc, "status"], work, env)) <= {"data", "model@0"}
     # a view deleted: DVC's run cache (filled by the commit) puts it back without running anything
@@ -83,7 +83,7 @@ def test_dvc_repro_shares_the_flows_artifacts_and_reruns_only_what_changed(tmp_p
     again = run([*dvc, "repro", "--force", "--single-item", "evaluate@0-gaussian-0-W8A8-minmax"], work, env)
     assert ran_stages(again) == {"evaluate@0-gaussian-0-W8A8-minmax"}, again
     assert not built(again), built(again)  # nothing recomputed: the flow's artifacts were reused
-    assert "sync" not in run([sys.executable, "-m", "flows.stages", "sync"], work, env)  # nothing left to record
+    assert "sync" not in run([sys.executable, "-m", "flows.dvc_stages", "sync"], work, env)  # nothing left to record
     assert sorted(p.relative_to(work) for p in work.glob("models/quantized/*.safetensors")) == objects
     view = work / "pipeline" / "quantized" / "m0" / "gaussian-s0-W8A8-minmax.safetensors"
     assert file_sha256(view) in {file_sha256(work / o) for o in objects}  # DVC tracks the flow's artifact

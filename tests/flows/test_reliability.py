@@ -222,7 +222,7 @@ def test_wrong_mlflow_stores_are_named_in_one_line(tmp_path, monkeypatch, capsys
 def test_gpu_asked_for_where_there_is_none(tmp_path, monkeypatch, capsys):
     import torch
 
-    from flows.stages import main
+    from flows.dvc_stages import main
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")

@@ -1,8 +1,8 @@
-"""The DVC stage commands (`python -m flows.stages STAGE`) run out of order or with bad input: one line."""
+"""The DVC stage commands (`python -m flows.dvc_stages STAGE`) run out of order or with bad input: one line."""
 
 import pytest
 
-from flows.stages import main
+from flows.dvc_stages import main
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def test_a_misnamed_stage_is_one_line(project, capsys):
 def test_a_view_edited_in_place_is_refused(project):
     """Views are hard links into the store: an edit in place reaches the store file too, and the
     next stage command must not feed it on."""
-    from flows.stages import read_view, view
+    from flows.dvc_stages import read_view, view
     from psaq.errors import ArtifactError
     from psaq.stages import GRAPH
     from psaq.store import Store

@@ -4,7 +4,7 @@ import torch
 from psaq.errors import CheckpointError, NotCalibratedError
 from psaq.models.digits import digits_vit
 from psaq.quant import QuantConfig, calibrate, quantize_
-from psaq.quant.export import load_integer_model, pack_int4, save_integer_model, unpack_int4
+from psaq.quant.integer_weights import load_integer_model, pack_int4, save_integer_model, unpack_int4
 
 
 def test_int4_packing_round_trips_every_value():

@@ -4,13 +4,13 @@ Each command runs one stage of one grid point with the same function, key and st
 Prefect flows and the command line, then points the stage's fixed DVC path (its view) at the
 artifact. Upstream inputs are read from the upstream stages' views.
 
-    python -m flows.stages data
-    python -m flows.stages model --train-seed 0
-    python -m flows.stages samples --train-seed 0 --method psaq --seed 0
-    python -m flows.stages evaluate --train-seed 0 --method psaq --seed 0 --bits W4A8 --observer minmax
-    python -m flows.stages report
-    python -m flows.stages sync                  # record in dvc.lock what the store already holds
-    python -m flows.stages write-dvc-yaml        # regenerate dvc.yaml from the graph
+    python -m flows.dvc_stages data
+    python -m flows.dvc_stages model --train-seed 0
+    python -m flows.dvc_stages samples --train-seed 0 --method psaq --seed 0
+    python -m flows.dvc_stages evaluate --train-seed 0 --method psaq --seed 0 --bits W4A8 --observer minmax
+    python -m flows.dvc_stages report
+    python -m flows.dvc_stages sync                  # record in dvc.lock what the store already holds
+    python -m flows.dvc_stages write-dvc-yaml        # regenerate dvc.yaml from the graph
 """
 
 from __future__ import annotations
@@ -274,7 +274,7 @@ POINT_STAGES = {"data": run_data, "model": run_model, "fp32": run_fp32, "samples
 MATRIX_SOURCES = {"train_seed": "${grid.train_seeds}", "method": "${grid.methods}", "seed": "${grid.seeds}",
                   "bits": "${grid.bits}", "observer": "${grid.observers}"}
 HEADER = """\
-# GENERATED from psaq.stages.GRAPH by `python -m flows.stages write-dvc-yaml`; do not edit.
+# GENERATED from psaq.stages.GRAPH by `python -m flows.dvc_stages write-dvc-yaml`; do not edit.
 # A test fails when this file differs from what the graph generates.
 # Each stage's deps are the psaq source files it imports, the command and the code that builds
 # its config from params.yaml, and the upstream outputs it reads; its params are the params.yaml
@@ -286,7 +286,7 @@ HEADER = """\
 RUNNER = "flows/run-stage.sh"  # finds the project's interpreter: DVC runs commands with the shell's PATH
 # what every stage command runs beside its own stage's code: the command itself, this runner, and
 # the code that turns params.yaml into the stage's config
-CONFIG_FILES = (RUNNER, "flows/stages.py", "psaq/params.py", "psaq/pipeline.py")
+CONFIG_FILES = (RUNNER, "flows/dvc_stages.py", "psaq/params.py", "psaq/pipeline.py")
 
 
 def dvc_yaml() -> str:

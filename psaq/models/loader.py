@@ -1,4 +1,6 @@
-"""Models by name: psaq's own registry first (``digits-vit``), then any timm model name."""
+"""Models by name, psaq's own first (``digits-vit``), then any timm model name; and ``load_model``,
+which builds one and loads its weights knowing no store and no stage (training psaq's own models
+on demand is the model stage's job)."""
 
 from __future__ import annotations
 
