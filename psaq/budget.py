@@ -24,6 +24,7 @@ from psaq.data import open_data
 from psaq.models import LoadedModel, load_model
 from psaq.models.loader import create_architecture
 from psaq.models.trainers import TRAINERS
+from psaq.pipeline import model_config, synthesis_config
 from psaq.quant import QuantConfig, quantized_copy
 from psaq.quant.adaptive import AdaptiveConfig, adapt
 from psaq.synth import synthesize
@@ -76,8 +77,6 @@ def _random(model_config, device: str | torch.device = "cpu") -> LoadedModel:
 
 def work_of(params, points: list) -> Work:
     """The work in ``points`` (``psaq.pipeline.grid_points``) of ``params``."""
-    from psaq.pipeline import model_config, synthesis_config
-
     name = params.model.name
     trains = name in TRAINERS and not params.model.checkpoint and not params.model.random_weights
     cfg = params.train.resolved(TRAINERS.get(name).defaults) if trains else None

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from psaq import fashion_mnist
 from psaq.errors import DatasetError
+from psaq.folders import resolve_roots, scan_class_folders, shared_files
 from psaq.registry import Registry
 
 RealSource = Callable[[int, int], tuple[torch.Tensor, torch.Tensor]]  # (n, seed) → (images, labels)
@@ -212,8 +213,6 @@ def open_data(spec: InputSpec, dataset: str | None, calib_dataset: str | None = 
     must match the model's outputs. A root holding ``val/`` and ``train/`` evaluates on ``val/``
     and calibrates ``real`` on ``train/``; any other folder is the evaluation set only, and
     ``calib_dataset`` names the folder ``real`` draws from."""
-    from psaq.folders import resolve_roots, scan_class_folders, shared_files
-
     name = dataset or default
     if name is None:
         raise DatasetError("this model has no built-in dataset: pass --dataset PATH (a folder of class folders, "

@@ -11,15 +11,18 @@ from pathlib import Path
 
 import yaml
 
+from psaq.device import resolve_device
 from psaq.errors import ConfigError, PsaqError, check_seed
 from psaq.evaluate import EvalConfig
 from psaq.models import ModelConfig
 from psaq.models.train import TrainConfig
 from psaq.quant import QuantConfig
-from psaq.quant.onnx_export import ExportConfig
 from psaq.quant.adaptive import AdaptiveConfig
+from psaq.quant.observers import OBSERVERS
+from psaq.quant.onnx_export import ExportConfig
 from psaq.quant.reconstruct import ReconstructConfig
-from psaq.synth import SynthesisConfig
+from psaq.quant.sites import SITE_SETS
+from psaq.synth import SYNTH_METHODS, SynthesisConfig
 
 # the whole tag: fullmatch, so "W8A8\n" is refused; "@name" picks the activation site set
 BITS_PATTERN = re.compile(r"W([2-8])A([2-8])(?:@([a-z0-9][a-z0-9_-]*))?")
@@ -34,8 +37,6 @@ def parse_setting(tag: str) -> tuple[int, int, str | None]:
                           "optionally with a site set: W4A4@repq")
     sites = match.group(3)
     if sites is not None:
-        from psaq.quant.sites import SITE_SETS
-
         SITE_SETS.get(sites)
     return int(match.group(1)), int(match.group(2)), sites
 
@@ -53,9 +54,6 @@ class GridConfig:
     export: bool = True  # ONNX and integer files for every point (a large benchmark may skip them)
 
     def __post_init__(self) -> None:
-        from psaq.quant.observers import OBSERVERS
-        from psaq.synth import SYNTH_METHODS
-
         for name in ("train_seeds", "methods", "seeds", "bits", "observers"):
             value = getattr(self, name)
             if not isinstance(value, (list, tuple)) or not value:
@@ -85,8 +83,6 @@ class RuntimeConfig:
     keep_freed_memory: bool = True  # glibc keeps freed memory for reuse (psaq.allocator); numbers unchanged
 
     def __post_init__(self) -> None:
-        from psaq.device import resolve_device
-
         resolve_device(self.device)  # refuse a GPU that is not there before any work starts
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise ConfigError(f"runtime.threads must be a positive integer or null, got {self.threads!r}")

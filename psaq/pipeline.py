@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from psaq.errors import ConfigError
+from psaq.io import read_json, read_samples
 from psaq.models import ModelConfig
 from psaq.params import Params, parse_setting
 from psaq.quant import QuantConfig
@@ -144,8 +145,6 @@ def submit_points(submit, params: Params, points: list[Point], progress: bool = 
 
 def record(job: dict) -> dict:
     """A finished point as a flat record: coordinates, metrics, synthesis figures, artifact paths."""
-    from psaq.io import read_json, read_samples
-
     samples_art, metrics_art = resolve(job["samples"]), resolve(job["metrics"])
     exported, quantized = resolve(job["exported"]) or {}, resolve(job["quantized"])
     meta = read_samples(samples_art.verify()).metadata

@@ -6,6 +6,10 @@ import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
+import numpy as np
+
+from psaq.stats import paired_difference, unpack_correct
+
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     values = list(values)
@@ -61,10 +65,6 @@ def column_of(record: dict) -> str:
 
 def paired_comparisons(records: list[dict], comparisons=COMPARISONS) -> list[dict]:
     """For each comparison and column: the paired difference of top-1 with its interval."""
-    import numpy as np
-
-    from psaq.stats import paired_difference, unpack_correct
-
     by_key: dict = defaultdict(dict)
     for r in records:
         by_key[(r["method"], column_of(r))][(r.get("train_seed", 0), r["seed"])] = r

@@ -11,7 +11,6 @@ from __future__ import annotations
 from timm.models.swin_transformer import SwinTransformer
 from timm.models.vision_transformer import VisionTransformer
 
-from psaq.data import FASHION_SPEC  # noqa: F401 - the registry reads the spec from here
 
 VIT_ARGS = dict(img_size=28, patch_size=7, in_chans=1, embed_dim=96, depth=6, num_heads=3, mlp_ratio=4.0,
                 num_classes=10)

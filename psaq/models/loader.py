@@ -13,9 +13,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from psaq.data import DIGITS_SPEC, InputSpec, spec_from_timm
+from psaq.data import DIGITS_SPEC, FASHION_SPEC, InputSpec, spec_from_timm
 from psaq.errors import CheckpointError, ConfigError, UnknownNameError, check_seed
 from psaq.content import file_sha256
+from psaq.models.digits import digits_vit
+from psaq.models.fashion import ARCHITECTURES as FASHION_ARCHITECTURES
 from psaq.models.checkpoint import checkpoint_class_names, load_checkpoint
 from psaq.registry import Registry
 
@@ -34,16 +36,9 @@ class ModelEntry:
 MODELS: Registry[ModelEntry] = Registry("model")
 
 
-def _register_builtin() -> None:
-    from psaq.models import fashion
-    from psaq.models.digits import digits_vit
-
-    MODELS.register("digits-vit")(ModelEntry(digits_vit, DIGITS_SPEC, "digits"))
-    for name, factory in fashion.ARCHITECTURES.items():
-        MODELS.register(name)(ModelEntry(factory, fashion.FASHION_SPEC, "fashion-mnist"))
-
-
-_register_builtin()
+MODELS.register("digits-vit")(ModelEntry(digits_vit, DIGITS_SPEC, "digits"))
+for _name, _factory in FASHION_ARCHITECTURES.items():
+    MODELS.register(_name)(ModelEntry(_factory, FASHION_SPEC, "fashion-mnist"))
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from psaq import cancel
 from psaq.errors import ConfigError, check_seed
+from psaq.models.checkpoint import CLASS_NAMES_KEY
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,5 @@ def train_classifier(model_fn: Callable[[], nn.Module], train: torch.utils.data.
 def checkpoint_metadata(result: TrainResult, cfg: TrainConfig, class_names) -> dict[str, str]:
     """What a trained model file records: its accuracy, training config and class names. No wall
     time: the same config and seed give the same tensors."""
-    from psaq.models.checkpoint import CLASS_NAMES_KEY
-
     return {"test_top1": f"{result.test_top1:.2f}", "train_config": json.dumps(dataclasses.asdict(cfg)),
             CLASS_NAMES_KEY: json.dumps(list(class_names))}

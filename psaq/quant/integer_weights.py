@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from psaq.errors import CheckpointError
+from psaq.models import ModelConfig, create_architecture
 from psaq.models.checkpoint import write_safetensors
 from psaq.quant.config import QuantConfig
 from psaq.quant.layers import QuantConv2d, QuantLinear
@@ -82,8 +83,6 @@ def save_integer_model(model: nn.Module, config: QuantConfig, build: dict, path:
 def load_integer_model(path: str | Path) -> nn.Module:
     """Rebuild the calibrated fake-quantized model from an integer weight file."""
     from safetensors import safe_open
-
-    from psaq.models import ModelConfig, create_architecture
 
     try:
         with safe_open(str(path), framework="pt") as f:

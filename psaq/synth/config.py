@@ -6,6 +6,9 @@ import math
 from dataclasses import dataclass
 
 from psaq.errors import ConfigError, check_seed
+from psaq.synth.acceleration import COMPILE_TARGETS, PRECISIONS
+from psaq.synth.entropy import ENTROPY_ESTIMATORS
+from psaq.synth.methods import SYNTH_METHODS
 
 
 @dataclass(frozen=True)
@@ -50,10 +53,6 @@ class SynthesisConfig:
     cuda_graphs: bool = False
 
     def __post_init__(self) -> None:
-        from psaq.synth.acceleration import COMPILE_TARGETS, PRECISIONS
-        from psaq.synth.entropy import ENTROPY_ESTIMATORS
-        from psaq.synth.methods import SYNTH_METHODS
-
         SYNTH_METHODS.get(self.method)
         ENTROPY_ESTIMATORS.get(self.entropy_estimator)
         PRECISIONS.get(self.precision)
