@@ -79,3 +79,44 @@ def test_the_code_hash_changes_with_a_file_in_the_closure_only(package):
     (package / "sub" / "c.py").write_text("Y = 3\n")
     codehash.code_hash.cache_clear()
     assert codehash.code_hash("pkgx.a") != before
+
+
+def _module_imports() -> dict[str, set[str]]:
+    """psaq module → the psaq modules it imports (``from pkg import submodule`` names the submodule;
+    a package's ``__init__`` running first is not an edge)."""
+    import ast
+
+    names = {}
+    for path in (REPO / "psaq").rglob("*.py"):
+        parts = path.relative_to(REPO).with_suffix("").parts
+        names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph = {}
+    for name, path in names.items():
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "psaq":
+                subs = {f"{node.module}.{a.name}" for a in node.names} & names.keys()
+                deps |= subs if len(subs) == len(node.names) else subs | {node.module}
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names}
+        graph[name] = (deps & names.keys()) - {name}
+    return graph
+
+
+def test_the_package_has_no_import_cycles():
+    graph = _module_imports()
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(name: str, path: list[str]) -> None:
+        state[name] = 1
+        for dep in sorted(graph[name]):
+            if state.get(dep) == 1:
+                raise AssertionError("import cycle: " + " → ".join(path[path.index(dep):] + [dep]))
+            if dep not in state:
+                visit(dep, path + [dep])
+        state[name] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    assert len(graph) > 50
