@@ -112,6 +112,11 @@ def _student_parameters(student: nn.Module, parts: str) -> Iterator[tuple[list[_
                                             if isinstance(m, (QuantLinear, QuantConv2d))]
     acts = [] if parts == "weights" else [m for m in student.modules() if isinstance(m, ActQuantizer)
                                          and not isinstance(m, Log2Quantizer) and bool(m.calibrated)]
+    # every activation quantizer passes gradients straight through, so the images in (a) and the
+    # weights in (b) see the whole student (the official rounding has no gradient)
+    every_act = [m for m in student.modules() if isinstance(m, ActQuantizer)]
+    for m in every_act:
+        m.straight_through = True
     for lw in latents:
         lw.quantizer.soft_rounding = lw.soft
     for a in acts:
@@ -125,6 +130,8 @@ def _student_parameters(student: nn.Module, parts: str) -> Iterator[tuple[list[_
         for a in acts:
             a.set_qparams(a.learned_scale.detach().abs().clamp_min(1e-8).reshape(-1), a.zero_point.reshape(-1))
             a.learned_scale = None
+        for m in every_act:
+            m.straight_through = False
 
 
 def _requires_grad(params: list[torch.Tensor], flag: bool) -> None:

@@ -45,6 +45,8 @@ class ActQuantizer(nn.Module):
         self.export_qdq = False  # set by psaq.quant.onnx_export while tracing for ONNX
         self.learned_scale: nn.Parameter | None = None
         self.drop_prob = 0.0
+        # gradients pass straight through round() (values unchanged); the official forward has none
+        self.straight_through = False
 
     @property
     def observing(self) -> bool:
@@ -89,6 +91,8 @@ class ActQuantizer(nn.Module):
             out = (q - self.zero_point) * scale
         else:
             out = fake_quantize(x, self.scale, self.zero_point, self.qmin, self.qmax).to(x.dtype)
+            if self.straight_through:
+                out = x + (out - x).detach()
         if self.drop_prob and self.training:
             keep = torch.rand_like(x) < self.drop_prob
             out = torch.where(keep, x, out)
@@ -135,6 +139,8 @@ class Log2Quantizer(ActQuantizer):
         # an exact decomposition; ONNX has no integer kernel for it
         q = torch.round(-torch.log2(x.clamp_min(2.0 ** -(self.qmax + 2))))
         out = torch.where(q > self.qmax, torch.zeros_like(x), torch.pow(2.0, -q.clamp(self.qmin, self.qmax)))
+        if self.straight_through:
+            out = x + (out - x).detach()
         if self.drop_prob and self.training:
             out = torch.where(torch.rand_like(x) < self.drop_prob, x, out)
         return out.to(x.dtype)
