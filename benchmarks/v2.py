@@ -92,7 +92,9 @@ def run(args) -> dict:
     device = torch.device("cpu")
     records, fp32, times = [], {}, defaultdict(list)
     adaptive = AdaptiveConfig(**args.adaptive)
-    loaded_models = {name: model_stage.load(args.cache_dir, ModelConfig(name), device) for name in args.models}
+    checkpoints = dict(item.split("=", 1) for item in args.checkpoint)
+    loaded_models = {name: model_stage.load(args.cache_dir, ModelConfig(name, checkpoint=checkpoints.get(name)), device)
+                     for name in args.models}
     total = 0.0
     print("estimate (measured here, before the run):", flush=True)
     for name, loaded in loaded_models.items():
@@ -181,6 +183,8 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=100, help="reconstruction iterations per block")
     ap.add_argument("--settings", nargs="+", default=SETTINGS, choices=SETTINGS)
     ap.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    ap.add_argument("--checkpoint", action="append", default=[], metavar="NAME=FILE",
+                    help="weights of a model to use as they are (e.g. the ones an earlier run trained)")
     ap.add_argument("--quick", action="store_true", help="50 steps, 20 iterations, 2 V2 rounds")
     add_output_args(ap)
     args = ap.parse_args()
