@@ -24,16 +24,15 @@ import copy
 import time
 from collections import defaultdict
 
-import numpy as np
 import torch
-from tables import add_output_args, digits_model, measure_and_write  # benchmarks/tables.py
+from tables import add_output_args, digits_model, measure_and_write, paired_runs  # benchmarks/tables.py
 
 import psaq.families.builtin  # noqa: F401 - registers the ViT/DeiT and Swin families
 from psaq.evaluate import evaluate
 from psaq.quant import QuantConfig, quantized_copy
 from psaq.quant.reconstruct import ReconstructConfig, reconstruct
 from psaq.report import accuracy_table, fmt_mean_std, markdown_table
-from psaq.stats import pack_correct, paired_difference, unpack_correct
+from psaq.stats import pack_correct
 from psaq.synth import SynthesisConfig, synthesize
 
 MODES = ["psaq", "real", "gaussian"]
@@ -102,13 +101,8 @@ def run(args) -> dict:
 
 
 def paired(records: list[dict], a: tuple[str, str], b: tuple[str, str], column: str):
-    def runs(mode, recipe):
-        return {(r["model_seed"], r["seed"]): unpack_correct(r["correct"], r["count"])
-                for r in records if r["calib"] == mode and r["recipe"] == recipe and r["column"] == column}
-
-    ra, rb = runs(*a), runs(*b)
-    keys = sorted(set(ra) & set(rb))
-    return paired_difference(np.stack([ra[k] for k in keys]), np.stack([rb[k] for k in keys])) if keys else None
+    return paired_runs(records, lambda r: (r["model_seed"], r["seed"]), dict(calib=a[0], recipe=a[1], column=column),
+                       dict(calib=b[0], recipe=b[1], column=column))
 
 
 def render(result: dict) -> str:

@@ -9,6 +9,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+def paired_runs(records: list[dict], key: Callable[[dict], object], a: dict, b: dict):
+    """The paired top-1 difference of the runs matching ``a`` minus those matching ``b`` (each a
+    field → value filter), matched on ``key(record)``; None when no run is in both."""
+    import numpy as np
+
+    from psaq.stats import paired_difference, unpack_correct
+
+    def runs(want: dict) -> dict:
+        return {key(r): unpack_correct(r["correct"], r["count"]) for r in records
+                if all(r[k] == v for k, v in want.items())}
+
+    ra, rb = runs(a), runs(b)
+    keys = sorted(set(ra) & set(rb))
+    return paired_difference(np.stack([ra[k] for k in keys]), np.stack([rb[k] for k in keys])) if keys else None
+
+
 def add_output_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--cache-dir", default=".psaq-cache")

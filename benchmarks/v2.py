@@ -24,9 +24,8 @@ import copy
 import time
 from collections import defaultdict
 
-import numpy as np
 import torch
-from tables import add_output_args, measure_and_write  # benchmarks/tables.py
+from tables import add_output_args, measure_and_write, paired_runs  # benchmarks/tables.py
 
 import psaq.families.builtin  # noqa: F401 - registers the ViT/DeiT and Swin families
 from psaq.evaluate import evaluate
@@ -37,7 +36,7 @@ from psaq.quant.reconstruct import ReconstructConfig, reconstruct
 from psaq.report import accuracy_table, fmt_mean_std, markdown_table
 from psaq.sources import eval_loader, model_data, real_source
 from psaq.stages import model as model_stage
-from psaq.stats import pack_correct, paired_difference, unpack_correct
+from psaq.stats import pack_correct
 from psaq.synth import SynthesisConfig, synthesize
 
 WAYS = ["psaq", "psaq+recon", "psaq-v2", "real"]
@@ -143,13 +142,8 @@ def run(args) -> dict:
 
 
 def paired(records, model, recipe, a, b, column):
-    def runs(way):
-        return {r["seed"]: unpack_correct(r["correct"], r["count"]) for r in records
-                if r["model"] == model and r["way"] == way and r["recipe"] == recipe and r["column"] == column}
-
-    ra, rb = runs(a), runs(b)
-    keys = sorted(set(ra) & set(rb))
-    return paired_difference(np.stack([ra[k] for k in keys]), np.stack([rb[k] for k in keys])) if keys else None
+    same = dict(model=model, recipe=recipe, column=column)
+    return paired_runs(records, lambda r: r["seed"], dict(same, way=a), dict(same, way=b))
 
 
 def render(result: dict) -> str:
