@@ -34,6 +34,7 @@ echo "== 2. DeiT-Base, 32 images x 1,000 steps"
 timeout 150 $PY - <<'PY'
 import time, torch, timm
 from psaq.data import InputSpec
+import psaq.families.builtin  # noqa: F401  (registers the ViT and Swin families)
 from psaq.synth import SynthesisConfig, synthesize
 torch.manual_seed(0)
 model = timm.create_model("deit_base_patch16_224").eval()
