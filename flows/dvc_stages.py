@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import re
 import sys
 from pathlib import Path
@@ -27,8 +28,9 @@ from psaq.cores import use_threads
 from psaq.errors import ArtifactError, ConfigError
 from psaq.io import read_json, write_json
 from psaq.params import Params, load_params
-from psaq.pipeline import Point, grid_points, model_config, quant_config, record, synthesis_config
-from psaq.stages import GRAPH, POINT_STEM, calibrate, data, evaluate, export, fp32, model, reconstruct, report, samples
+from psaq.pipeline import GRID_STAGES, Point, grid_points, record, run_stage, settings, uses_store
+from psaq.stages import report
+from psaq.stages.graph import GRAPH, POINT_STEM
 from psaq.stages.common import Weights
 from psaq.content import file_sha256
 from psaq.store import Artifact, Store
@@ -73,14 +75,20 @@ def read_view(stage: str, index: int = 0, **item) -> Artifact:
     return artifact
 
 
-def _weights(seed: int) -> Weights:
-    return Weights(**read_json(_upstream("model", view("model", train_seed=seed))))
-
-
-def _point(args, bits: bool = True) -> Point:
+def _point(args) -> Point:
     if args.method is not None:
         SYNTH_METHODS.get(args.method)  # an unknown name is refused before anything is read
-    return Point(args.train_seed, args.method, args.seed, args.bits if bits else "", args.observer if bits else "")
+    return Point(args.train_seed, args.method, args.seed, args.bits or "", args.observer or "")
+
+
+def read_output(stage: str, point: Point):
+    """An upstream stage's output for this point, as the stage's function returned it, from its view."""
+    item = {k: getattr(point, k) for k in GRAPH[stage].matrix}
+    if not uses_store(stage):  # a record of what it read (the data's fingerprints)
+        return read_json(_upstream(stage, view(stage, **item)))
+    if stage == "model":  # where the weights are and their hash
+        return Weights(**read_json(_upstream(stage, view(stage, **item))))
+    return read_view(stage, **item)
 
 
 def _publish(store: Store, artifact: Artifact, built: bool, stage: str, index: int = 0, **item) -> None:
@@ -88,63 +96,26 @@ def _publish(store: Store, artifact: Artifact, built: bool, stage: str, index: i
     print(f"{stage}: {'built' if built else 'reused'} {artifact.path}")
 
 
-def run_data(params: Params, store: Store, args) -> None:
-    fingerprints = data.run(model_config(params, 0), params.runtime.dataset, params.runtime.calib_dataset)
-    write_json(view("data"), fingerprints)
-
-
-def run_model(params: Params, store: Store, args) -> None:
-    weights, built = model.run(store, model_config(params, args.train_seed), params.train)
-    write_json(view("model", train_seed=args.train_seed), dataclasses.asdict(weights))
-    print(f"model: {'built' if built else 'reused'} {weights.path or weights.source}")
-
-
-def run_fp32(params: Params, store: Store, args) -> None:
-    art, built = fp32.run(store, model_config(params, args.train_seed), _weights(args.train_seed), params.eval,
-                      read_json(view("data")), params.runtime.dataset, params.runtime.device)
-    _publish(store, art, built, "fp32", train_seed=args.train_seed)
-    _write_scores("fp32", art, train_seed=args.train_seed)
-
-
-def run_samples(params: Params, store: Store, args) -> None:
-    p = _point(args, bits=False)
-    art, built = samples.run(store, model_config(params, args.train_seed), _weights(args.train_seed),
-                         synthesis_config(params, p), read_json(_upstream("data", view("data"))),
-                         params.runtime.dataset, params.runtime.calib_dataset, params.runtime.device)
-    _publish(store, art, built, "samples", **p.coords)
-
-
-def run_calibrate(params: Params, store: Store, args) -> None:
-    p = _point(args)
-    art, built = calibrate.run(store, model_config(params, p.train_seed), _weights(p.train_seed),
-                           read_view("samples", **p.coords), quant_config(params, p), p.name, params.runtime.device)
-    _publish(store, art, built, "calibrate", **p.coords)
-
-
-def run_reconstruct(params: Params, store: Store, args) -> None:
-    p = _point(args)
-    art, built = reconstruct.run(store, model_config(params, p.train_seed), _weights(p.train_seed),
-                                 read_view("samples", **p.coords), read_view("calibrate", **p.coords), params.reconstruct,
-                                 p.name, params.runtime.device, synth=synthesis_config(params, p),
-                                 adaptive=params.adaptive)
-    _publish(store, art, built, "reconstruct", **p.coords)
-
-
-def run_evaluate(params: Params, store: Store, args) -> None:
-    p = _point(args)
-    art, built = evaluate.run(store, model_config(params, p.train_seed), _weights(p.train_seed),
-                          read_view("reconstruct", **p.coords), read_view("fp32", train_seed=p.train_seed), params.eval,
-                          read_json(view("data")), params.runtime.dataset, p.name, params.runtime.device)
-    _publish(store, art, built, "evaluate", **p.coords)
-    _write_scores("evaluate", art, **p.coords)
-
-
-def run_export(params: Params, store: Store, args) -> None:
-    p = _point(args)
-    arts, built = export.run(store, model_config(params, p.train_seed), _weights(p.train_seed),
-                         read_view("reconstruct", **p.coords), p.name, params.export)
-    _publish(store, arts["integer"], built, "export", 0, **p.coords)
-    _publish(store, arts["onnx"], built, "export", 1, **p.coords)
+def run_point_stage(name: str, params: Params, store: Store, args) -> None:
+    """One stage for one item of its grid dimensions: the same settings and upstream outputs as the
+    flows and the command line give it (``psaq.pipeline``), read from the upstream views; then its
+    output is put where its view says."""
+    stage, point = GRAPH[name], _point(args)
+    item = {k: getattr(point, k) for k in stage.matrix}
+    upstream = {GRAPH[up].passes_as: read_output(up, point) for up in stage.needs}
+    out, built = run_stage(name, store, **settings(name, params, point), **upstream)
+    if isinstance(out, Artifact):
+        _publish(store, out, built, name, **item)
+        if name in SCORES:
+            _write_scores(name, out, **item)
+    elif isinstance(out, Weights):
+        write_json(view(name, **item), dataclasses.asdict(out))
+        print(f"{name}: {'built' if built else 'reused'} {out.path or out.source}")
+    elif out and all(isinstance(v, Artifact) for v in out.values()):  # several files, one view each, in order
+        for index, artifact in enumerate(out.values()):
+            _publish(store, artifact, built, name, index, **item)
+    else:  # a record (the data's fingerprints)
+        write_json(view(name, **item), out)
 
 
 def run_report(params: Params, store: Store, args) -> None:
@@ -153,9 +124,8 @@ def run_report(params: Params, store: Store, args) -> None:
 
     jobs, records = [], []
     for p in grid_points(params, allow_large=True):
-        job = {"point": p, "weights": Inline(_weights(p.train_seed)), "samples": Inline(read_view("samples", **p.coords)),
-               "quantized": Inline(read_view("reconstruct", **p.coords)), "metrics": Inline(read_view("evaluate", **p.coords)),
-               "exported": Inline({"integer": read_view("export", 0, **p.coords), "onnx": read_view("export", 1, **p.coords)})}
+        job = {"point": p, **{stage: Inline(read_output(stage, p)) for stage in ("model", "samples", "reconstruct", "evaluate")},
+               "export": Inline({"integer": read_view("export", 0, **p.coords), "onnx": read_view("export", 1, **p.coords)})}
         jobs.append(job)
         records.append(record(job))
     art, built = report.run(store, **report_inputs(params, jobs, records), title=f"psaq benchmark: {params.model.name}")
@@ -265,8 +235,8 @@ def sync(params: Params, progress: bool = True) -> tuple[list[str], list[str]]:
     return targets, sorted(stale & {name for name, _ in items})
 
 
-POINT_STAGES = {"data": run_data, "model": run_model, "fp32": run_fp32, "samples": run_samples,
-                "calibrate": run_calibrate, "reconstruct": run_reconstruct, "evaluate": run_evaluate, "export": run_export, "report": run_report}
+POINT_STAGES = {**{name: functools.partial(run_point_stage, name) for name in GRAPH if name not in GRID_STAGES},
+                "report": run_report}
 
 
 # --- dvc.yaml, generated from the graph --------------------------------------------------------
@@ -274,7 +244,7 @@ POINT_STAGES = {"data": run_data, "model": run_model, "fp32": run_fp32, "samples
 MATRIX_SOURCES = {"train_seed": "${grid.train_seeds}", "method": "${grid.methods}", "seed": "${grid.seeds}",
                   "bits": "${grid.bits}", "observer": "${grid.observers}"}
 HEADER = """\
-# GENERATED from psaq.stages.GRAPH by `python -m flows.dvc_stages write-dvc-yaml`; do not edit.
+# GENERATED from psaq.stages.graph.GRAPH by `python -m flows.dvc_stages write-dvc-yaml`; do not edit.
 # A test fails when this file differs from what the graph generates.
 # Each stage's deps are the psaq source files it imports, the command and the code that builds
 # its config from params.yaml, and the upstream outputs it reads; its params are the params.yaml
@@ -286,7 +256,7 @@ HEADER = """\
 RUNNER = "flows/run-stage.sh"  # finds the project's interpreter: DVC runs commands with the shell's PATH
 # what every stage command runs beside its own stage's code: the command itself, this runner, and
 # the code that turns params.yaml into the stage's config
-CONFIG_FILES = (RUNNER, "flows/dvc_stages.py", "psaq/params.py", "psaq/pipeline.py")
+CONFIG_FILES = (RUNNER, "flows/dvc_stages.py", "psaq/params.py", "psaq/pipeline.py", "psaq/stages/graph.py")
 
 
 def dvc_yaml() -> str:

@@ -287,11 +287,11 @@ def _export(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{params.model.name}-{point.bits}-{point.method}-seed{point.seed}"
     onnx_path, int_path = out / f"{stem}.onnx", out / f"{stem}.int.safetensors"
-    exported = resolve(job["exported"])
+    exported = resolve(job["export"])
     shutil.copyfile(exported["onnx"].verify(), onnx_path)
     shutil.copyfile(exported["integer"].verify(), int_path)
-    loaded = load(params.model, resolve(job["weights"]), "cpu")
-    qmodel = load_quantized(__import__("copy").deepcopy(loaded.model), resolve(job["quantized"]).verify()).cpu()
+    loaded = load(params.model, resolve(job["model"]), "cpu")
+    qmodel = load_quantized(__import__("copy").deepcopy(loaded.model), resolve(job["reconstruct"]).verify()).cpu()
     example = torch.zeros((1, *loaded.spec.input_size))
     fp32_path = export_fp32_onnx(loaded.model.cpu(), example, out / f"{params.model.name}-fp32.onnx")
     session = ort_session(onnx_path)

@@ -3,14 +3,22 @@
 ``submit(stage, **inputs)`` runs one stage and returns something with ``.result()``: the
 command line and the DVC stage commands run stages inline (``Inline``), the Prefect flows
 submit them as tasks (futures). Inputs may be such results; runners resolve them.
+
+A stage's inputs are wired here once, from declarations: its upstream outputs arrive under the
+name each upstream stage declares (``Stage.passes_as``), and every other argument its ``run``
+takes is a setting that ``SETTINGS`` builds from params.yaml and the grid point. A new stage
+needs its module, its line in ``psaq.stages.graph`` and, if it takes a new setting, an entry
+in ``SETTINGS``; nothing here changes.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from psaq.errors import ConfigError
@@ -18,7 +26,7 @@ from psaq.io import read_json, read_samples
 from psaq.models import ModelConfig
 from psaq.params import Params, parse_setting
 from psaq.quant import QuantConfig
-from psaq.stages import calibrate, data, evaluate, export, fp32, model, reconstruct, report, samples
+from psaq.stages.graph import GRAPH, RUN
 from psaq.store import Store
 from psaq.synth import SynthesisConfig
 
@@ -65,6 +73,53 @@ def quant_config(params: Params, point: Point) -> QuantConfig:
                                sites=sites or params.quant.sites)
 
 
+# A stage argument that is a setting → how params.yaml and the grid point make it.
+SETTINGS: dict[str, Callable[[Params, Point], Any]] = {
+    "model": lambda params, point: model_config(params, point.train_seed),
+    "train": lambda params, point: params.train,
+    "synth": synthesis_config,
+    "quant": quant_config,
+    "recon": lambda params, point: params.reconstruct,
+    "adaptive": lambda params, point: params.adaptive,
+    "eval_cfg": lambda params, point: params.eval,
+    "export_cfg": lambda params, point: params.export,
+    "dataset": lambda params, point: params.runtime.dataset,
+    "calib_dataset": lambda params, point: params.runtime.calib_dataset,
+    "device": lambda params, point: params.runtime.device,
+    "stem": lambda params, point: point.name,
+}
+RUNNER_ARGS = ("store", "progress")  # given by the runner, not by params.yaml
+
+
+@lru_cache(maxsize=None)
+def setting_names(stage: str) -> tuple[str, ...]:
+    """The arguments of a stage's ``run`` that are settings: all but its upstream outputs and the runner's."""
+    upstream = {GRAPH[up].passes_as for up in GRAPH[stage].needs}
+    names = tuple(n for n in inspect.signature(RUN[stage]).parameters if n not in upstream and n not in RUNNER_ARGS)
+    unknown = [n for n in names if n not in SETTINGS]
+    if unknown:
+        raise TypeError(f"stage '{stage}' takes {unknown}, which are neither its upstream outputs nor in SETTINGS")
+    return names
+
+
+def settings(stage: str, params: Params, point: Point) -> dict[str, Any]:
+    return {name: SETTINGS[name](params, point) for name in setting_names(stage)}
+
+
+def uses_store(stage: str) -> bool:
+    """False for a stage that only reads (``data`` fingerprints the datasets) and builds nothing."""
+    return "store" in inspect.signature(RUN[stage]).parameters
+
+
+def run_stage(stage: str, store: Store, **inputs) -> tuple[Any, bool]:
+    """(output, built): the stage's function with the store given where it takes one."""
+    return RUN[stage](store, **inputs) if uses_store(stage) else (RUN[stage](**inputs), False)
+
+
+def takes_progress(stage: str) -> bool:
+    return "progress" in inspect.signature(RUN[stage]).parameters
+
+
 class Inline:
     """A stage that already ran: the runner of the command line and of the DVC stage commands."""
 
@@ -79,28 +134,14 @@ def resolve(value: Any) -> Any:
     return value.result() if hasattr(value, "result") and callable(value.result) else value
 
 
-# stage name → its function with the store bound: (store, **inputs) → (output, built)
-STAGE_FUNCTIONS: dict[str, Callable] = {
-    "data": lambda store, **kw: (data.run(**kw), False),
-    "model": model.run,
-    "fp32": fp32.run,
-    "samples": samples.run,
-    "calibrate": calibrate.run,
-    "reconstruct": reconstruct.run,
-    "evaluate": evaluate.run,
-    "export": export.run,
-    "report": report.run,
-}
-
-
 def inline_runner(store: Store, progress: bool = True, log: Callable[[str], None] | None = None):
     """``submit`` that runs each stage at once in this process."""
     def submit(stage: str, **inputs):
         inputs = {k: resolve(v) for k, v in inputs.items()}
-        if stage in ("model", "samples", "fp32", "reconstruct") and "progress" not in inputs:
+        if takes_progress(stage) and "progress" not in inputs:
             inputs["progress"] = progress
-        out, built = STAGE_FUNCTIONS[stage](store, **inputs)
-        if log and stage != "data":
+        out, built = run_stage(stage, store, **inputs)
+        if log and uses_store(stage):
             # a stage that is switched off hands one of its inputs on unchanged
             passed = not built and any(out is v for v in inputs.values())
             log(f"{stage:<10} {'built' if built else 'passed' if passed else 'reused'}")
@@ -109,44 +150,34 @@ def inline_runner(store: Store, progress: bool = True, log: Callable[[str], None
     return submit
 
 
+# stages run once per grid, over every point's results (not by ``submit_points``)
+GRID_STAGES = ("report",)
+
+
+def point_stages(params: Params) -> list[str]:
+    return [name for name in GRAPH if name not in GRID_STAGES and (name != "export" or params.grid.export)]
+
+
 def submit_points(submit, params: Params, points: list[Point], progress: bool = True) -> list[dict]:
-    """Every stage of every point, sharing what points have in common: one model and one FP32
-    evaluation per training seed, one sample set per (training seed, method, seed)."""
-    rt = params.runtime
-    weights = {seed: submit("model", model=model_config(params, seed), train=params.train)
-               for seed in dict.fromkeys(p.train_seed for p in points)}  # model problems are reported first
-    data_fp = submit("data", model=model_config(params, points[0].train_seed if points else 0),
-                     dataset=rt.dataset, calib_dataset=rt.calib_dataset)
-    fp32s, sample_sets, jobs = {}, {}, []
-    for point in points:
-        mcfg = model_config(params, point.train_seed)
-        if point.train_seed not in fp32s:
-            fp32s[point.train_seed] = submit("fp32", model=mcfg, weights=weights[point.train_seed], eval_cfg=params.eval,
-                                             data_fp=data_fp, dataset=rt.dataset, device=rt.device)
-        w = weights[point.train_seed]
-        key = (point.train_seed, point.method, point.seed)
-        if key not in sample_sets:
-            sample_sets[key] = submit("samples", model=mcfg, weights=w, synth=synthesis_config(params, point),
-                                      data_fp=data_fp, dataset=rt.dataset, calib_dataset=rt.calib_dataset,
-                                      device=rt.device)
-        calibrated = submit("calibrate", model=mcfg, weights=w, samples=sample_sets[key],
-                            quant=quant_config(params, point), stem=point.name, device=rt.device)
-        quantized = submit("reconstruct", model=mcfg, weights=w, samples=sample_sets[key], quantized=calibrated,
-                           recon=params.reconstruct, stem=point.name, device=rt.device,
-                           synth=synthesis_config(params, point), adaptive=params.adaptive)
-        metrics = submit("evaluate", model=mcfg, weights=w, quantized=quantized, fp32=fp32s[point.train_seed],
-                         eval_cfg=params.eval, data_fp=data_fp, dataset=rt.dataset, stem=point.name, device=rt.device)
-        exported = submit("export", model=mcfg, weights=w, quantized=quantized, stem=point.name,
-                          export_cfg=params.export) if params.grid.export else None
-        jobs.append({"point": point, "weights": w, "samples": sample_sets[key], "calibrated": calibrated,
-                     "quantized": quantized, "metrics": metrics, "exported": exported, "fp32": fp32s[point.train_seed]})
-    return jobs
+    """Every stage of every point, in graph order, each run once per value of its own grid
+    dimensions (one model and one FP32 evaluation per training seed, one sample set per
+    training seed, method and seed). Returns a job per point: its point and each stage's result."""
+    results: dict[str, dict[tuple, Any]] = {name: {} for name in GRAPH}
+    stages = point_stages(params)
+    for name in stages:  # stage by stage: a stage's problems (an unknown model, say) are reported before the next starts
+        stage = GRAPH[name]
+        for point in points:
+            item = stage.item(point)
+            if item not in results[name]:
+                upstream = {GRAPH[up].passes_as: results[up][GRAPH[up].item(point)] for up in stage.needs}
+                results[name][item] = submit(name, **settings(name, params, point), **upstream)
+    return [{"point": p, **{name: results[name][GRAPH[name].item(p)] for name in stages}} for p in points]
 
 
 def record(job: dict) -> dict:
     """A finished point as a flat record: coordinates, metrics, synthesis figures, artifact paths."""
-    samples_art, metrics_art = resolve(job["samples"]), resolve(job["metrics"])
-    exported, quantized = resolve(job["exported"]) or {}, resolve(job["quantized"])
+    samples_art, metrics_art = resolve(job["samples"]), resolve(job["evaluate"])
+    exported, quantized = resolve(job.get("export")) or {}, resolve(job["reconstruct"])
     meta = read_samples(samples_art.verify()).metadata
     metrics = read_json(metrics_art.verify())
     return {**job["point"].coords, **metrics, "synthesis_wall_s": meta.get("wall_s"), "steps_per_s": meta.get("steps_per_s"),
@@ -154,7 +185,7 @@ def record(job: dict) -> dict:
             "samples": samples_art.path, "samples_sha256": samples_art.sha256, "metrics": metrics_art.path,
             "metrics_sha256": metrics_art.sha256, "quantized": quantized.path,
             "integer": exported["integer"].path if exported else None, "onnx": exported["onnx"].path if exported else None,
-            "weights_sha256": resolve(job["weights"]).sha256}
+            "weights_sha256": resolve(job["model"]).sha256}
 
 
 def report_inputs(params: Params, jobs: list[dict], records: list[dict]) -> dict:
@@ -165,7 +196,7 @@ def report_inputs(params: Params, jobs: list[dict], records: list[dict]) -> dict
         p = job["point"]
         if p.train_seed == seed0 and p.method not in first:
             first[p.method] = resolve(job["samples"])
-    return {"model": model_config(params, seed0), "weights": resolve(next(j["weights"] for j in jobs
+    return {"model": model_config(params, seed0), "weights": resolve(next(j["model"] for j in jobs
                                                                            if j["point"].train_seed == seed0)),
             "records": records, "samples": first, "dataset": params.runtime.dataset,
             "calib_dataset": params.runtime.calib_dataset, "device": params.runtime.device}

@@ -13,8 +13,8 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed
 
-from psaq.pipeline import STAGE_FUNCTIONS
-from psaq.stages import GRAPH
+from psaq.pipeline import run_stage, uses_store
+from psaq.stages.graph import GRAPH
 from tasks.settings import store
 
 _threads: dict[str, int | None] = {"n": None}
@@ -26,16 +26,14 @@ def set_threads(n: int | None) -> None:
 
 
 def _stage_task(name: str):
-    run = STAGE_FUNCTIONS[name]
-
     @task(name=name, cache_policy=NO_CACHE, persist_result=False)
     def stage(**inputs: Any):
         if _threads["n"]:
             import torch
 
             torch.set_num_threads(_threads["n"])
-        out, built = run(store(), **inputs)
-        if name == "data":
+        out, built = run_stage(name, store(), **inputs)
+        if not uses_store(name):
             return out
         if not built and any(out is v for v in inputs.values()):  # switched off: an input handed on unchanged
             get_run_logger().info("%s off: its input handed on unchanged", name)

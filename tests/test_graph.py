@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from psaq import codehash
-from psaq.stages import GRAPH
+from psaq.stages.graph import GRAPH
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,6 +28,44 @@ def test_each_stage_depends_on_the_code_it_runs_and_not_on_the_rest():
     for name, stage in GRAPH.items():
         assert f"psaq/stages/{name}.py" in files[name]
         assert all(n in GRAPH for n in stage.needs)
+
+
+def test_the_graph_is_in_no_stage_s_code_and_each_stage_in_its_own_only():
+    # a stage declares itself; adding or reordering stages in the graph re-keys nothing, and a
+    # stage's declaration keys that stage alone
+    for name, stage in GRAPH.items():
+        files = set(stage.code_files())
+        assert "psaq/stages/graph.py" not in files and "psaq/pipeline.py" not in files
+        others = {f"psaq/stages/{other}.py" for other in GRAPH if other != name}
+        assert not files & others, f"stage {name} imports {sorted(files & others)}"
+
+
+def test_every_stage_argument_is_wired_from_params_or_upstream():
+    # the pipeline builds each point stage's call from declarations alone: an argument that is
+    # neither an upstream output (Stage.passes_as) nor a known setting fails here, not mid-run
+    from psaq.pipeline import GRID_STAGES, setting_names
+
+    for name, stage in GRAPH.items():
+        if name not in GRID_STAGES:
+            setting_names(name)
+        for up in stage.needs:
+            assert GRAPH[up].passes_as, f"{up} declares no argument name"
+    assert list(GRAPH)[0] == "model", "a model that cannot be loaded is the first thing a run reports"
+
+
+def test_an_argument_nobody_provides_is_refused(monkeypatch):
+    from psaq import pipeline
+
+    def run(store, model, mystery):  # noqa: ARG001
+        return None, False
+
+    monkeypatch.setitem(pipeline.RUN, "fp32", run)
+    pipeline.setting_names.cache_clear()
+    try:
+        with pytest.raises(TypeError, match="mystery"):
+            pipeline.setting_names("fp32")
+    finally:
+        pipeline.setting_names.cache_clear()
 
 
 def test_training_code_keys_the_model_stage_only():

@@ -51,7 +51,7 @@ def test_rerun_reuses_every_stage_and_a_bit_change_reruns_only_what_follows(tmp_
 def test_a_corrupted_artifact_is_rebuilt_not_adopted(tmp_path):
     store, params = Store(tmp_path), tiny()
     first, _, jobs = run(store, params)
-    weights = jobs[0]["weights"].result()
+    weights = jobs[0]["model"].result()
     with open(weights.path, "r+b") as f:  # flip bytes in the trained model
         f.seek(200)
         f.write(b"\x00\x01\x02\x03")
@@ -119,7 +119,7 @@ def test_weights_that_change_mid_run_are_refused(tmp_path):
 
     store, params = Store(tmp_path), tiny()
     _, _, jobs = run(store, params)
-    weights = jobs[0]["weights"].result()
+    weights = jobs[0]["model"].result()
     with pytest.raises(ArtifactError, match="changed since this run hashed them"):
         load(params.model, dataclasses.replace(weights, sha256="0" * 64))
     assert isinstance(weights, Weights) and torch.is_tensor(torch.zeros(1))
@@ -155,7 +155,7 @@ def test_reconstruction_runs_between_calibrate_and_evaluate_and_is_reused(tmp_pa
     point = [Point(0, "psaq", 0, "W4A4", "minmax")]
     first, built, jobs = run(store, params, point)
     assert built["reconstruct"] == "built" and built["evaluate"] == "built"
-    assert jobs[0]["quantized"].result().path != jobs[0]["calibrated"].result().path
+    assert jobs[0]["reconstruct"].result().path != jobs[0]["calibrate"].result().path
     again, reused, _ = run(store, params, point)
     assert set(reused.values()) == {"reused"} and again == first
     more = tiny(quant={"sites": "repq"}, reconstruct={"enabled": True, "iters": 4})
@@ -173,8 +173,8 @@ def test_psaq_v2_runs_its_loop_in_the_reconstruct_stage_and_is_reused(tmp_path):
     points = [Point(0, "psaq-v2", 0, "W4A8", "minmax"), Point(0, "psaq", 0, "W4A8", "minmax")]
     first, built, jobs = run(store, params, points[:1])
     assert built["reconstruct"] == "built"
-    path = jobs[0]["quantized"].result().path
-    assert path != jobs[0]["calibrated"].result().path
+    path = jobs[0]["reconstruct"].result().path
+    assert path != jobs[0]["calibrate"].result().path
     from psaq.stages.reconstruct import history
     assert set(history(path)) >= {"adaptive.discrepancy_after_student", "adaptive.entropy"}
     again, reused, _ = run(store, params, points[:1])

@@ -11,15 +11,19 @@ from psaq.io import read_samples
 from psaq.models import ModelConfig
 from psaq.quant import QuantConfig
 from psaq.quant.serialize import save_quantized
-from psaq.stages import GRAPH
+from psaq.stages.stage import POINT, POINT_STEM, Stage
 from psaq.stages.common import Weights, artifact_path, device_kind, identity, load
 from psaq.store import Artifact, Store
 from psaq.quant import quantized_copy
 
 
+STAGE = Stage("calibrate", __name__, ("quant", "runtime"), ("model", "samples"), POINT,
+              (f"pipeline/quantized/{POINT_STEM}.safetensors",), "models/quantized", "quantized")
+
+
 def run(store: Store, model: ModelConfig, weights: Weights, samples: Artifact, quant: QuantConfig, stem: str,
         device: str = "auto") -> tuple[Artifact, bool]:
-    out = artifact_path(store, GRAPH["calibrate"], stem, ".safetensors", identity(model, weights), samples,
+    out = artifact_path(store, STAGE, stem, ".safetensors", identity(model, weights), samples,
                         dataclasses.asdict(quant), device_kind(device))
 
     def write(tmp):

@@ -12,6 +12,11 @@ from psaq.data import builtin_fingerprint, is_builtin
 from psaq.errors import DatasetError
 from psaq.folders import folder_fingerprint, resolve_roots
 from psaq.models import MODELS, ModelConfig
+from psaq.stages.stage import Stage
+
+
+STAGE = Stage("data", __name__, ("model", "runtime"), (), (), ("pipeline/data.json",), "pipeline", "data_fp",
+              always_changed=True)
 
 
 def default_dataset(model: ModelConfig) -> str | None:

@@ -12,16 +12,20 @@ from psaq.evaluate import EvalConfig, evaluate
 from psaq.io import read_json, write_json
 from psaq.models import ModelConfig
 from psaq.quant.serialize import load_quantized
-from psaq.stages import GRAPH
+from psaq.stages.stage import POINT, POINT_STEM, Stage
 from psaq.stages.common import Weights, artifact_path, device_kind, identity, load
 from psaq.stats import pack_correct
 from psaq.store import Artifact, Store
 from psaq.sources import eval_loader, model_data
 
 
+STAGE = Stage("evaluate", __name__, ("eval", "runtime"), ("model", "data", "fp32", "reconstruct"), POINT,
+              (f"pipeline/metrics/{POINT_STEM}.json",), "metrics/points", "metrics", kind="metrics")
+
+
 def run(store: Store, model: ModelConfig, weights: Weights, quantized: Artifact, fp32: Artifact, eval_cfg: EvalConfig,
         data_fp: dict, dataset: str | None, stem: str, device: str = "auto") -> tuple[Artifact, bool]:
-    out = artifact_path(store, GRAPH["evaluate"], stem, ".json", identity(model, weights), quantized, fp32,
+    out = artifact_path(store, STAGE, stem, ".json", identity(model, weights), quantized, fp32,
                         eval_cfg.__dict__, data_fp["eval"], device_kind(device))
 
     def write(tmp):

@@ -12,17 +12,22 @@ from psaq.models import ModelConfig
 from psaq.quant.integer_weights import save_integer_model
 from psaq.quant.onnx_export import ExportConfig, export_onnx
 from psaq.quant.serialize import load_quantized, read_quant_config
-from psaq.stages import GRAPH
+from psaq.stages.stage import POINT, POINT_STEM, Stage
 from psaq.stages.common import Weights, artifact_path, identity, load
 from psaq.store import Artifact, Store
+
+
+STAGE = Stage("export", __name__, ("export",), ("model", "reconstruct"), POINT,
+              (f"pipeline/exported/{POINT_STEM}.int.safetensors", f"pipeline/exported/{POINT_STEM}.onnx"), "models/exported",
+              "exported")
 
 
 def run(store: Store, model: ModelConfig, weights: Weights, quantized: Artifact, stem: str,
         export_cfg: ExportConfig = ExportConfig()) -> tuple[dict[str, Artifact], bool]:
     """({"integer": …, "onnx": …}, built). ``export_cfg`` shapes the ONNX model only."""
     parts = (identity(model, weights), quantized)
-    int_out = artifact_path(store, GRAPH["export"], stem, ".int.safetensors", *parts)
-    onnx_out = artifact_path(store, GRAPH["export"], stem, ".onnx", *parts, dataclasses.asdict(export_cfg))
+    int_out = artifact_path(store, STAGE, stem, ".int.safetensors", *parts)
+    onnx_out = artifact_path(store, STAGE, stem, ".onnx", *parts, dataclasses.asdict(export_cfg))
     cache: dict = {}
 
     def qmodel():

@@ -6,16 +6,20 @@ from psaq.device import resolve_device
 from psaq.evaluate import EvalConfig, evaluate
 from psaq.io import write_json
 from psaq.models import ModelConfig
-from psaq.stages import GRAPH
+from psaq.stages.stage import Stage
 from psaq.stages.common import Weights, artifact_path, device_kind, identity, load
 from psaq.stats import pack_correct
 from psaq.store import Artifact, Store
 from psaq.sources import eval_loader, model_data
 
 
+STAGE = Stage("fp32", __name__, ("eval", "runtime"), ("model", "data"), ("train_seed",),
+              ("pipeline/fp32/m{train_seed}.json",), "metrics/fp32", "fp32", kind="metrics")
+
+
 def run(store: Store, model: ModelConfig, weights: Weights, eval_cfg: EvalConfig, data_fp: dict, dataset: str | None,
         device: str = "auto", progress: bool = False) -> tuple[Artifact, bool]:
-    out = artifact_path(store, GRAPH["fp32"], model.name, ".json", identity(model, weights), eval_cfg.__dict__,
+    out = artifact_path(store, STAGE, model.name, ".json", identity(model, weights), eval_cfg.__dict__,
                         data_fp["eval"], device_kind(device))
 
     def write(tmp):

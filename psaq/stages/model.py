@@ -17,12 +17,16 @@ from psaq.models import LoadedModel, ModelConfig, create_architecture, load_mode
 from psaq.models.loader import check_supported
 from psaq.models.train import TrainConfig
 from psaq.models.trainers import TRAINERS
-from psaq.stages import GRAPH
+from psaq.stages.stage import Stage
 from psaq.stages.common import Weights, artifact_path, load as load_weights, state_sha256
 from psaq.content import file_sha256
 from psaq.store import Store
 
 TRAINING_LOG = ".training.json"  # beside a trained model: wall time, test top-1, losses
+
+
+STAGE = Stage("model", __name__, ("model", "train"), (), ("train_seed",), ("pipeline/models/m{train_seed}.json",),
+              "models", "weights", always_changed=True)
 
 
 def run(store: Store, model: ModelConfig, train: TrainConfig, progress: bool = True) -> tuple[Weights, bool]:
@@ -35,7 +39,7 @@ def run(store: Store, model: ModelConfig, train: TrainConfig, progress: bool = T
     if trainer is not None and not model.random_weights:
         check_supported(create_architecture(model), model.name)  # refuse bad model_args before training
         cfg = dataclasses.replace(train, seed=model.train_seed).resolved(trainer.defaults)
-        out = artifact_path(store, GRAPH["model"], f"{model.name}-m{model.train_seed}", ".safetensors",
+        out = artifact_path(store, STAGE, f"{model.name}-m{model.train_seed}", ".safetensors",
                             model.name, model.model_args, dataclasses.asdict(cfg))
 
         def write(tmp: Path) -> None:

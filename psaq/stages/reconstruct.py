@@ -19,7 +19,7 @@ from psaq.models import ModelConfig
 from psaq.quant.adaptive import AdaptiveConfig, adapt
 from psaq.quant.reconstruct import ReconstructConfig, reconstruct
 from psaq.quant.serialize import load_quantized, read_quant_config, save_quantized
-from psaq.stages import GRAPH
+from psaq.stages.stage import POINT, POINT_STEM, Stage
 from psaq.stages.common import Weights, artifact_path, device_kind, identity, load
 from psaq.store import Artifact, Store
 from psaq.synth import SynthesisConfig
@@ -27,6 +27,10 @@ from psaq.synth.methods import V2
 
 HISTORY_KEY = "psaq_reconstruct_history"  # safetensors metadata: each block's loss every 10 iterations
 ADAPTIVE_PREFIX = "adaptive."  # V2's per-round figures in that history
+
+
+STAGE = Stage("reconstruct", __name__, ("reconstruct", "adaptive", "synthesis", "runtime"), ("model", "samples", "calibrate"),
+              POINT, (f"pipeline/reconstructed/{POINT_STEM}.safetensors",), "models/reconstructed", "quantized")
 
 
 def run(store: Store, model: ModelConfig, weights: Weights, samples: Artifact, quantized: Artifact,
@@ -37,7 +41,7 @@ def run(store: Store, model: ModelConfig, weights: Weights, samples: Artifact, q
         return quantized, False
     # V2 reads the synthesis settings (its prior) and its own; they key only the points it runs on
     v2_parts = (dataclasses.asdict(synth), dataclasses.asdict(adaptive)) if v2 else ()
-    out = artifact_path(store, GRAPH["reconstruct"], stem, ".safetensors", identity(model, weights), samples, quantized,
+    out = artifact_path(store, STAGE, stem, ".safetensors", identity(model, weights), samples, quantized,
                         dataclasses.asdict(recon), device_kind(device), *v2_parts)
 
     def write(tmp):

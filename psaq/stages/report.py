@@ -17,7 +17,7 @@ from psaq.io import read_samples, write_json
 from psaq.models import ModelConfig
 from psaq.plots import accuracy_vs_bits, paired_differences, sample_grid, similarity_histograms
 from psaq.report import accuracy_table, column_of, comparison_table, markdown_table, mean_std, paired_comparisons, pivot
-from psaq.stages import GRAPH
+from psaq.stages.stage import Stage
 from psaq.stages.common import Weights, identity, load
 from psaq.store import Artifact, Store, stable_hash
 from psaq.synth.analysis import entropy_per_block, patch_similarities
@@ -35,6 +35,11 @@ clipped to valid pixels), real (training images: the baseline that needs data). 
 mean ± std over runs (a run: one trained model × one synthesis seed)."""
 
 
+STAGE = Stage("report", __name__, ("grid",), ("model", "data", "samples", "evaluate"), (),
+              tuple(f"reports/{{model}}/{name}" for name in ("benchmark.md", "summary.json", "samples.png", "similarity.png",
+                                                             "accuracy.png", "differences.png")), "reports/runs", "report")
+
+
 def summarize(records: list[dict]) -> dict:
     """{method: {column: {"mean", "std", "n"}}} plus the FP32 reference."""
     grid = pivot([{**r, "column": column_of(r)} for r in records], "method", "column", "top1")
@@ -46,7 +51,7 @@ def summarize(records: list[dict]) -> dict:
 def run(store: Store, model: ModelConfig, weights: Weights, records: list[dict], samples: dict[str, Artifact],
         dataset: str | None, calib_dataset: str | None, title: str, device: str = "auto") -> tuple[Artifact, bool]:
     """``samples``: one sample set per calibration mode (of the first model and seed), for the figures."""
-    stage = GRAPH["report"]
+    stage = STAGE
     keyed = sorted((r["metrics_sha256"], r["method"], column_of(r)) for r in records)
     key = stable_hash(stage.name, stage.code, identity(model, weights), keyed, sorted(samples.items()), title)
     out = store.root / stage.folder / f"{model.name}-{key}"

@@ -8,11 +8,15 @@ import psaq.families.builtin  # noqa: F401 - registers the ViT/DeiT and Swin fam
 from psaq.device import resolve_device
 from psaq.io import SampleSet, write_samples
 from psaq.models import ModelConfig
-from psaq.stages import GRAPH
+from psaq.stages.stage import Stage
 from psaq.stages.common import Weights, artifact_path, device_kind, identity, load
 from psaq.store import Artifact, Store
 from psaq.synth import SynthesisConfig, synthesize
 from psaq.sources import model_data, real_source
+
+
+STAGE = Stage("samples", __name__, ("synthesis", "runtime"), ("model", "data"), ("train_seed", "method", "seed"),
+              ("pipeline/samples/m{train_seed}/{method}-s{seed}.parquet",), "data/samples", "samples")
 
 
 def run(store: Store, model: ModelConfig, weights: Weights, synth: SynthesisConfig, data_fp: dict, dataset: str | None,
@@ -20,7 +24,7 @@ def run(store: Store, model: ModelConfig, weights: Weights, synth: SynthesisConf
     # only `real` reads data; it is keyed by the evaluation images too, because whether its draw
     # holds test images (refused, see psaq.sources.real_source) depends on them
     calib = (data_fp["calib"], data_fp["eval"]) if synth.method == "real" else None
-    out = artifact_path(store, GRAPH["samples"], f"{model.name}-{synth.method}-s{synth.seed}", ".parquet",
+    out = artifact_path(store, STAGE, f"{model.name}-{synth.method}-s{synth.seed}", ".parquet",
                         identity(model, weights), dataclasses.asdict(synth), calib, device_kind(device))
 
     def write(tmp):

@@ -38,7 +38,7 @@ def test_a_view_edited_in_place_is_refused(project):
     next stage command must not feed it on."""
     from flows.dvc_stages import read_view, view
     from psaq.errors import ArtifactError
-    from psaq.stages import GRAPH
+    from psaq.stages.graph import GRAPH
     from psaq.store import Store
 
     store = Store(project)

@@ -1,0 +1,31 @@
+"""The stage graph: every stage's own declaration (``STAGE`` in its module), in run order.
+
+    data ─┐
+    model ┴─► fp32 ──────────────────────────────┐
+          └─► samples ─► calibrate ─► reconstruct ─► evaluate ─► report
+                                             └─► export
+
+``reconstruct`` runs PSAQ-ViT V2's teacher-student loop (``--calib psaq-v2``) and/or block
+reconstruction (psaq's option); with neither it hands the calibrated model on unchanged.
+
+Each stage is implemented by one module of this package. Its code is that module's import
+closure inside psaq (``psaq.codehash``): it is part of the stage's cache key and its DVC
+dependencies. This file is in no stage's closure: reordering or adding a stage here re-keys
+nothing. ``params`` are the params.yaml sections the stage reads (grid coordinates such as the
+method, seed or bit width come from ``matrix``; a section change that leaves the stage's inputs
+as they were makes DVC run it, and the store then hands back the same artifact). ``views`` are
+the fixed paths under which DVC tracks the stage's latest output; the artifact itself lives in
+the store.
+"""
+
+from __future__ import annotations
+
+from psaq.stages import calibrate, data, evaluate, export, fp32, model, reconstruct, report, samples
+from psaq.stages.stage import POINT, POINT_STEM, Stage
+
+# the model first: a model that cannot be loaded is the first thing a run reports
+MODULES = (model, data, fp32, samples, calibrate, reconstruct, evaluate, export, report)
+GRAPH: dict[str, Stage] = {m.STAGE.name: m.STAGE for m in MODULES}
+RUN = {m.STAGE.name: m.run for m in MODULES}  # stage name → (store?, **inputs) → output (data) or (output, built)
+
+__all__ = ["GRAPH", "MODULES", "POINT", "POINT_STEM", "RUN", "Stage"]
