@@ -52,7 +52,7 @@ def make_fixtures(root: Path) -> dict:
     import torch
     from PIL import Image
 
-    from psaq.data import digits_split
+    from psaq.datasets.digits import digits_split
     from psaq.models import save_checkpoint
     from psaq.models.checkpoint import CLASS_NAMES_KEY
 

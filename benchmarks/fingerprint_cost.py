@@ -16,7 +16,7 @@ from pathlib import Path
 def main() -> None:
     from PIL import Image
 
-    from psaq.fashion_mnist import fashion_split
+    from psaq.datasets.fashion_mnist import fashion_split
 
     root = Path(tempfile.gettempdir()) / "psaq-fingerprint-cost" / "fashion-test"
     if not root.exists():

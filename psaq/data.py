@@ -1,4 +1,4 @@
-"""Datasets and input specs: built-in datasets (scikit-learn's digits) and image folders.
+"""What a run reads: a built-in dataset by name (``psaq.datasets``) or image folders, checked against the model.
 
 ``open_data`` resolves what a run evaluates on and where the ``real`` baseline draws its
 calibration images, checked against the model's input spec; its ``fingerprint`` changes with
@@ -7,49 +7,21 @@ any change of the images or labels, so cached results keyed by it never go stale
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset
 
-from psaq import fashion_mnist
+import psaq.datasets.builtin  # noqa: F401 - registers digits and Fashion-MNIST
+from psaq.datasets import DATASETS
 from psaq.errors import DatasetError
 from psaq.folders import resolve_roots, scan_class_folders, shared_files
-from psaq.registry import Registry
+from psaq.input_spec import InputSpec
 
 RealSource = Callable[[int, int], tuple[torch.Tensor, torch.Tensor]]  # (n, seed) → (images, labels)
-
-DIGITS_SIZE = 32  # 8×8 digits upsampled so that patch 8 gives 16 tokens
-DIGITS_MEAN = (0.5, 0.5, 0.5)
-DIGITS_STD = (0.5, 0.5, 0.5)
-DIGITS_TEST_FRACTION = 0.2
-DIGITS_SPLIT_SEED = 0  # the split is fixed; training seeds vary the model, not the test set
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """What a model expects: (C, H, W), normalization, class count, and how images are resized
-    for evaluation (resize the short side to H / crop_pct, then a centre crop of H)."""
-
-    input_size: tuple[int, int, int]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    num_classes: int
-    crop_pct: float = 1.0
-    interpolation: str = "bilinear"
-    class_names: tuple[str, ...] | None = None  # in output order, when the model or checkpoint says
-
-    def pixel_bounds(self, device=None, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-channel bounds, shape (1, C, 1, 1), of pixels in [0, 1] after normalization."""
-        mean = torch.tensor(self.mean, device=device, dtype=dtype).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=device, dtype=dtype).view(1, -1, 1, 1)
-        return (0.0 - mean) / std, (1.0 - mean) / std
 
 
 def eval_transform(spec: InputSpec):
@@ -58,65 +30,6 @@ def eval_transform(spec: InputSpec):
 
     return create_transform(input_size=spec.input_size, interpolation=spec.interpolation, mean=spec.mean,
                             std=spec.std, crop_pct=spec.crop_pct, is_training=False)
-
-
-DIGITS_CLASSES = tuple(str(d) for d in range(10))
-DIGITS_SPEC = InputSpec((3, DIGITS_SIZE, DIGITS_SIZE), DIGITS_MEAN, DIGITS_STD, 10, class_names=DIGITS_CLASSES)
-
-
-def _digits_tensors() -> tuple[torch.Tensor, torch.Tensor]:
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0  # (n, 1, 8, 8) in [0, 1]
-    images = F.interpolate(images, size=(DIGITS_SIZE, DIGITS_SIZE), mode="bilinear", align_corners=False)
-    images = images.clamp(0, 1).repeat(1, 3, 1, 1)
-    mean = torch.tensor(DIGITS_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(DIGITS_STD).view(1, 3, 1, 1)
-    return (images - mean) / std, torch.tensor(digits.target, dtype=torch.long)
-
-
-def digits_split(split: str) -> TensorDataset:
-    """The deterministic stratified train/test split of scikit-learn's 1,797 digits (1437/360)."""
-    from sklearn.model_selection import train_test_split
-
-    if split not in ("train", "test"):
-        raise DatasetError(f"digits split must be 'train' or 'test', got '{split}'")
-    images, labels = _digits_tensors()
-    idx_train, idx_test = train_test_split(
-        np.arange(len(labels)),
-        test_size=DIGITS_TEST_FRACTION,
-        stratify=labels.numpy(),
-        random_state=DIGITS_SPLIT_SEED,
-    )
-    idx = torch.as_tensor(idx_train if split == "train" else idx_test)
-    return TensorDataset(images[idx], labels[idx])
-
-
-@dataclass(frozen=True)
-class BuiltinDataset:
-    """A dataset psaq ships or installs: normalized tensors for one input spec."""
-
-    split: Callable[[str], TensorDataset]  # "train" | "test" → (images, labels)
-    spec: InputSpec
-    description: str
-
-
-FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
-FASHION_SPEC = InputSpec((1, 28, 28), (fashion_mnist.MEAN,), (fashion_mnist.STD,), 10, class_names=FASHION_CLASSES)
-
-DATASETS: Registry[BuiltinDataset] = Registry("dataset")
-DATASETS.register("digits")(BuiltinDataset(digits_split, DIGITS_SPEC, "scikit-learn's digits, 360 test / 1,437 train"))
-DATASETS.register("fashion-mnist")(BuiltinDataset(fashion_mnist.fashion_split, FASHION_SPEC,
-                                                  "Fashion-MNIST, 10,000 test / 60,000 train (Debian's package)"))
-
-
-@lru_cache(maxsize=8)
-def builtin_fingerprint(name: str, split: str) -> str:
-    images, labels = DATASETS.get(name).split(split).tensors
-    h = hashlib.sha256(np.ascontiguousarray(images.numpy()).tobytes())
-    h.update(np.ascontiguousarray(labels.numpy()).tobytes())
-    return f"{name}:{split}:{h.hexdigest()[:16]}"
 
 
 class FolderDataset(Dataset):

@@ -6,7 +6,7 @@ import math
 import pytest
 
 from psaq.budget import Speeds, Work, estimate, measure, minutes, work_of
-from psaq.data import digits_split
+from psaq.datasets.digits import digits_split
 from psaq.models.trainers import TRAINERS
 from psaq.params import params_from_dict
 from psaq.pipeline import grid_points

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from psaq.data import DIGITS_SPEC, InputSpec, digits_split, first_images, official_crop_pct, open_data, spec_from_timm
+from psaq.data import InputSpec, first_images, official_crop_pct, open_data, spec_from_timm
+from psaq.datasets.digits import DIGITS_SPEC, digits_split
 from psaq.errors import DatasetError
 
 

@@ -1,13 +1,11 @@
 """Fashion-MNIST from Debian's package: read with torchvision, refused in one line when broken."""
 
 import gzip
-import shutil
-from pathlib import Path
 
 import pytest
 
 from psaq.errors import DatasetError
-from psaq.fashion_mnist import RAW_SHA256, SOURCE, unpacked
+from psaq.datasets.fashion_mnist import RAW_SHA256, SOURCE, unpacked
 
 HAVE_PACKAGE = all((SOURCE / f"{name}.gz").is_file() for name in RAW_SHA256)
 
@@ -34,7 +32,7 @@ def test_a_truncated_or_changed_file_is_refused(tmp_path):
 
 @pytest.mark.skipif(not HAVE_PACKAGE, reason="dataset-fashion-mnist is not installed (make setup installs it)")
 def test_the_debian_files_read_as_fashion_mnist(tmp_path, monkeypatch):
-    from psaq import fashion_mnist as fashion  # the Debian package reader
+    from psaq.datasets import fashion_mnist as fashion  # the Debian package reader
 
     monkeypatch.setenv("PSAQ_DATA_CACHE", str(tmp_path))
     fashion.fashion_split.cache_clear()

@@ -194,7 +194,7 @@ def test_a_report_over_a_small_train_folder_shows_what_it_holds(tmp_path):
     the report's real row takes the images there are instead of failing after the whole grid."""
     from PIL import Image
 
-    from psaq.data import digits_split
+    from psaq.datasets.digits import digits_split
     from psaq.stages import report
     from tests.test_data import save_digits_as_pngs
 

@@ -13,7 +13,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from psaq.data import DIGITS_SPEC, FASHION_SPEC, InputSpec, spec_from_timm
+from psaq.data import spec_from_timm
+from psaq.datasets.digits import DIGITS_SPEC
+from psaq.datasets.fashion_mnist import FASHION_SPEC
+from psaq.input_spec import InputSpec
 from psaq.errors import CheckpointError, ConfigError, UnknownNameError, check_seed
 from psaq.content import file_sha256
 from psaq.models.digits import digits_vit

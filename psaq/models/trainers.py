@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from psaq.data import DIGITS_CLASSES, FASHION_CLASSES, digits_split
-from psaq.fashion_mnist import fashion_split
+from psaq.datasets.digits import DIGITS_CLASSES, digits_split
+from psaq.datasets.fashion_mnist import FASHION_CLASSES, fashion_split
 from psaq.models import fashion
 from psaq.models.digits import digits_vit
 from psaq.models.train import TrainConfig, TrainResult, checkpoint_metadata, train_classifier

@@ -8,7 +8,8 @@ read, in the stages that read them.
 
 from __future__ import annotations
 
-from psaq.data import builtin_fingerprint, is_builtin
+from psaq.data import is_builtin
+from psaq.datasets import builtin_fingerprint
 from psaq.errors import DatasetError
 from psaq.folders import folder_fingerprint, resolve_roots
 from psaq.models import MODELS, ModelConfig

@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 import torch
 
-from psaq.data import DIGITS_SPEC
+from psaq.datasets.digits import DIGITS_SPEC
 from psaq.errors import ConfigError
 from psaq.quant import QuantConfig, calibrate, quantize_
 from psaq.quant.adaptive import AdaptiveConfig, adapt, discrepancy, measure

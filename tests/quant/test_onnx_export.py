@@ -7,7 +7,8 @@ import onnx
 import pytest
 import torch
 
-from psaq.data import digits_split, first_images
+from psaq.data import first_images
+from psaq.datasets.digits import digits_split
 from psaq.errors import NotCalibratedError
 from psaq.quant import QuantConfig, calibrate, quantize_
 from psaq.quant.onnx_export import export_fp32_onnx, export_onnx, integer_ops, ort_session

@@ -1,4 +1,5 @@
-"""Fashion-MNIST from Debian's ``dataset-fashion-mnist`` package, read with torchvision's reader.
+"""Fashion-MNIST from Debian's ``dataset-fashion-mnist`` package, read with torchvision's reader; registers
+itself as the built-in dataset ``fashion-mnist``.
 
 60,000 train and 10,000 test images, 28×28 gray, 10 classes. The package's gzip files are
 unpacked once into a cache (``$PSAQ_DATA_CACHE`` or ``~/.cache/psaq``) and checked against the
@@ -16,7 +17,9 @@ from pathlib import Path
 from torch.utils.data import TensorDataset
 
 from psaq.content import cache_root, file_sha256
+from psaq.datasets import DATASETS, BuiltinDataset
 from psaq.errors import DatasetError
+from psaq.input_spec import InputSpec
 
 MEAN, STD = 0.2860, 0.3530  # of the 60,000 training images in [0, 1]: what every Fashion-MNIST model here sees
 
@@ -71,3 +74,9 @@ def fashion_split(split: str) -> TensorDataset:
     images = data.data.unsqueeze(1).float().div(255.0)
     images = (images - MEAN) / STD
     return TensorDataset(images, data.targets.long())
+
+
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+FASHION_SPEC = InputSpec((1, 28, 28), (MEAN,), (STD,), 10, class_names=FASHION_CLASSES)
+DATASETS.register("fashion-mnist")(BuiltinDataset(fashion_split, FASHION_SPEC,
+                                                  "Fashion-MNIST, 10,000 test / 60,000 train (Debian's package)"))
