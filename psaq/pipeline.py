@@ -7,8 +7,8 @@ submit them as tasks (futures). Inputs may be such results; runners resolve them
 A stage's inputs are wired here once, from declarations: its upstream outputs arrive under the
 name each upstream stage declares (``Stage.passes_as``), and every other argument its ``run``
 takes is a setting that ``SETTINGS`` builds from params.yaml and the grid point. A new stage
-needs its module, its line in ``psaq.stages.graph`` and, if it takes a new setting, an entry
-in ``SETTINGS``; nothing here changes.
+needs its module and its line in ``psaq.stages.graph``; a settings section of its own is a
+``psaq.params`` section, which reaches every argument of that name; nothing here changes.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 from psaq.errors import ConfigError
 from psaq.io import read_json, read_samples
 from psaq.models import ModelConfig
-from psaq.params import Params, parse_setting
+from psaq.params import SECTIONS, Params, parse_setting
 from psaq.quant import QuantConfig
 from psaq.stages.graph import GRAPH, RUN
 from psaq.store import Store
@@ -73,14 +73,13 @@ def quant_config(params: Params, point: Point) -> QuantConfig:
                                sites=sites or params.quant.sites)
 
 
-# A stage argument that is a setting → how params.yaml and the grid point make it.
+# A stage argument that is a setting → how params.yaml and the grid point make it. An argument
+# named after a params.yaml section (``train``, ``adaptive`` …) is that section as it is.
 SETTINGS: dict[str, Callable[[Params, Point], Any]] = {
     "model": lambda params, point: model_config(params, point.train_seed),
-    "train": lambda params, point: params.train,
     "synth": synthesis_config,
     "quant": quant_config,
     "recon": lambda params, point: params.reconstruct,
-    "adaptive": lambda params, point: params.adaptive,
     "eval_cfg": lambda params, point: params.eval,
     "export_cfg": lambda params, point: params.export,
     "dataset": lambda params, point: params.runtime.dataset,
@@ -96,14 +95,16 @@ def setting_names(stage: str) -> tuple[str, ...]:
     """The arguments of a stage's ``run`` that are settings: all but its upstream outputs and the runner's."""
     upstream = {GRAPH[up].passes_as for up in GRAPH[stage].needs}
     names = tuple(n for n in inspect.signature(RUN[stage]).parameters if n not in upstream and n not in RUNNER_ARGS)
-    unknown = [n for n in names if n not in SETTINGS]
+    unknown = [n for n in names if n not in SETTINGS and n not in SECTIONS]
     if unknown:
-        raise TypeError(f"stage '{stage}' takes {unknown}, which are neither its upstream outputs nor in SETTINGS")
+        raise TypeError(f"stage '{stage}' takes {unknown}, which are neither its upstream outputs, nor in SETTINGS, "
+                        "nor params.yaml sections")
     return names
 
 
 def settings(stage: str, params: Params, point: Point) -> dict[str, Any]:
-    return {name: SETTINGS[name](params, point) for name in setting_names(stage)}
+    return {name: SETTINGS[name](params, point) if name in SETTINGS else getattr(params, name)
+            for name in setting_names(stage)}
 
 
 def uses_store(stage: str) -> bool:
