@@ -12,7 +12,6 @@ before any work (a bad value fails the flow run with the reason as its state mes
 # string annotations in the wrapper's module, where Bits, Method, … are not defined
 
 import argparse
-import dataclasses
 import sys
 from typing import Annotated, Literal, Optional
 
@@ -27,7 +26,8 @@ from flows.outcome import one_line_failures, point_summary, publish_artifact
 from psaq import cancel
 from psaq.cli import ArgumentParser
 from psaq.params import Params, load_params
-from psaq.pipeline import Point
+from psaq.overrides import apply_overrides
+from psaq.pipeline import Point, point_of
 from psaq.quant.observers import OBSERVERS
 from psaq.quant.sites import SITE_SETS
 from psaq.synth import SYNTH_METHODS
@@ -41,21 +41,11 @@ Sites = Literal.__getitem__(tuple(SITE_SETS.names()))
 Bits = Annotated[Optional[int], Field(ge=2, le=8)]
 
 
-def point_params(params: Params, model: str | None = None, w_bits: int | None = None, a_bits: int | None = None,
-                 calib: str | None = None, seed: int | None = None, observer: str | None = None,
-                 train_seed: int | None = None, device: str | None = None, precision: str | None = None,
-                 compile: str | None = None, sites: str | None = None) -> tuple[Params, Point]:
-    """params.yaml with one point's overrides; every value is validated by the config dataclasses."""
-    def given(**kw):
-        return {k: v for k, v in kw.items() if v is not None}
-
-    p_model = dataclasses.replace(params.model, **given(name=model, train_seed=train_seed))
-    synth = dataclasses.replace(params.synthesis, **given(method=calib, seed=seed, precision=precision, compile=compile))
-    quant = dataclasses.replace(params.quant, **given(w_bits=w_bits, a_bits=a_bits, act_observer=observer, sites=sites))
-    runtime = dataclasses.replace(params.runtime, **given(device=device))
-    params = dataclasses.replace(params, model=p_model, synthesis=synth, quant=quant, runtime=runtime)
-    point = Point(p_model.train_seed, synth.method, synth.seed, quant.tag, quant.act_observer)
-    return params, point
+def point_params(params: Params, **overrides) -> tuple[Params, Point]:
+    """params.yaml with one point's overrides (``psaq.overrides``: the command line's names); every
+    value is validated by the config dataclasses."""
+    params = apply_overrides(params, overrides)
+    return params, point_of(params)
 
 
 @flow(name="quantize", log_prints=True, validate_parameters=True)
@@ -92,8 +82,9 @@ def quantize(
         sites: Quantizer site set: official (the paper's code) or another named set.
         params_path: Settings file, relative to the project; the parameters above override it.
     """
-    params, point = point_params(load_params(params_path), model, w_bits, a_bits, calib, seed, observer, train_seed,
-                                 device, precision, compile, sites)
+    params, point = point_params(load_params(params_path), model=model, w_bits=w_bits, a_bits=a_bits, calib=calib, seed=seed,
+                                 observer=observer, train_seed=train_seed, device=device, precision=precision,
+                                 compile=compile, sites=sites)
     preflight(params)  # before the MLflow run and any task: a bad model name or folder fails here
     with tracked(params, f"quantize {params.model.name} {point.name}") as parent:
         [record], _ = run_points(params, [point], parent)
@@ -120,8 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
 
     def run() -> int:
-        params, _ = point_params(load_params(a.params), a.model, a.w_bits, a.a_bits, a.calib, a.seed, a.observer,
-                                 None, a.device, a.precision, a.compile, a.sites)
+        params, _ = point_params(load_params(a.params), model=a.model, w_bits=a.w_bits, a_bits=a.a_bits, calib=a.calib,
+                                 seed=a.seed, observer=a.observer, device=a.device, precision=a.precision,
+                                 compile=a.compile, sites=a.sites)
         preflight(params)
         with prefect_server():
             quantize(a.model, a.w_bits, a.a_bits, a.calib, a.seed, a.observer, device=a.device, precision=a.precision,

@@ -111,6 +111,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
                    help="learn weight rounding (AdaRound) and activation steps (LSQ) block by block on the "
                    "calibration images, with QDrop")
     r.add_argument("--reconstruct-iters", type=int, help=f"iterations per block {d(ReconstructConfig, 'iters')}")
+    from psaq.params import RuntimeConfig
     from psaq.quant.adaptive import AdaptiveConfig
 
     v = p.add_argument_group("PSAQ-ViT V2 (--calib psaq-v2; params.yaml adaptive: has the rest)")
@@ -137,15 +138,12 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     e.add_argument("--dataset", default=None,
                    help="digits, a folder of class folders PATH/<class>/<image>, or a root holding train/ and val/ "
                    "(evaluates on val/, real calibrates on train/) (default: the model's own)")
-    e.add_argument("--device", default="auto", help="cpu, cuda, cuda:N; auto picks CUDA when present (default: %(default)s)")
+    e.add_argument("--device", help="cpu, cuda, cuda:N; auto picks CUDA when present (default: params.yaml runtime.device, "
+                   f"else {_default(RuntimeConfig, 'device')})")
     e.add_argument("--params", help="settings file (default: ./params.yaml when there is one); flags override it")
     e.add_argument("--store", help="artifact store: the project folder whose models/, data/, metrics/ the pipeline "
                    "shares (default: $PSAQ_PROJECT or the current folder)")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-def _given(**values) -> dict:
-    return {k: v for k, v in values.items() if v is not None}
 
 
 def _params(args: argparse.Namespace):
@@ -155,35 +153,22 @@ def _params(args: argparse.Namespace):
     from pathlib import Path
 
     from psaq.models import parse_model_args
+    from psaq.overrides import OVERRIDES, apply_overrides
     from psaq.params import Params, load_params
     from psaq.synth import SynthesisConfig
 
     path = Path(args.params) if args.params else Path("params.yaml")
     base = load_params(path) if (args.params or path.is_file()) else Params()
-    model = dataclasses.replace(base.model, **_given(name=args.model, checkpoint=args.checkpoint, train_seed=args.train_seed))
+    values = {name: getattr(args, name, None) for name in OVERRIDES}
     if args.model and args.model != base.model.name and not args.checkpoint:
-        model = dataclasses.replace(model, checkpoint=None)  # the params' checkpoint belongs to its model
-    if args.model_arg:
-        model = dataclasses.replace(model, model_args=parse_model_args(args.model_arg))
-    if args.pretrained or args.random_weights:
-        model = dataclasses.replace(model, pretrained=args.pretrained, random_weights=args.random_weights)
-    quant = dataclasses.replace(base.quant, **_given(
-        w_bits=args.w_bits, a_bits=args.a_bits, act_observer=args.act_observer, weight_observer=args.weight_observer,
-        sites=args.sites, calibrate_with_quantized_weights=args.calibrate_with_quantized_weights))
-    steps = {}
+        base = dataclasses.replace(base, model=dataclasses.replace(base.model, checkpoint=None))  # the params' checkpoint belongs to its model
+    values["model_args"] = parse_model_args(args.model_arg) if args.model_arg else None
+    if not (args.pretrained or args.random_weights):  # store_true flags: only a given one overrides
+        values["pretrained"] = values["random_weights"] = None
     if args.steps is not None:
-        warmup = min(_default(SynthesisConfig, "warmup_steps"), max(0, args.steps // 5))
-        steps = dict(steps_per_round=args.steps, warmup_steps=warmup)
-    synth = dataclasses.replace(base.synthesis, **_given(
-        method=args.calib, seed=args.seed, num_samples=args.num_samples, precision=args.precision,
-        compile=args.compile, cuda_graphs=args.cuda_graphs, entropy_estimator=args.entropy_estimator), **steps)
-    recon = dataclasses.replace(base.reconstruct, **_given(enabled=args.reconstruct, iters=args.reconstruct_iters))
-    adaptive = dataclasses.replace(base.adaptive, **_given(rounds=args.v2_rounds, student=args.v2_student))
-    runtime = dataclasses.replace(base.runtime, **_given(device=args.device, dataset=args.dataset,
-                                                         calib_dataset=args.calib_dataset))
-    export = dataclasses.replace(base.export, **_given(weight_type=getattr(args, "weight_type", None)))
-    return dataclasses.replace(base, model=model, quant=quant, synthesis=synth, reconstruct=recon, adaptive=adaptive,
-                               runtime=runtime, export=export), \
+        values["steps_per_round"] = args.steps
+        values["warmup_steps"] = min(_default(SynthesisConfig, "warmup_steps"), max(0, args.steps // 5))
+    return apply_overrides(base, values), \
         (path if (args.params or path.is_file()) else None)
 
 
@@ -192,7 +177,7 @@ def _run(args: argparse.Namespace):
     from psaq.allocator import keep_freed_memory
     from psaq.cores import use_threads
     from psaq.device import resolve_device
-    from psaq.pipeline import Point, inline_runner, record, submit_points
+    from psaq.pipeline import inline_runner, point_of, record, submit_points
     from psaq.store import Store
 
     from psaq.models.loader import require_known
@@ -202,8 +187,7 @@ def _run(args: argparse.Namespace):
     resolve_device(params.runtime.device)  # refuse a missing GPU before any work
     threads = use_threads(params.runtime.threads)
     memory = keep_freed_memory(params.runtime.keep_freed_memory)
-    point = Point(params.model.train_seed, params.synthesis.method, params.synthesis.seed, params.quant.tag,
-                  params.quant.act_observer)
+    point = point_of(params)
     store = Store(args.store or os.environ.get("PSAQ_PROJECT", "."))
     store.clean_stale()
     from psaq.stages.data import describe

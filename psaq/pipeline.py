@@ -50,6 +50,12 @@ class Point:
         return dataclasses.asdict(self)
 
 
+def point_of(params: Params) -> Point:
+    """The one point that params.yaml's own sections name (what ``psaq quantize`` and the ``quantize`` flow run)."""
+    return Point(params.model.train_seed, params.synthesis.method, params.synthesis.seed, params.quant.tag,
+                 params.quant.act_observer)
+
+
 def grid_points(params: Params, allow_large: bool = False) -> list[Point]:
     g = params.grid
     pts = [Point(*p) for p in itertools.product(g.train_seeds, g.methods, g.seeds, g.bits, g.observers)]
