@@ -34,7 +34,7 @@ from psaq import cancel
 from psaq.data import InputSpec
 from psaq.errors import ConfigError, SynthesisDivergedError, check_seed
 from psaq.quant.layers import QuantConv2d, QuantLinear
-from psaq.quant.quantizers import ActQuantizer, Log2Quantizer, round_ste
+from psaq.quant.quantizers import ActQuantizer, Log2Quantizer, learning, round_ste
 from psaq.synth.config import SynthesisConfig
 from psaq.synth.entropy import KdeSettings, block_entropies
 from psaq.synth.hooks import AttentionOutputHooks
@@ -115,23 +115,12 @@ def _student_parameters(student: nn.Module, parts: str) -> Iterator[tuple[list[_
     # every activation quantizer passes gradients straight through, so the images in (a) and the
     # weights in (b) see the whole student (the official rounding has no gradient)
     every_act = [m for m in student.modules() if isinstance(m, ActQuantizer)]
-    for m in every_act:
-        m.straight_through = True
-    for lw in latents:
-        lw.quantizer.soft_rounding = lw.soft
-    for a in acts:
-        a.learned_scale = nn.Parameter(a.scale.detach().clone())
-    try:
-        yield latents, acts
-    finally:
-        for lw in latents:
-            lw.harden()
-            lw.quantizer.soft_rounding = None
-        for a in acts:
-            a.set_qparams(a.learned_scale.detach().abs().clamp_min(1e-8).reshape(-1), a.zero_point.reshape(-1))
-            a.learned_scale = None
-        for m in every_act:
-            m.straight_through = False
+    with learning(every_act, scales=acts, straight_through=True, rounding={lw.quantizer: lw.soft for lw in latents}):
+        try:
+            yield latents, acts
+        finally:
+            for lw in latents:
+                lw.harden()
 
 
 def _requires_grad(params: list[torch.Tensor], flag: bool) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
@@ -25,8 +28,8 @@ class ActQuantizer(nn.Module):
     fake-quantizes with the frozen scale). ``folded``: calibrated per channel, then turned into a
     per-tensor quantizer by ``psaq.quant.fold`` (its scales go into the layers around it).
 
-    Reconstruction (``psaq.quant.reconstruct``) can make the scale learnable (``learn_scale``,
-    LSQ: straight-through rounding) and drop quantization at random (``drop_prob``, QDrop).
+    Inside ``learning(...)`` (below) its scale can be a parameter (LSQ: straight-through rounding),
+    its gradient pass straight through round(), and its quantization be dropped at random (QDrop).
     """
 
     def __init__(self, bits: int, observer: str = "minmax", site: str = "", axis: int | None = None,
@@ -156,8 +159,8 @@ QUANTIZER_KINDS: dict[str, type[ActQuantizer]] = {"uniform": ActQuantizer, "log2
 class WeightQuantizer(nn.Module):
     """Symmetric per-output-channel weight quantizer; needs no data, so qparams are set at wrap time.
 
-    Reconstruction can learn each weight's rounding (``soft_rounding``, AdaRound): while it is set,
-    the forward pass uses floor(W/s) + h(V) instead of round(W/s)."""
+    Inside ``learning(rounding=...)`` its rounding is replaced (AdaRound's floor(W/s) + h(V) instead of
+    round(W/s), V2's latent weights)."""
 
     def __init__(self, weight: torch.Tensor, bits: int, observer: str = "minmax", axis: int = 0, **observer_options):
         super().__init__()
@@ -212,3 +215,36 @@ class WeightQuantizer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, per-channel axis={self.axis}"
+
+
+@contextmanager
+def learning(acts: Iterable[ActQuantizer] = (), *, scales: Iterable[ActQuantizer] = (), straight_through: bool = False,
+             drop_prob: float = 0.0, rounding: dict[WeightQuantizer, Callable[[torch.Tensor], torch.Tensor]] | None = None,
+             ) -> Iterator[list[nn.Parameter]]:
+    """Quantizers with learning parts swapped in for the duration; on exit, whatever happened, every
+    part is back to its default and each learned scale is frozen into its quantizer's qparams.
+
+    ``acts``: activation quantizers whose gradient passes straight through round() (``straight_through``)
+    and whose output keeps the float value with probability ``drop_prob`` in training mode (QDrop).
+    ``scales``: activation quantizers whose scale becomes a parameter (LSQ), yielded in this order.
+    ``rounding``: a weight quantizer → the callable that replaces its rounding (AdaRound's soft
+    rounding, V2's latent weights). The caller writes hardened weights before the block ends.
+    """
+    acts, scales, rounding = list(acts), list(scales), dict(rounding or {})
+    for a in acts:
+        a.straight_through, a.drop_prob = straight_through, drop_prob
+    for wq, fn in rounding.items():
+        wq.soft_rounding = fn
+    for a in scales:
+        a.learned_scale = nn.Parameter(a.scale.detach().clone())
+    try:
+        yield [a.learned_scale for a in scales]
+    finally:
+        for wq in rounding:
+            wq.soft_rounding = None
+        for a in scales:
+            if a.learned_scale is not None:
+                a.set_qparams(a.learned_scale.detach().abs().clamp_min(1e-8).reshape(-1), a.zero_point.reshape(-1))
+                a.learned_scale = None
+        for a in acts:
+            a.straight_through, a.drop_prob = False, 0.0

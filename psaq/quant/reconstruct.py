@@ -26,7 +26,7 @@ from psaq import cancel
 from psaq.errors import ConfigError, check_seed
 from psaq.families import family_of
 from psaq.quant.layers import QuantConv2d, QuantLinear
-from psaq.quant.quantizers import ActQuantizer, Log2Quantizer
+from psaq.quant.quantizers import ActQuantizer, Log2Quantizer, learning
 
 ZETA, GAMMA = 1.1, -0.1  # the rectified sigmoid's stretch (AdaRound)
 
@@ -114,7 +114,6 @@ class _AdaRound:
         """Weights onto the grid by the learned rounding; the scale stays the one it was learned with."""
         q = torch.clamp(self.floor + (self.h() >= 0.5).to(self.floor.dtype), self.qmin, self.qmax)
         self.layer.weight.copy_((q * self.scale).to(self.layer.weight.dtype))
-        self.layer.weight_quantizer.soft_rounding = None
 
 
 def reconstruct(qmodel: nn.Module, float_model: nn.Module, images: torch.Tensor, cfg: ReconstructConfig,
@@ -152,50 +151,40 @@ def _tune_block(block: nn.Module, x: torch.Tensor, target: torch.Tensor, cfg: Re
     rounders = [_AdaRound(m) for m in block.modules() if isinstance(m, (QuantLinear, QuantConv2d))]
     acts = [m for m in block.modules() if isinstance(m, ActQuantizer) and not isinstance(m, Log2Quantizer)
             and bool(m.calibrated)]
-    for r in rounders:
-        r.layer.weight_quantizer.soft_rounding = r.soft
     dropped = [m for m in block.modules() if isinstance(m, ActQuantizer)]  # log2 ones too: no scale to learn
-    for a in acts:
-        a.learned_scale = nn.Parameter(a.scale.detach().clone())
-    for m in dropped:
-        m.drop_prob = cfg.drop_prob
-    opt_round = torch.optim.Adam([r.v for r in rounders], lr=cfg.lr_rounding)
-    opt_scale = torch.optim.Adam([a.learned_scale for a in acts], lr=cfg.lr_scale) if acts else None
-    warm = int(cfg.warmup * cfg.iters)
     losses: list[float] = []
-    block.train()
-    try:
-        for it in range(cfg.iters):
-            cancel.check()
-            out = block(x)
-            rec = F.mse_loss(out, target)
-            if it < warm:
-                beta, reg = cfg.beta[0], torch.zeros((), device=x.device)
-            else:
-                t = (it - warm) / max(1, cfg.iters - warm)
-                beta = cfg.beta[1] + 0.5 * (cfg.beta[0] - cfg.beta[1]) * (1 + math.cos(math.pi * t))
-                reg = cfg.round_weight * sum(r.regularizer(beta) for r in rounders)
-            loss = rec + reg
-            opt_round.zero_grad(set_to_none=True)
-            if opt_scale:
-                opt_scale.zero_grad(set_to_none=True)
-            loss.backward()
-            opt_round.step()
-            if opt_scale:
-                opt_scale.step()
-            if it % 10 == 0 or it == cfg.iters - 1:
-                if not torch.isfinite(loss):
-                    raise ConfigError(f"reconstruction diverged (loss {loss.item()}); lower reconstruct.lr_scale")
-                losses.append(float(rec.detach()))
-            bar.update(1)
-    finally:
-        block.eval()
-        for r in rounders:
-            r.harden()
-        for a in acts:
-            if a.learned_scale is not None:
-                a.set_qparams(a.learned_scale.detach().abs().clamp_min(1e-8).reshape(-1), a.zero_point.reshape(-1))
-                a.learned_scale = None
-        for m in dropped:
-            m.drop_prob = 0.0
+    with learning(dropped, scales=acts, drop_prob=cfg.drop_prob,
+                  rounding={r.layer.weight_quantizer: r.soft for r in rounders}) as learned_scales:
+        opt_round = torch.optim.Adam([r.v for r in rounders], lr=cfg.lr_rounding)
+        opt_scale = torch.optim.Adam(learned_scales, lr=cfg.lr_scale) if acts else None
+        warm = int(cfg.warmup * cfg.iters)
+        block.train()
+        try:
+            for it in range(cfg.iters):
+                cancel.check()
+                out = block(x)
+                rec = F.mse_loss(out, target)
+                if it < warm:
+                    beta, reg = cfg.beta[0], torch.zeros((), device=x.device)
+                else:
+                    t = (it - warm) / max(1, cfg.iters - warm)
+                    beta = cfg.beta[1] + 0.5 * (cfg.beta[0] - cfg.beta[1]) * (1 + math.cos(math.pi * t))
+                    reg = cfg.round_weight * sum(r.regularizer(beta) for r in rounders)
+                loss = rec + reg
+                opt_round.zero_grad(set_to_none=True)
+                if opt_scale:
+                    opt_scale.zero_grad(set_to_none=True)
+                loss.backward()
+                opt_round.step()
+                if opt_scale:
+                    opt_scale.step()
+                if it % 10 == 0 or it == cfg.iters - 1:
+                    if not torch.isfinite(loss):
+                        raise ConfigError(f"reconstruction diverged (loss {loss.item()}); lower reconstruct.lr_scale")
+                    losses.append(float(rec.detach()))
+                bar.update(1)
+        finally:
+            block.eval()
+            for r in rounders:
+                r.harden()
     return losses
