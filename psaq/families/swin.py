@@ -23,12 +23,12 @@ class QuantWindowAttention(nn.Module):
     the scores after adding the bias. The shifted-window mask is added after the last tap, so its
     −100 entries never set a range."""
 
-    SITES = ("attn.qkv", "attn.scores", "attn.rel_pos_table", "attn.biased_scores", "attn.probs")
+    TAPPED = ("attn.qkv", "attn.scores", "attn.rel_pos_table", "attn.biased_scores", "attn.probs")
 
     def __init__(self, inner: WindowAttention, config, plan):
         super().__init__()
         self.inner = inner
-        self.taps = plan.taps(self.SITES)
+        self.taps = plan.taps(self.TAPPED)
 
     def _rel_pos_bias(self) -> torch.Tensor:
         m = self.inner
@@ -55,12 +55,12 @@ class QuantWindowAttention(nn.Module):
 class QuantSwinBlock(nn.Module):
     """timm ``SwinTransformerBlock`` with taps at both LayerNorm outputs and both residual sums."""
 
-    SITES = BLOCK_TAPS
+    TAPPED = BLOCK_TAPS
 
     def __init__(self, inner: SwinTransformerBlock, config, plan):
         super().__init__()
         self.inner = inner
-        self.taps = plan.taps(self.SITES)
+        self.taps = plan.taps(self.TAPPED)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         m, t = self.inner, self.taps

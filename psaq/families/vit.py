@@ -27,12 +27,12 @@ class QuantViTAttention(nn.Module):
     """timm ``Attention`` with taps at the qkv output and at q·kᵀ·scale (computed in the
     official order: the product, then the scale)."""
 
-    SITES = ("attn.qkv", "attn.scores", "attn.probs")
+    TAPPED = ("attn.qkv", "attn.scores", "attn.probs")
 
     def __init__(self, inner: Attention, config, plan):
         super().__init__()
         self.inner = inner
-        self.taps = plan.taps(self.SITES)
+        self.taps = plan.taps(self.TAPPED)
 
     def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None, is_causal: bool = False) -> torch.Tensor:
         m = self.inner
@@ -54,12 +54,12 @@ class QuantViTAttention(nn.Module):
 class QuantViTBlock(nn.Module):
     """timm ``Block`` with taps at both LayerNorm outputs and both residual sums."""
 
-    SITES = BLOCK_TAPS
+    TAPPED = BLOCK_TAPS
 
     def __init__(self, inner: Block, config, plan):
         super().__init__()
         self.inner = inner
-        self.taps = plan.taps(self.SITES)
+        self.taps = plan.taps(self.TAPPED)
 
     def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None, is_causal: bool = False) -> torch.Tensor:
         m, t = self.inner, self.taps
@@ -77,7 +77,7 @@ class QuantPosEmbed(nn.Module):
     leaves a zero buffer in its place: timm then adds zeros (exact) and hands the concatenated
     tokens here, where the real parameter is added."""
 
-    SITES = ("prefix_concat", "pos_embed", "pos_sum")
+    TAPPED = ("prefix_concat", "pos_embed", "pos_sum")
 
     def __init__(self, model: VisionTransformer, plan):
         super().__init__()
@@ -85,7 +85,7 @@ class QuantPosEmbed(nn.Module):
             raise ConfigError("quantizing around the positional embedding needs a ViT that adds it after "
                               "prepending the class token at a fixed size (no dynamic_img_size, no no_embed_class)")
         self.inner = model.pos_drop
-        self.taps = plan.taps(self.SITES)
+        self.taps = plan.taps(self.TAPPED)
         self.owns_embedding = "prefix_concat" in plan or "pos_embed" in plan
         if self.owns_embedding:
             self.pos_embed = model.pos_embed
@@ -100,7 +100,7 @@ class QuantPosEmbed(nn.Module):
 
 def quantize_vit_sites(model: VisionTransformer, config, plan) -> VisionTransformer:
     """The sites around the positional embedding, where the site set has any."""
-    if model.pos_embed is not None and any(site in plan for site in QuantPosEmbed.SITES):
+    if model.pos_embed is not None and any(site in plan for site in QuantPosEmbed.TAPPED):
         model.pos_drop = QuantPosEmbed(model, plan)
     return model
 

@@ -26,7 +26,7 @@ class QuantConfig:
     act_observer: str = "minmax"
     weight_observer: str = "minmax"
     percentile: float = 99.99
-    sites: str = "official"
+    sites: str = "official"  # the name of a site set (SITE_SETS), not a list of sites (SITE_NAMES)
     calibrate_with_quantized_weights: bool = False
 
     def __post_init__(self) -> None:

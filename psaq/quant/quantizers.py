@@ -36,7 +36,7 @@ class ActQuantizer(nn.Module):
                  folded: bool = False, **observer_options):
         super().__init__()
         self.bits = bits
-        self.site = site  # which tensor (a name of psaq.quant.sites.SITES)
+        self.site = site  # which tensor (a name of psaq.quant.sites.SITE_NAMES)
         self.axis, self.folded = axis, folded
         self.observer_name = observer
         self.observer_options = observer_options

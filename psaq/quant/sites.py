@@ -1,6 +1,6 @@
 """Quantizer sites as data: which activations are quantized, and how, is a value.
 
-A *site* is one named tensor of a ViT or Swin forward pass (``SITES`` says which). A
+A *site* is one named tensor of a ViT or Swin forward pass (``SITE_NAMES`` says which). A
 ``SiteSpec`` puts a quantizer there: its kind, bits, granularity and observer (``None``
 takes the ``QuantConfig``'s activation bits and observer). A *site set* is a recipe that
 gives each model family (``psaq.families``) its specs from the site names the family declares;
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from psaq.families import Family
 
 # Every site a wrapper can quantize, with the tensor it is.
-SITES: dict[str, str] = {
+SITE_NAMES: dict[str, str] = {
     "input": "the input image (input of the patch-embedding convolution)",
     "patch_embed.proj": "the patch-embedding convolution's output, before its norm (Swin)",
     "patch_embed": "the patch embedding's output",
@@ -85,8 +85,8 @@ class SiteSpec:
     observer: str | None = None
 
     def __post_init__(self) -> None:
-        if self.site not in SITES:
-            raise ConfigError(f"unknown quantizer site '{self.site}'; known: {', '.join(SITES)}")
+        if self.site not in SITE_NAMES:
+            raise ConfigError(f"unknown quantizer site '{self.site}'; known: {', '.join(SITE_NAMES)}")
         if self.kind not in ACTIVATION_KINDS:
             raise ConfigError(f"site '{self.site}': unknown quantizer kind '{self.kind}'; known: {', '.join(ACTIVATION_KINDS)}")
         if self.granularity not in GRANULARITIES:
