@@ -16,9 +16,12 @@ artifact. Upstream inputs are read from the upstream stages' views.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
+import io
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -28,8 +31,9 @@ from psaq.cores import use_threads
 from psaq.errors import ArtifactError, ConfigError
 from psaq.io import read_json, write_json
 from psaq.params import Params, load_params
-from psaq.pipeline import GRID_STAGES, Point, grid_points, record, run_stage, settings, uses_store
+from psaq.pipeline import GRID_STAGES, Inline, Point, grid_points, record, report_inputs, run_stage, settings, uses_store
 from psaq.stages import report
+from psaq.stages.report import publish_view
 from psaq.stages.graph import GRAPH, POINT_STEM
 from psaq.stages.common import Weights
 from psaq.content import file_sha256
@@ -119,9 +123,6 @@ def run_point_stage(name: str, params: Params, store: Store, args) -> None:
 
 
 def run_report(params: Params, store: Store, args) -> None:
-    from psaq.pipeline import Inline, report_inputs
-    from psaq.stages.report import publish_view
-
     jobs, records = [], []
     for p in grid_points(params, allow_large=True):
         job = {"point": p, **{stage: Inline(read_output(stage, p)) for stage in ("model", "samples", "reconstruct", "evaluate")},
@@ -177,8 +178,6 @@ def locked_stages(lock: Path = Path("dvc.lock")) -> set[str]:
 
 
 def _dvc(*args: str) -> str:
-    import subprocess
-
     done = subprocess.run([sys.executable, "-m", "dvc", *args], capture_output=True, text=True)
     if done.returncode != 0:
         reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
@@ -203,9 +202,6 @@ def sync(params: Params, progress: bool = True) -> tuple[list[str], list[str]]:
     artifact, as the stage command would, but in one process, then ``dvc commit`` them, so that
     ``dvc repro`` reruns only what the store lacks instead of starting Python once per stage.
     Returns (the stages recorded, the stages dvc.lock lacked or held out of date)."""
-    import contextlib
-    import io
-
     from tqdm.auto import tqdm
 
     items = dvc_items(params)
