@@ -6,6 +6,10 @@ import torch
 from psaq.quant.quantizers import ActQuantizer, Log2Quantizer, WeightQuantizer, learning
 
 
+def _weights():
+    return torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+
+
 def _calibrated(bits=4):
     q = ActQuantizer(bits)
     q.set_qparams(torch.tensor([0.1]), torch.tensor([7.0]))
@@ -14,7 +18,7 @@ def _calibrated(bits=4):
 
 def test_parts_are_swapped_inside_and_defaults_back_after():
     act, log2 = _calibrated(), Log2Quantizer(4)
-    wq = WeightQuantizer(torch.randn(4, 3), 4)
+    wq = WeightQuantizer(_weights(), 4)
     soft = lambda w: w * 0  # noqa: E731
     with learning([act, log2], scales=[act], straight_through=True, drop_prob=0.25, rounding={wq: soft}) as learned:
         assert learned == [act.learned_scale] and isinstance(act.learned_scale, torch.nn.Parameter)
@@ -30,7 +34,7 @@ def test_parts_are_swapped_inside_and_defaults_back_after():
 
 def test_an_error_inside_still_restores_every_part():
     act = _calibrated()
-    wq = WeightQuantizer(torch.randn(4, 3), 4)
+    wq = WeightQuantizer(_weights(), 4)
     with pytest.raises(RuntimeError, match="boom"):
         with learning([act], scales=[act], straight_through=True, drop_prob=0.5, rounding={wq: lambda w: w}):
             raise RuntimeError("boom")
