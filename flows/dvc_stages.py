@@ -33,7 +33,6 @@ from psaq.io import read_json, write_json
 from psaq.params import Params, load_params
 from psaq.pipeline import GRID_STAGES, Inline, Point, grid_points, record, report_inputs, run_stage, settings, uses_store
 from psaq.stages import report
-from psaq.stages.report import publish_view
 from psaq.stages.graph import GRAPH, POINT_STEM
 from psaq.stages.common import Weights
 from psaq.content import file_sha256
@@ -87,7 +86,7 @@ def _point(args) -> Point:
 
 def read_output(stage: str, point: Point):
     """An upstream stage's output for this point, as the stage's function returned it, from its view."""
-    item = {k: getattr(point, k) for k in GRAPH[stage].matrix}
+    item = GRAPH[stage].coords(point)
     if not uses_store(stage):  # a record of what it read (the data's fingerprints)
         return read_json(_upstream(stage, view(stage, **item)))
     if stage == "model":  # where the weights are and their hash
@@ -105,7 +104,7 @@ def run_point_stage(name: str, params: Params, store: Store, args) -> None:
     flows and the command line give it (``psaq.pipeline``), read from the upstream views; then its
     output is put where its view says."""
     stage, point = GRAPH[name], _point(args)
-    item = {k: getattr(point, k) for k in stage.matrix}
+    item = stage.coords(point)
     upstream = {GRAPH[up].passes_as: read_output(up, point) for up in stage.needs}
     out, built = run_stage(name, store, **settings(name, params, point), **upstream)
     if isinstance(out, Artifact):
@@ -131,7 +130,7 @@ def run_report(params: Params, store: Store, args) -> None:
         records.append(record(job))
     art, built = report.run(store, **report_inputs(params, jobs, records), title=f"psaq benchmark: {params.model.name}")
     folder = Path(view("report", model=params.model.name)).parent
-    publish_view(art, folder)
+    report.publish_view(art, folder)
     print(f"report: {'built' if built else 'reused'} {art.path} → {folder}/")
 
 

@@ -97,10 +97,20 @@ RUNNER_ARGS = ("store", "progress")  # given by the runner, not by params.yaml
 
 
 @lru_cache(maxsize=None)
+def _parameters(fn: Callable) -> tuple[str, ...]:
+    return tuple(inspect.signature(fn).parameters)
+
+
+def _arguments(stage: str) -> tuple[str, ...]:
+    """The names a stage's ``run`` takes (read once per function, not at every submit)."""
+    return _parameters(RUN[stage])
+
+
+@lru_cache(maxsize=None)
 def setting_names(stage: str) -> tuple[str, ...]:
     """The arguments of a stage's ``run`` that are settings: all but its upstream outputs and the runner's."""
     upstream = {GRAPH[up].passes_as for up in GRAPH[stage].needs}
-    names = tuple(n for n in inspect.signature(RUN[stage]).parameters if n not in upstream and n not in RUNNER_ARGS)
+    names = tuple(n for n in _arguments(stage) if n not in upstream and n not in RUNNER_ARGS)
     unknown = [n for n in names if n not in SETTINGS and n not in SECTIONS]
     if unknown:
         raise TypeError(f"stage '{stage}' takes {unknown}, which are neither its upstream outputs, nor in SETTINGS, "
@@ -115,7 +125,7 @@ def settings(stage: str, params: Params, point: Point) -> dict[str, Any]:
 
 def uses_store(stage: str) -> bool:
     """False for a stage that only reads (``data`` fingerprints the datasets) and builds nothing."""
-    return "store" in inspect.signature(RUN[stage]).parameters
+    return "store" in _arguments(stage)
 
 
 def run_stage(stage: str, store: Store, **inputs) -> tuple[Any, bool]:
@@ -124,7 +134,7 @@ def run_stage(stage: str, store: Store, **inputs) -> tuple[Any, bool]:
 
 
 def takes_progress(stage: str) -> bool:
-    return "progress" in inspect.signature(RUN[stage]).parameters
+    return "progress" in _arguments(stage)
 
 
 class Inline:

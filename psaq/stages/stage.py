@@ -31,9 +31,13 @@ class Stage:
     def code_files(self) -> list[str]:
         return [p.relative_to(ROOT).as_posix() for p in closure(self.module)]
 
+    def coords(self, point) -> dict:
+        """The point's coordinates along this stage's grid dimensions (what its views are formatted with)."""
+        return {k: getattr(point, k) for k in self.matrix}
+
     def item(self, point) -> tuple:
-        """The point's coordinates along this stage's grid dimensions: points with equal items share its run."""
-        return tuple(getattr(point, k) for k in self.matrix)
+        """The same as a key: points with equal items share the stage's run."""
+        return tuple(self.coords(point).values())
 
 
 # a grid point's coordinates, and the file stem of a per-point stage's views
