@@ -4,6 +4,7 @@ Each command runs one stage of one grid point with the same function, key and st
 Prefect flows and the command line, then points the stage's fixed DVC path (its view) at the
 artifact. Upstream inputs are read from the upstream stages' views.
 
+    python -m flows.dvc_stages code                  # each stage's code fingerprint (what DVC compares)
     python -m flows.dvc_stages data
     python -m flows.dvc_stages model --train-seed 0
     python -m flows.dvc_stages samples --train-seed 0 --method psaq --seed 0
@@ -31,7 +32,8 @@ from psaq.cores import use_threads
 from psaq.errors import ArtifactError, ConfigError
 from psaq.io import read_json, write_json
 from psaq.params import Params, load_params
-from psaq.pipeline import GRID_STAGES, Inline, Point, grid_points, record, report_inputs, run_stage, settings, uses_store
+from psaq.pipeline import (GRID_STAGES, Inline, Point, grid_points, reads_outside, record, report_inputs, run_stage,
+                           settings, uses_store)
 from psaq.stages import report
 from psaq.stages.graph import GRAPH, POINT_STEM
 from psaq.stages.common import Weights
@@ -160,7 +162,7 @@ def dvc_items(params: Params) -> list[tuple[str, argparse.Namespace]]:
     """Every stage of ``dvc.yaml`` for this grid, in graph order: (DVC's stage name, the stage
     command's arguments). DVC names a matrix stage ``stage@v1-v2-…`` in the matrix's key order."""
     points = grid_points(params, allow_large=True)
-    items = []
+    items = [(CODE, argparse.Namespace())]
     for name, stage in GRAPH.items():
         for values in dict.fromkeys(tuple(getattr(p, k) for k in stage.matrix) for p in points):
             args = argparse.Namespace(**{"train_seed": 0, "method": None, "seed": None, "bits": None,
@@ -195,6 +197,18 @@ def _lock_is_newest() -> bool:
     return newest <= lock.stat().st_mtime
 
 
+def refresh_dvc_yaml(params: Params, path: Path = Path("dvc.yaml")) -> str | None:
+    """Rewrite dvc.yaml where it is not what the graph and these params generate (params.yaml
+    made a stage read files outside the project, or back); a line saying so, or None."""
+    generated = dvc_yaml(params)
+    if path.is_file() and path.read_text() == generated:
+        return None
+    path.write_text(generated)
+    outside = reads_outside(params)
+    return "sync: dvc.yaml regenerated" + ("; " + "; ".join(f"stage '{s}' reads {w}, so it runs on every repro"
+                                                              for s, w in outside.items()) if outside else "")
+
+
 def sync(params: Params, progress: bool = True) -> tuple[list[str], list[str]]:
     """Record in dvc.lock the stages whose artifacts the store already holds (all of them after
     ``make run``, or after an edit to code every stage depends on): point each view at its
@@ -203,6 +217,9 @@ def sync(params: Params, progress: bool = True) -> tuple[list[str], list[str]]:
     Returns (the stages recorded, the stages dvc.lock lacked or held out of date)."""
     from tqdm.auto import tqdm
 
+    refreshed = refresh_dvc_yaml(params)
+    if refreshed:
+        print(refreshed)
     items = dvc_items(params)
     locked = locked_stages()
     if all(name in locked for name, _ in items) and _lock_is_newest():
@@ -230,7 +247,29 @@ def sync(params: Params, progress: bool = True) -> tuple[list[str], list[str]]:
     return targets, sorted(stale & {name for name, _ in items})
 
 
-POINT_STAGES = {**{name: functools.partial(run_point_stage, name) for name in GRAPH if name not in GRID_STAGES},
+# --- code: what DVC compares instead of every stage's source files ------------------------------
+
+CODE = "code"  # a DVC stage of its own, ahead of the graph
+CODE_VIEW = "pipeline/code/{stage}.json"
+
+
+def code_files(name: str) -> list[str]:
+    """The files a stage's DVC command runs: its import closure, and the code that turns
+    params.yaml into its config and runs it."""
+    return list(dict.fromkeys([*GRAPH[name].code_files(), *CONFIG_FILES]))
+
+
+def write_code_views(params: Params | None = None, store: Store | None = None, args=None) -> None:
+    """One file per stage naming the code it runs, by hash: it changes exactly when that code
+    does, so a stage depends on one file instead of its 30-odd sources (DVC checks 160 stages'
+    dependencies on every repro: 12 s with the sources, a few with these)."""
+    for name, stage in GRAPH.items():
+        write_json(Path(CODE_VIEW.format(stage=name)),
+                   {"stage": name, "code": stage.code, "files": {f: file_sha256(f) for f in code_files(name)}})
+
+
+POINT_STAGES = {CODE: write_code_views,
+                **{name: functools.partial(run_point_stage, name) for name in GRAPH if name not in GRID_STAGES},
                 "report": run_report}
 
 
@@ -241,10 +280,14 @@ MATRIX_SOURCES = {"train_seed": "${grid.train_seeds}", "method": "${grid.methods
 HEADER = """\
 # GENERATED from psaq.stages.graph.GRAPH by `python -m flows.dvc_stages write-dvc-yaml`; do not edit.
 # A test fails when this file differs from what the graph generates.
-# Each stage's deps are the psaq source files it imports, the command and the code that builds
-# its config from params.yaml, and the upstream outputs it reads; its params are the params.yaml
-# keys it reads. Outputs are fixed-path views of the shared content-addressed store (models/,
-# data/, metrics/ …) that the flows and the CLI use.
+# Stage `code` writes pipeline/code/<stage>.json: the hash of the psaq source files a stage
+# imports and of the code that builds its config from params.yaml and runs it (DVC then checks
+# one file per stage instead of 30-odd). Each stage's deps are that file and the upstream outputs
+# it reads; its params are the params.yaml keys it reads. Outputs are fixed-path views of the
+# shared content-addressed store (models/, data/, metrics/ …) that the flows and the CLI use. A
+# stage that params.yaml makes read files outside the project (a dataset folder, a checkpoint,
+# timm's cache) is always_changed: it hashes them itself. `make repro` regenerates this file when
+# params.yaml changes that.
 """
 
 
@@ -254,10 +297,13 @@ RUNNER = "flows/run-stage.sh"  # finds the project's interpreter: DVC runs comma
 CONFIG_FILES = (RUNNER, "flows/dvc_stages.py", "psaq/params.py", "psaq/pipeline.py", "psaq/stages/graph.py")
 
 
-def dvc_yaml() -> str:
+def dvc_yaml(params: Params) -> str:
     import yaml
 
-    stages = {}
+    outside = reads_outside(params)
+    stages: dict = {CODE: {"cmd": f"sh {RUNNER} {CODE}",
+                           "deps": sorted({f for name in GRAPH for f in code_files(name)}),
+                           "outs": [{CODE_VIEW.format(stage=name): {"cache": False}} for name in GRAPH]}}
     for name, stage in GRAPH.items():
         item = {k: f"${{item.{k}}}" for k in stage.matrix}
         flags = "".join(f" --{k.replace('_', '-')} ${{item.{k}}}" for k in stage.matrix)
@@ -265,7 +311,7 @@ def dvc_yaml() -> str:
         if stage.matrix:
             spec["matrix"] = {k: MATRIX_SOURCES[k] for k in stage.matrix}
         spec["cmd"] = f"sh {RUNNER} {name}{flags}"
-        deps = [*stage.code_files(), *CONFIG_FILES]
+        deps = [CODE_VIEW.format(stage=name)]
         for upstream in stage.needs:
             up = GRAPH[upstream]
             if up.matrix and all(k in stage.matrix for k in up.matrix):
@@ -286,11 +332,23 @@ def dvc_yaml() -> str:
             spec["outs"] = [{o: {"cache": False}} for o in outs]
         else:
             spec["outs"] = outs
-        if stage.always_changed:
+        if name in outside:
             spec["always_changed"] = True
         stages[name] = spec
     body = yaml.safe_dump({"vars": ["params.yaml"], "stages": stages}, sort_keys=False, width=120)
     return HEADER + body
+
+
+def check_reruns_outside_reads(stage: str, params: Params, dvc_file: Path = Path("dvc.yaml")) -> None:
+    """A stage that reads files outside the project must run on every repro (DVC cannot see them
+    change); refused when dvc.yaml predates the params.yaml that made it read them."""
+    import yaml
+
+    what = reads_outside(params).get(stage)
+    if what and not ((yaml.safe_load(dvc_file.read_text()) or {}).get("stages", {}).get(stage) or {}).get("always_changed"):
+        raise ConfigError(f"params.yaml makes stage '{stage}' read {what}, outside the project, where DVC cannot see it "
+                          "change, and dvc.yaml does not rerun the stage on every repro: run `make repro` (it "
+                          "regenerates dvc.yaml) or `python -m flows.dvc_stages write-dvc-yaml` first")
 
 
 def check_dvc_grid(params) -> None:
@@ -316,11 +374,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     def run() -> int:
+        params = load_params(args.params)
         if args.stage == "write-dvc-yaml":
-            Path("dvc.yaml").write_text(dvc_yaml())
+            Path("dvc.yaml").write_text(dvc_yaml(params))
             print("wrote dvc.yaml")
             return 0
-        params = load_params(args.params)
         if args.stage == "check-params":
             check_dvc_grid(params)
             return 0
@@ -331,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"sync: {len(recorded)} of {len(stale)} stages found in the store and recorded in dvc.lock; "
                       f"dvc repro runs the rest")
             return 0
+        check_reruns_outside_reads(args.stage, params)
         use_threads(params.runtime.threads)
         keep_freed_memory(params.runtime.keep_freed_memory)
         store = Store(".")

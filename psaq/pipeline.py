@@ -26,7 +26,7 @@ from psaq.io import read_json, read_samples
 from psaq.models import ModelConfig
 from psaq.params import SECTIONS, Params, parse_setting
 from psaq.quant import QuantConfig
-from psaq.stages.graph import GRAPH, RUN
+from psaq.stages.graph import GRAPH, READS_OUTSIDE, RUN
 from psaq.store import Store
 from psaq.synth import SynthesisConfig
 
@@ -126,6 +126,20 @@ def settings(stage: str, params: Params, point: Point) -> dict[str, Any]:
 def uses_store(stage: str) -> bool:
     """False for a stage that only reads (``data`` fingerprints the datasets) and builds nothing."""
     return "store" in _arguments(stage)
+
+
+def reads_outside(params: Params) -> dict[str, str]:
+    """Stage → what it reads outside the project under these params (a dataset folder, a
+    checkpoint, timm's cache), for every grid point; stages that read nothing there are left out."""
+    found: dict[str, str] = {}
+    for stage, fn in READS_OUTSIDE.items():
+        for point in grid_points(params, allow_large=True):
+            args = settings(stage, params, point)
+            what = fn(**{name: args[name] for name in _parameters(fn)})
+            if what:
+                found[stage] = what
+                break
+    return found
 
 
 def run_stage(stage: str, store: Store, **inputs) -> tuple[Any, bool]:

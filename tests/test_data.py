@@ -287,3 +287,29 @@ def test_an_image_too_large_to_read_safely_is_one_clear_line(tmp_path, monkeypat
     data = open_data(DIGITS_SPEC, str(root))
     with pytest.raises(DatasetError, match=r"image '.*\.png' is too large to read safely"):
         data.eval_set[0]
+
+
+def test_a_digits_file_other_than_the_one_psaq_knows_is_refused(tmp_path, monkeypatch):
+    # the built-in dataset is fixed by the code (no stage hashes it again), so its file is checked
+    import shutil
+    from importlib import resources
+
+    from psaq.datasets import digits
+
+    assert digits.checked_source().is_file()
+    package = tmp_path / "sklearn_data"
+    package.mkdir()
+    shutil.copy(digits.checked_source(), package / "digits.csv.gz")
+    with open(package / "digits.csv.gz", "ab") as f:
+        f.write(b"\0")
+    monkeypatch.setattr(digits.resources, "files", lambda name: package)
+    digits.checked_source.cache_clear()
+    try:
+        with pytest.raises(DatasetError, match="does not hold the images psaq was measured on"):
+            digits.checked_source()
+        (package / "digits.csv.gz").unlink()
+        with pytest.raises(DatasetError, match="is missing"):
+            digits.checked_source()
+    finally:
+        digits.checked_source.cache_clear()
+    assert resources.files("sklearn.datasets.data")  # the real module is untouched

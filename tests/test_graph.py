@@ -12,8 +12,66 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_committed_dvc_yaml_is_what_the_graph_generates():
     from flows.dvc_stages import dvc_yaml
+    from psaq.params import load_params
 
-    assert (REPO / "dvc.yaml").read_text() == dvc_yaml(), "run: python -m flows.dvc_stages write-dvc-yaml"
+    committed = (REPO / "dvc.yaml").read_text()
+    assert committed == dvc_yaml(load_params(REPO / "params.yaml")), "run: python -m flows.dvc_stages write-dvc-yaml"
+    # the default reads nothing outside the project: `dvc status` is clean after `dvc repro`
+    assert "always_changed" not in committed.split("stages:", 1)[1]
+
+
+def _params(**sections):
+    import yaml
+
+    from psaq.params import params_from_dict
+
+    data = yaml.safe_load((REPO / "params.yaml").read_text())
+    for section, values in sections.items():
+        data[section].update(values)
+    return params_from_dict(data)
+
+
+def test_only_what_reads_outside_the_project_runs_on_every_repro(tmp_path, monkeypatch):
+    """DVC cannot see a dataset folder, a checkpoint or timm's cache change: those stages hash them
+    themselves and run on every repro. The built-in datasets and psaq's own training are fixed by
+    the code (their files are checked against pinned hashes), so nothing runs for them."""
+    import yaml
+
+    from flows.dvc_stages import dvc_yaml
+    from psaq.pipeline import reads_outside
+
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "images"
+    for cls in ("a", "b"):
+        (folder / cls).mkdir(parents=True)
+    assert reads_outside(_params()) == {}
+    assert reads_outside(_params(model={"name": "fashion-vit"})) == {}
+    assert reads_outside(_params(model={"name": "vit_tiny_patch16_224", "random_weights": True},
+                                 runtime={"dataset": str(folder)})) == {"data": f"the image folder {folder}"}
+    assert set(reads_outside(_params(model={"checkpoint": str(tmp_path / "w.safetensors")}))) == {"model"}
+    assert set(reads_outside(_params(model={"name": "vit_tiny_patch16_224", "pretrained": True},
+                                     runtime={"dataset": str(folder)}))) == {"model", "data"}
+    stages = yaml.safe_load(dvc_yaml(_params(model={"name": "vit_tiny_patch16_224", "random_weights": True},
+                                             runtime={"dataset": str(folder)})))["stages"]
+    assert [name for name, spec in stages.items() if spec.get("always_changed")] == ["data"]
+
+
+def test_a_stage_command_refuses_a_dvc_yaml_that_would_not_rerun_an_outside_read(tmp_path, monkeypatch):
+    from flows.dvc_stages import check_reruns_outside_reads, dvc_yaml
+    from psaq.errors import ConfigError
+
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "images"
+    for cls in ("a", "b"):
+        (folder / cls).mkdir(parents=True)
+    before = _params(model={"name": "vit_tiny_patch16_224", "random_weights": True})
+    after = _params(model={"name": "vit_tiny_patch16_224", "random_weights": True}, runtime={"dataset": str(folder)})
+    (tmp_path / "dvc.yaml").write_text(dvc_yaml(before))
+    check_reruns_outside_reads("data", before)
+    with pytest.raises(ConfigError, match=r"stage 'data' read the image folder .*make repro"):
+        check_reruns_outside_reads("data", after)
+    (tmp_path / "dvc.yaml").write_text(dvc_yaml(after))
+    check_reruns_outside_reads("data", after)
 
 
 def test_each_stage_depends_on_the_code_it_runs_and_not_on_the_rest():
@@ -158,3 +216,21 @@ def test_the_package_has_no_import_cycles():
         if name not in state:
             visit(name, [name])
     assert len(graph) > 50
+
+
+def test_make_repro_regenerates_dvc_yaml_when_params_make_a_stage_read_outside(tmp_path, monkeypatch):
+    from flows.dvc_stages import refresh_dvc_yaml
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "images" / "a").mkdir(parents=True)
+    (tmp_path / "images" / "b").mkdir()
+    dvc_file = tmp_path / "dvc.yaml"
+    dvc_file.write_text((REPO / "dvc.yaml").read_text())
+    assert refresh_dvc_yaml(_params(), dvc_file) is None
+    outside = _params(model={"name": "vit_tiny_patch16_224", "random_weights": True},
+                      runtime={"dataset": str(tmp_path / "images")})
+    line = refresh_dvc_yaml(outside, dvc_file)
+    assert line and "stage 'data' reads the image folder" in line and "always_changed: true" in dvc_file.read_text()
+    assert refresh_dvc_yaml(outside, dvc_file) is None
+    assert refresh_dvc_yaml(_params(), dvc_file) == "sync: dvc.yaml regenerated"
+    assert dvc_file.read_text() == (REPO / "dvc.yaml").read_text()

@@ -16,8 +16,7 @@ from psaq.models import MODELS, ModelConfig
 from psaq.stages.stage import Stage
 
 
-STAGE = Stage("data", __name__, ("model", "runtime"), (), (), ("pipeline/data.json",), "pipeline", "data_fp",
-              always_changed=True)
+STAGE = Stage("data", __name__, ("model", "runtime"), (), (), ("pipeline/data.json",), "pipeline", "data_fp")
 
 
 def default_dataset(model: ModelConfig) -> str | None:
@@ -33,6 +32,16 @@ def describe(model: ModelConfig, dataset: str | None, calib_dataset: str | None)
         return f"{name} test split (built in)", f"{name} train split (built in)"
     roots = resolve_roots(name, calib_dataset)
     return str(roots.eval_dir), str(roots.calib_dir) if roots.calib_dir else "nothing: pass --calib-dataset PATH"
+
+
+def reads_outside(model: ModelConfig, dataset: str | None, calib_dataset: str | None) -> str | None:
+    """The image folders outside the project, which DVC cannot see change (the stage fingerprints
+    them itself, so DVC runs it on every repro); None for a built-in dataset, whose files are
+    checked against pinned hashes where they are read."""
+    name = dataset or default_dataset(model)
+    if name is None or is_builtin(name, calib_dataset, given=dataset is not None):
+        return None
+    return f"the image folder {name}" + (f" and {calib_dataset}" if calib_dataset else "")
 
 
 def run(model: ModelConfig, dataset: str | None, calib_dataset: str | None) -> dict:

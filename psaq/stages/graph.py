@@ -27,5 +27,7 @@ from psaq.stages.stage import POINT, POINT_STEM, Stage
 MODULES = (model, data, fp32, samples, calibrate, reconstruct, evaluate, export, report)
 GRAPH: dict[str, Stage] = {m.STAGE.name: m.STAGE for m in MODULES}
 RUN = {m.STAGE.name: m.run for m in MODULES}  # stage name → (store?, **inputs) → output (data) or (output, built)
+# stage name → (**settings) → what it reads outside the project under these settings, in words, or None
+READS_OUTSIDE = {m.STAGE.name: m.reads_outside for m in MODULES if hasattr(m, "reads_outside")}
 
-__all__ = ["GRAPH", "MODULES", "POINT", "POINT_STEM", "RUN", "Stage"]
+__all__ = ["GRAPH", "MODULES", "POINT", "POINT_STEM", "READS_OUTSIDE", "RUN", "Stage"]

@@ -26,7 +26,18 @@ TRAINING_LOG = ".training.json"  # beside a trained model: wall time, test top-1
 
 
 STAGE = Stage("model", __name__, ("model", "train"), (), ("train_seed",), ("pipeline/models/m{train_seed}.json",),
-              "models", "weights", always_changed=True)
+              "models", "weights")
+
+
+def reads_outside(model: ModelConfig) -> str | None:
+    """The weights' source outside the project, which DVC cannot see change (the stage hashes it
+    itself, so DVC runs it on every repro); None where the code fixes the weights: psaq's own
+    training on a pinned dataset, or a seeded random init."""
+    if model.checkpoint:
+        return f"the checkpoint {model.checkpoint}"
+    if model.name in TRAINERS and not model.random_weights:
+        return None
+    return f"timm's cached weights for {model.name}" if model.pretrained else None
 
 
 def run(store: Store, model: ModelConfig, train: TrainConfig, progress: bool = True) -> tuple[Weights, bool]:

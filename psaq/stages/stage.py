@@ -22,7 +22,6 @@ class Stage:
     folder: str  # where the stage's artifacts live in the store
     passes_as: str  # the argument under which downstream stages receive its output
     kind: str = "outs"  # outs | metrics
-    always_changed: bool = False  # DVC cannot see what it reads (files outside the project): it hashes them itself
 
     @property
     def code(self) -> str:

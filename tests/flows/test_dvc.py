@@ -69,14 +69,14 @@ def test_dvc_repro_shares_the_flows_artifacts_and_reruns_only_what_changed(tmp_p
     objects = sorted(p.relative_to(work) for p in work.glob("models/quantized/*.safetensors"))
     # `make repro` first records what the store holds in one process: no stage command runs for it
     synced = run([sys.executable, "-m", "flows.dvc_stages", "sync"], work, env)
-    assert "9 of 9 stages found in the store" in synced, synced
-    assert stale(run([*dvc, "status"], work, env)) <= {"data", "model@0"}
+    assert "10 of 10 stages found in the store" in synced, synced
+    assert "Data and pipelines are up to date" in run([*dvc, "status"], work, env)
     # a view deleted: DVC's run cache (filled by the commit) puts it back without running anything
     metrics_view = work / "pipeline" / "metrics" / "m0" / "gaussian-s0-W8A8-minmax.json"
     recorded = file_sha256(metrics_view)
     metrics_view.unlink()
     first = run([*dvc, "repro"], work, env)
-    assert ran_stages(first) == {"data", "model@0"}, first
+    assert ran_stages(first) == set(), first  # no stage reads outside the project: none runs each time
     assert "'evaluate@0-gaussian-0-W8A8-minmax' is cached" in first and file_sha256(metrics_view) == recorded
     # its stage command, forced, takes the flow's artifact from the store
     metrics_view.unlink()
@@ -92,24 +92,28 @@ def test_dvc_repro_shares_the_flows_artifacts_and_reruns_only_what_changed(tmp_p
     # the table fits a terminal: the figures users compare, one short row per point
     table = run([*dvc, "metrics", "show"], work, env)
     assert "top1" in table and "agreement" in table and max(map(len, table.splitlines())) <= 160, table
-    # nothing changed: only the stages that hash what DVC cannot see are out of date
-    assert stale(run([*dvc, "status"], work, env)) <= {"data", "model@0"}
+    # nothing changed: nothing is out of date
+    assert "Data and pipelines are up to date" in run([*dvc, "status"], work, env)
 
     # a new bit width: calibration onwards for it, and the report; no synthesis
     write_params(work, grid={"methods": ["gaussian"], "seeds": [0], "bits": ["W8A8", "W8A6"]})
-    reran = stale(run([*dvc, "status"], work, env)) - {"data", "model@0"}
+    reran = stale(run([*dvc, "status"], work, env))
     assert reran == {"calibrate@0-gaussian-0-W8A6-minmax", "reconstruct@0-gaussian-0-W8A6-minmax",
                      "evaluate@0-gaussian-0-W8A6-minmax", "export@0-gaussian-0-W8A6-minmax", "report"}, reran
 
-    # a code change marks exactly the stages that import the file
+    # a code change marks exactly the stages that import the file: DVC sees the file change in
+    # stage `code`, whose run rewrites the code views of just those stages
     with open(work / "psaq" / "synth" / "kde.py", "a") as f:
         f.write("\n# touched\n")
+    assert stale(run([*dvc, "status"], work, env)) - reran == {"code"}  # beside the new width's stages
+    run([*dvc, "repro", "--single-item", "code"], work, env)
     marked = stale(run([*dvc, "status"], work, env))
     assert {"samples@0-gaussian-0", "report"} <= marked
     assert not any(s.startswith(("fp32", "calibrate@0-gaussian-0-W8A8", "evaluate@0-gaussian-0-W8A8", "export@0-gaussian-0-W8A8"))
                    for s in marked), marked
     with open(work / "psaq" / "quant" / "primitives.py", "a") as f:
         f.write("\n# touched\n")
+    run([*dvc, "repro", "--single-item", "code"], work, env)
     marked = stale(run([*dvc, "status"], work, env))
     assert "calibrate@0-gaussian-0-W8A8-minmax" in marked and "export@0-gaussian-0-W8A8-minmax" in marked
     assert not any(s.startswith("fp32") for s in marked), marked
