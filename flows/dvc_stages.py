@@ -346,9 +346,9 @@ def check_reruns_outside_reads(stage: str, params: Params, dvc_file: Path = Path
 
     what = reads_outside(params).get(stage)
     if what and not ((yaml.safe_load(dvc_file.read_text()) or {}).get("stages", {}).get(stage) or {}).get("always_changed"):
-        raise ConfigError(f"params.yaml makes stage '{stage}' read {what}, outside the project, where DVC cannot see it "
-                          "change, and dvc.yaml does not rerun the stage on every repro: run `make repro` (it "
-                          "regenerates dvc.yaml) or `python -m flows.dvc_stages write-dvc-yaml` first")
+        raise ConfigError(f"params.yaml makes stage '{stage}' read {what}, which DVC does not track, and "
+                          "dvc.yaml does not rerun the stage on every repro: run `make repro` (it regenerates "
+                          "dvc.yaml) or `python -m flows.dvc_stages write-dvc-yaml` first")
 
 
 def check_dvc_grid(params) -> None:
