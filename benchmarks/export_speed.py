@@ -7,7 +7,8 @@ For each model, one FP32 ONNX export and from it:
 
 * psaq W8A8 and W4A8 (the paper's quantizers, official sites): QDQ with integer weights (8-bit
   ones as uint8, the default, and as int8, ``export.weight_type: int8``), 4-bit weights as
-  MatMulNBits;
+  MatMulNBits, the attention scores q·kᵀ on QLinearMatMul; and W8A8 with int8 weights and the
+  scores in float (``export.integer_attention: false``), to show what the integer scores gain;
 * ONNX Runtime's ``quantize_static`` of the same FP32 ONNX (QDQ, per-channel int8 weights, uint8
   activations, min/max calibration): the tool a user would otherwise pick.
 
@@ -109,10 +110,14 @@ def bench(name: str, model, calib: torch.Tensor, test: tuple[np.ndarray, np.ndar
         with torch.no_grad():
             sim = np.concatenate([q(torch.from_numpy(images[i:i + 128])).argmax(1).numpy()
                                   for i in range(0, len(images), 128)])
-        for weight_type in (("uint8", "int8") if w == 8 else ("uint8",)):
-            variant = f"psaq {cfg.tag}" + (" int8 weights" if weight_type == "int8" else "")
-            paths[variant] = export_onnx(q, cfg, calib[:1], work / f"{name}-{cfg.tag}-{weight_type}.onnx",
-                                         export=ExportConfig(weight_type=weight_type))
+        exports = [("uint8", True), ("int8", True), ("int8", False)] if w == 8 else [("uint8", True)]
+        for weight_type, integer_attention in exports:
+            variant = (f"psaq {cfg.tag}" + (" int8 weights" if weight_type == "int8" else "")
+                       + ("" if integer_attention else ", float q·kᵀ"))
+            paths[variant] = export_onnx(q, cfg, calib[:1],
+                                         work / f"{name}-{cfg.tag}-{weight_type}-{integer_attention}.onnx",
+                                         export=ExportConfig(weight_type=weight_type,
+                                                             integer_attention=integer_attention))
             simulated[variant] = sim
     paths["ORT quantize_static W8A8"] = ort_quantize_static(paths["FP32"], calib.numpy(), work / f"{name}-ort.onnx")
     sessions = {variant: ort_session(path, THREADS) for variant, path in paths.items()}

@@ -7,7 +7,9 @@ per-tensor uint8 Q/DQ pairs. ONNX Runtime's CPU graph optimizer
 then fuses DQ → MatMul → … into integer kernels (MatMulIntegerToFloat / QLinearMatMul,
 QLinearConv); ``integer_ops`` reports which ran. Bit widths below 8 are stored in 8-bit types
 holding the lower-bit grid, except weights of 4 bits or fewer, which ``onnx_nbits`` stores
-two per byte for ONNX Runtime's ``MatMulNBits``; the model's metadata says which.
+two per byte for ONNX Runtime's ``MatMulNBits``; the model's metadata says which. The attention
+scores q·kᵀ, where both sides and the product are quantized, are rewritten for ``QLinearMatMul``
+(``onnx_graph.integer_attention``; the outputs stay the same).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from psaq.errors import ConfigError
 from psaq.registry import Registry
 from psaq.models.checkpoint import atomic_write
 from psaq.quant.config import QuantConfig
-from psaq.quant.onnx_graph import constant_values, signed_weights
+from psaq.quant.onnx_graph import constant_values, integer_attention, signed_weights
 from psaq.quant.onnx_nbits import to_matmul_nbits
 from psaq.quant.quantize import require_calibrated
 from psaq.quant.quantizers import ActQuantizer, WeightQuantizer
@@ -49,6 +51,8 @@ class ExportConfig:
     """The ``export`` stage's settings (params.yaml ``export:``)."""
 
     weight_type: str = "uint8"  # see WEIGHT_TYPES
+    # q·kᵀ as QLinearMatMul where both sides and the scores are quantized (same outputs, faster)
+    integer_attention: bool = True
 
     def __post_init__(self):
         WEIGHT_TYPES.get(self.weight_type)
@@ -133,6 +137,7 @@ def export_onnx(model: nn.Module, config: QuantConfig, example: torch.Tensor, pa
         grid = f"the signed {config.w_bits}-bit grid [-{2 ** (config.w_bits - 1)}, {2 ** (config.w_bits - 1) - 1}]"
         nbits = to_matmul_nbits(m, config.w_bits)
         signed = export.weight_type == "int8" and signed_weights(m) > 0
+        integer_scores = integer_attention(m) if export.integer_attention else 0
         storage = ("int8 per channel, zero point 0" if signed else "uint8 per channel, zero point 128") + f", holding {grid}"
         if nbits:
             storage = (f"{nbits} of {folded} weights as MatMulNBits (4-bit codes two per byte, zero code 8, the "
@@ -141,6 +146,8 @@ def export_onnx(model: nn.Module, config: QuantConfig, example: torch.Tensor, pa
             "psaq.quant_config": json.dumps(dataclasses.asdict(config)),
             "psaq.weight_storage": storage,
             "psaq.export_config": json.dumps(dataclasses.asdict(export)),
+            "psaq.integer_attention": (f"{integer_scores} attention score products q·kᵀ as QLinearMatMul (the "
+                                       "scale folded into the scores' QuantizeLinear)"),
             "psaq.activation_storage": (f"uint8 per tensor holding the {config.a_bits}-bit grid [0, {2 ** config.a_bits - 1}]"
                                         f" (a Clip before each QuantizeLinear)" if config.a_bits < 8 else "uint8 per tensor"),
             **{f"psaq.{k}": str(v) for k, v in (extra_metadata or {}).items()},

@@ -1,5 +1,5 @@
-"""Reading and rewriting an exported ONNX graph: the constant value behind a tensor name, and
-weights stored as int8 instead of uint8."""
+"""Reading and rewriting an exported ONNX graph: the constant value behind a tensor name,
+weights stored as int8 instead of uint8, and attention scores computed on integer kernels."""
 
 from __future__ import annotations
 
@@ -52,3 +52,83 @@ def signed_weights(onnx_model, stored_zero_point: int = ONNX_WEIGHT_ZERO_POINT) 
     for init in [i for i in graph.initializer if i.name not in used]:
         graph.initializer.remove(init)
     return converted
+
+
+# ops that move or select values without changing them: a tensor behind them is still on the grid
+# of the DequantizeLinear before them
+_VALUE_PRESERVING = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Split", "Gather", "Slice", "Flatten"}
+
+
+def integer_attention(onnx_model) -> int:
+    """Rewrite each product of two quantized activations whose scaled result is quantized
+    (the attention scores, q·kᵀ·scale, at the official sites) so that ONNX Runtime runs it as
+    ``QLinearMatMul``: a QuantizeLinear/DequantizeLinear pair with the source's own parameters
+    right before the MatMul on each side (exact: the values are already on that grid), and the
+    constant scale folded into the output's QuantizeLinear (``Q(y·c; s) = Q(y; s/c)``). Products
+    with a float side (softmax(q·kᵀ)·v, whose probabilities the paper's sites leave float) and
+    sub-8-bit outputs (a Clip sits before their QuantizeLinear) are left as they are. In place;
+    returns how many were rewritten."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    graph = onnx_model.graph
+    consts = constant_values(graph)
+    producer = {out: node for node in graph.node for out in node.output}
+    readers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+
+    def scalar(name: str) -> bool:
+        return name in consts and consts[name].size == 1
+
+    def grid_of(name: str):
+        """The per-tensor DequantizeLinear a tensor comes from through value-preserving ops, or None."""
+        while name in producer:
+            node = producer[name]
+            if node.op_type == "DequantizeLinear":
+                return node if all(scalar(i) for i in node.input[1:3]) and len(node.input) == 3 else None
+            if node.op_type not in _VALUE_PRESERVING:
+                return None
+            name = node.input[0]
+        return None
+
+    inserted: dict[str, list] = {}
+    removed: set[str] = set()  # the Mul nodes folded away, by output
+    for node in graph.node:
+        if node.op_type != "MatMul" or any(i in consts for i in node.input):
+            continue
+        sources = [grid_of(i) for i in node.input]
+        after = readers.get(node.output[0], [])
+        if None in sources or len(after) != 1 or after[0].op_type != "Mul":
+            continue
+        mul = after[0]
+        factor = next((consts[i] for i in mul.input if i != node.output[0] and scalar(i)), None)
+        quantizers = readers.get(mul.output[0], [])
+        if factor is None or float(factor) <= 0 or len(quantizers) != 1 or quantizers[0].op_type != "QuantizeLinear":
+            continue
+        quantize = quantizers[0]
+        if not scalar(quantize.input[1]):
+            continue
+        pairs = []
+        for side, source in enumerate(sources):
+            base = f"{node.name}/input{side}"
+            params = list(source.input[1:3])
+            pairs += [helper.make_node("QuantizeLinear", [node.input[side], *params], [f"{base}/q"], name=f"{base}/Q"),
+                      helper.make_node("DequantizeLinear", [f"{base}/q", *params], [f"{base}/dq"], name=f"{base}/DQ")]
+            node.input[side] = f"{base}/dq"
+        inserted[node.output[0]] = pairs
+        scale = consts[quantize.input[1]]
+        folded = f"{node.name}/output_scale"
+        graph.initializer.append(numpy_helper.from_array((scale / factor).astype(np.float32).reshape(scale.shape), folded))
+        quantize.input[0], quantize.input[1] = node.output[0], folded
+        removed.add(mul.output[0])
+    nodes = []
+    for node in graph.node:
+        if node.output[0] in removed:
+            continue
+        nodes += inserted.get(node.output[0], [])
+        nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return len(inserted)

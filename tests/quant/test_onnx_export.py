@@ -145,3 +145,30 @@ def test_an_unknown_weight_type_is_refused():
 
     with pytest.raises(UnknownNameError, match="did you mean int8"):
         ExportConfig(weight_type="int9")
+
+
+def test_attention_scores_run_on_integer_kernels_with_the_same_outputs(tmp_path, trained_digits):
+    """q·kᵀ with both sides and the scores quantized (the official sites) runs as QLinearMatMul:
+    one per block; the rewrite only moves the scale into the scores' QuantizeLinear, so the
+    logits stay those of the plain QDQ graph. Sub-8-bit scores keep their Clip and are left alone."""
+    from psaq.quant.onnx_export import ExportConfig
+
+    x = digits_split("test").tensors[0][:96]
+    cfg = QuantConfig(w_bits=8, a_bits=8)
+    q = calibrate(quantize_(copy.deepcopy(trained_digits), cfg), first_images(digits_split("train"), 32, 0)[0])
+    paths = {on: export_onnx(q, cfg, x[:2], tmp_path / f"q-{on}.onnx", export=ExportConfig(integer_attention=on))
+             for on in (True, False)}
+    blocks = len(trained_digits.blocks)
+    assert integer_ops(paths[True], tmp_path).get("QLinearMatMul", 0) == blocks
+    assert integer_ops(paths[False], tmp_path).get("QLinearMatMul", 0) == 0
+    meta = {p.key: p.value for p in onnx.load(str(paths[True])).metadata_props}
+    assert meta["psaq.integer_attention"].startswith(f"{blocks} attention score products")
+    logits = {on: ort_session(p, 1).run(None, {"images": x.numpy()})[0] for on, p in paths.items()}
+    assert (logits[True].argmax(1) == logits[False].argmax(1)).mean() >= 0.99
+    spread = float(logits[False].max() - logits[False].min())
+    np.testing.assert_allclose(logits[True], logits[False], atol=0.01 * spread)
+
+    low = QuantConfig(w_bits=8, a_bits=4)
+    q4 = calibrate(quantize_(copy.deepcopy(trained_digits), low), x[:32])
+    path4 = export_onnx(q4, low, x[:2], tmp_path / "q4.onnx")
+    assert {p.key: p.value for p in onnx.load(str(path4)).metadata_props}["psaq.integer_attention"].startswith("0 ")
