@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+import psaq.families.builtin  # noqa: F401 - the tests quantize these families
 from psaq.errors import CheckpointError, NotCalibratedError
 from psaq.models.digits import digits_vit
 from psaq.quant import QuantConfig, calibrate, quantize_

@@ -14,6 +14,7 @@ import pytest
 import timm
 import torch
 
+import psaq.families.builtin  # noqa: F401 - the tests quantize these families
 from psaq.quant import QuantConfig, calibrate, quantize_
 from tests.reference import load_reference
 
