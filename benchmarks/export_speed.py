@@ -7,8 +7,10 @@ For each model, one FP32 ONNX export and from it:
 
 * psaq W8A8 and W4A8 (the paper's quantizers, official sites): QDQ with integer weights (8-bit
   ones as uint8, the default, and as int8, ``export.weight_type: int8``), 4-bit weights as
-  MatMulNBits, the attention scores q·kᵀ on QLinearMatMul; and W8A8 with int8 weights and the
-  scores in float (``export.integer_attention: false``), to show what the integer scores gain;
+  MatMulNBits, the attention scores q·kᵀ on QLinearMatMul, reshapes and splits of quantized
+  activations in uint8; and W8A8 with int8 weights and one of those two rewrites undone (the
+  scores in float, ``export.integer_attention: false``; DequantizeLinear before the reshapes,
+  ``export.dequantize_late: false``), to show what each gains;
 * ONNX Runtime's ``quantize_static`` of the same FP32 ONNX (QDQ, per-channel int8 weights, uint8
   activations, min/max calibration): the tool a user would otherwise pick.
 
@@ -52,6 +54,12 @@ from psaq.sources import model_data
 THREADS = 2
 CALIB_IMAGES = 32
 SETTINGS = ((8, 8), (4, 8))
+# psaq's exports of each setting (W4 gets the first only): the default, int8 weights, and int8
+# weights with one graph rewrite undone each, to show what it gains
+EXPORTS = (("", ExportConfig()),
+           (" int8 weights", ExportConfig(weight_type="int8")),
+           (" int8 weights, float q·kᵀ", ExportConfig(weight_type="int8", integer_attention=False)),
+           (" int8 weights, DQ before reshapes", ExportConfig(weight_type="int8", dequantize_late=False)))
 
 
 def ort_quantize_static(fp32_path: Path, calib: np.ndarray, out: Path) -> Path:
@@ -78,6 +86,28 @@ def ops_run(path: Path, work: Path) -> dict[str, int]:
     optimized = work / (path.stem + ".ort-optimized.onnx")
     ort_session(path, THREADS, optimized_path=optimized)
     return dict(collections.Counter(n.op_type for n in onnx.load(str(optimized)).graph.node).most_common())
+
+
+def time_by_op(path: Path, batch: np.ndarray, work: Path, runs: int = 4) -> dict[str, float]:
+    """ms per run spent in each op type, from ONNX Runtime's profiler: kernel time over ``runs``
+    runs, the first (warm-up) run left out."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = THREADS
+    options.log_severity_level = 3
+    options.enable_profiling = True
+    options.profile_file_prefix = str(work / f"{path.stem}-profile")
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    for _ in range(runs + 1):
+        session.run(None, {"images": batch})
+    events = json.loads(Path(session.end_profiling()).read_text())
+    warm_up_end = min(e["ts"] + e["dur"] for e in events if e.get("name") == "model_run")
+    totals = collections.Counter()
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= warm_up_end:
+            totals[e["args"]["op_name"]] += e["dur"] / 1e3 / runs
+    return dict(totals.most_common())
 
 
 def predict(session, images: np.ndarray, batch: int = 32) -> np.ndarray:
@@ -110,20 +140,15 @@ def bench(name: str, model, calib: torch.Tensor, test: tuple[np.ndarray, np.ndar
         with torch.no_grad():
             sim = np.concatenate([q(torch.from_numpy(images[i:i + 128])).argmax(1).numpy()
                                   for i in range(0, len(images), 128)])
-        exports = [("uint8", True), ("int8", True), ("int8", False)] if w == 8 else [("uint8", True)]
-        for weight_type, integer_attention in exports:
-            variant = (f"psaq {cfg.tag}" + (" int8 weights" if weight_type == "int8" else "")
-                       + ("" if integer_attention else ", float q·kᵀ"))
-            paths[variant] = export_onnx(q, cfg, calib[:1],
-                                         work / f"{name}-{cfg.tag}-{weight_type}-{integer_attention}.onnx",
-                                         export=ExportConfig(weight_type=weight_type,
-                                                             integer_attention=integer_attention))
+        for k, (suffix, export) in enumerate(EXPORTS if w == 8 else EXPORTS[:1]):
+            variant = f"psaq {cfg.tag}{suffix}"
+            paths[variant] = export_onnx(q, cfg, calib[:1], work / f"{name}-{cfg.tag}-{k}.onnx", export=export)
             simulated[variant] = sim
     paths["ORT quantize_static W8A8"] = ort_quantize_static(paths["FP32"], calib.numpy(), work / f"{name}-ort.onnx")
     sessions = {variant: ort_session(path, THREADS) for variant, path in paths.items()}
     predictions = {variant: predict(s, images) for variant, s in sessions.items()}
-    timing = {bs: latencies(sessions, images[:bs] if len(images) >= bs else np.resize(images, (bs, *images.shape[1:])),
-                            repeats if bs == 32 else 3 * repeats) for bs in (1, 32)}
+    batch32 = images[:32] if len(images) >= 32 else np.resize(images, (32, *images.shape[1:]))
+    timing = {1: latencies(sessions, images[:1], 3 * repeats), 32: latencies(sessions, batch32, repeats)}
     fp32_mb = paths["FP32"].stat().st_size / 1e6
     rows = []
     for variant, path in paths.items():
@@ -140,14 +165,15 @@ def bench(name: str, model, calib: torch.Tensor, test: tuple[np.ndarray, np.ndar
                if variant in simulated and labels is not None else None,
                "integer_ops": {k: v for k, v in ops.items() if k in INTEGER_OPS},
                "float_ops": {k: v for k, v in ops.items() if k not in INTEGER_OPS}, "images": len(images),
+               "ms_by_op_b32": time_by_op(path, batch32, work),
                "threads": THREADS}
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows
 
 
-def trained(name: str) -> tuple:
-    loaded = model_stage.load(".", ModelConfig(name), "cpu")
+def trained(name: str, checkpoint: str | None = None) -> tuple:
+    loaded = model_stage.load(".", ModelConfig(name, checkpoint=checkpoint), "cpu")
     data = model_data(loaded)
     calib = first_images(data.calib_set, CALIB_IMAGES, 0)[0]
     x, y = data.eval_set.tensors
@@ -162,6 +188,17 @@ def deit_tiny() -> tuple:
     return model, calib, (torch.randn(64, 3, 224, 224, generator=g).numpy(), None)
 
 
+def cpu_name() -> str:
+    """The processor and its integer-matmul features: int8 speed-ups differ between CPUs."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+                "unknown processor")
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    features = [label for flag, label in (("avx512_vnni", "AVX-512 VNNI"), ("avx_vnni", "AVX-VNNI"), ("amx_int8", "AMX int8"))
+                if flag in flags]
+    return name + (f" with {', '.join(features)}" if features else "")
+
+
 def fmt(v, spec: str, none: str = "–") -> str:
     return none if v is None else format(v, spec)
 
@@ -171,16 +208,22 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="digits-vit only")
     ap.add_argument("--repeats", type=int, default=10, help="timed runs per variant at batch 32 (3x at batch 1)")
     ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--checkpoint", action="append", default=[], metavar="NAME=FILE",
+                    help="weights for a model instead of the store's (or training it), e.g. "
+                         "fashion-swin=models/fashion-swin-m0-<key>.safetensors")
     args = ap.parse_args()
+    checkpoints = dict(item.split("=", 1) for item in args.checkpoint)
     torch.set_num_threads(THREADS)
-    models = {"digits-vit": lambda: trained("digits-vit")}
+    models = {"digits-vit": lambda: trained("digits-vit", checkpoints.get("digits-vit"))}
     if not args.quick:
-        models |= {"fashion-swin": lambda: trained("fashion-swin"), "deit-tiny-224 (random)": deit_tiny}
+        models |= {"fashion-swin": lambda: trained("fashion-swin", checkpoints.get("fashion-swin")),
+                   "deit-tiny-224 (random)": deit_tiny}
+    deit_repeats = max(3, args.repeats // 2)  # a DeiT-Tiny run at batch 32 takes 0.3-0.8 s
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, build in models.items():
             model, calib, test = build()
-            rows += bench(name, model, calib, test, Path(tmp), args.repeats if "deit" not in name else max(3, args.repeats // 2))
+            rows += bench(name, model, calib, test, Path(tmp), args.repeats if "deit" not in name else deit_repeats)
     header = ["model", "variant", "file MB (× smaller)", "ms b1", "ms b32", "speed-up b1", "speed-up b32",
               "top-1", "agrees with simulated", "integer kernels ONNX Runtime ran"]
     body = [[r["model"], r["variant"], f"{r['file_mb']:.2f} ({r['smaller']:.1f}×)", f"{r['ms_b1']:.2f}",
@@ -189,10 +232,14 @@ def main() -> None:
              ", ".join(f"{k} {v}" for k, v in r["integer_ops"].items()) or "none"] for r in rows]
     floats = "\n".join(f"- {r['model']}, {r['variant']}: " + ", ".join(f"{k} {v}" for k, v in r["float_ops"].items())
                        for r in rows)
-    text = (f"ONNX Runtime on the CPU, {THREADS} intra-op threads; median of {args.repeats} runs at batch 32 "
-            f"({3 * args.repeats} at batch 1), variants timed in turns. Calibration: {CALIB_IMAGES} images, the same "
-            "for every quantizer.\n\n" + markdown_table(header, body)
-            + "\n\nFloat ops left in the graph ONNX Runtime runs:\n\n" + floats)
+    by_op = "\n".join(f"- {r['model']}, {r['variant']}: {sum(r['ms_by_op_b32'].values()):.1f} ms: "
+                      + ", ".join(f"{k} {v:.1f}" for k, v in list(r["ms_by_op_b32"].items())[:10]) for r in rows)
+    text = (f"ONNX Runtime on the CPU ({cpu_name()}), {THREADS} intra-op threads; median of {args.repeats} runs at "
+            f"batch 32 and {3 * args.repeats} at batch 1 ({deit_repeats} and {3 * deit_repeats} on DeiT-Tiny), variants "
+            f"timed in turns. Calibration: {CALIB_IMAGES} images, the same for every quantizer.\n\n" + markdown_table(header, body)
+            + "\n\nFloat ops left in the graph ONNX Runtime runs:\n\n" + floats
+            + "\n\nWhere the time goes at batch 32 (ONNX Runtime's profiler: kernel ms per run, by op type; "
+              "the total is the kernels' sum, without the session's own overhead):\n\n" + by_op)
     print("\n" + text)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     Path(args.out, "export_speed.md").write_text(text + "\n")

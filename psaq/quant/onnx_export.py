@@ -9,7 +9,8 @@ QLinearConv); ``integer_ops`` reports which ran. Bit widths below 8 are stored i
 holding the lower-bit grid, except weights of 4 bits or fewer, which ``onnx_nbits`` stores
 two per byte for ONNX Runtime's ``MatMulNBits``; the model's metadata says which. The attention
 scores q·kᵀ, where both sides and the product are quantized, are rewritten for ``QLinearMatMul``
-(``onnx_graph.integer_attention``; the outputs stay the same).
+(``onnx_graph.integer_attention``), and reshapes, transposes and splits of quantized activations
+move uint8 (``onnx_graph.dequantize_late``); the outputs stay the same.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from psaq.errors import ConfigError
 from psaq.registry import Registry
 from psaq.models.checkpoint import atomic_write
 from psaq.quant.config import QuantConfig
-from psaq.quant.onnx_graph import constant_values, integer_attention, signed_weights
+from psaq.quant.onnx_graph import constant_values, dequantize_late, integer_attention, signed_weights
 from psaq.quant.onnx_nbits import to_matmul_nbits
 from psaq.quant.quantize import require_calibrated
 from psaq.quant.quantizers import ActQuantizer, WeightQuantizer
@@ -53,6 +54,9 @@ class ExportConfig:
     weight_type: str = "uint8"  # see WEIGHT_TYPES
     # q·kᵀ as QLinearMatMul where both sides and the scores are quantized (same outputs, faster)
     integer_attention: bool = True
+    # DequantizeLinear after reshapes, transposes and splits instead of before: they move uint8
+    # (same outputs, faster)
+    dequantize_late: bool = True
 
     def __post_init__(self):
         WEIGHT_TYPES.get(self.weight_type)
@@ -137,6 +141,7 @@ def export_onnx(model: nn.Module, config: QuantConfig, example: torch.Tensor, pa
         grid = f"the signed {config.w_bits}-bit grid [-{2 ** (config.w_bits - 1)}, {2 ** (config.w_bits - 1) - 1}]"
         nbits = to_matmul_nbits(m, config.w_bits)
         signed = export.weight_type == "int8" and signed_weights(m) > 0
+        moved = dequantize_late(m) if export.dequantize_late else 0
         integer_scores = integer_attention(m) if export.integer_attention else 0
         storage = ("int8 per channel, zero point 0" if signed else "uint8 per channel, zero point 128") + f", holding {grid}"
         if nbits:
@@ -148,6 +153,7 @@ def export_onnx(model: nn.Module, config: QuantConfig, example: torch.Tensor, pa
             "psaq.export_config": json.dumps(dataclasses.asdict(export)),
             "psaq.integer_attention": (f"{integer_scores} attention score products q·kᵀ as QLinearMatMul (the "
                                        "scale folded into the scores' QuantizeLinear)"),
+            "psaq.dequantize_late": f"{moved} DequantizeLinear moved past the reshapes, transposes and splits after them",
             "psaq.activation_storage": (f"uint8 per tensor holding the {config.a_bits}-bit grid [0, {2 ** config.a_bits - 1}]"
                                         f" (a Clip before each QuantizeLinear)" if config.a_bits < 8 else "uint8 per tensor"),
             **{f"psaq.{k}": str(v) for k, v in (extra_metadata or {}).items()},

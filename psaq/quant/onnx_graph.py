@@ -1,5 +1,6 @@
 """Reading and rewriting an exported ONNX graph: the constant value behind a tensor name,
-weights stored as int8 instead of uint8, and attention scores computed on integer kernels."""
+weights stored as int8 instead of uint8, DequantizeLinear moved past the ops that only move
+values, and attention scores computed on integer kernels."""
 
 from __future__ import annotations
 
@@ -59,11 +60,80 @@ def signed_weights(onnx_model, stored_zero_point: int = ONNX_WEIGHT_ZERO_POINT) 
 _VALUE_PRESERVING = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Split", "Gather", "Slice", "Flatten"}
 
 
+def dequantize_late(onnx_model) -> int:
+    """Move each per-tensor activation DequantizeLinear past the value-preserving ops that read it
+    (reshapes, transposes, splits, squeezes: ``_VALUE_PRESERVING``, data on input 0), so that they
+    move uint8 instead of float32 and a DequantizeLinear lands only where a value is computed with.
+    Exact: dequantizing is elementwise with one scale and zero point, so it commutes with moving
+    values. On a ViT the qkv tensor is then split into q, k and v as uint8, and q and k reach the
+    scores' MatMul straight from their DequantizeLinear (no float copy of them, no re-quantizing).
+    ``Shape`` readers read the integer tensor (same shape). In place; returns how many
+    DequantizeLinear nodes were moved."""
+    from onnx import helper
+
+    graph = onnx_model.graph
+    consts = constant_values(graph)
+    nodes = list(graph.node)  # held, so that id() names each node until the rebuild
+    readers: dict[str, list] = {}
+    for node in nodes:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    graph_outputs = {o.name for o in graph.output}
+    inserted: dict[int, list] = {}  # id(node) → DequantizeLinear nodes to place right after it
+    dropped: set[int] = set()
+
+    def integer_through(name: str, quantized: str, params: list[str]) -> bool:
+        """Readers of float ``name`` that only move values read ``quantized`` instead, their
+        outputs integer too; a DequantizeLinear after each op whose output something computes
+        with. Returns whether something computes with ``name`` itself (or it is a graph output)."""
+        computes = name in graph_outputs
+        for node in readers.get(name, []):
+            data_only = node.input[0] == name and name not in node.input[1:]
+            if node.op_type in _VALUE_PRESERVING and data_only:
+                node.input[0] = quantized
+                for k, out in enumerate(node.output):
+                    if out:
+                        node.output[k] = f"{out}/quantized"
+                        if integer_through(out, node.output[k], params):
+                            inserted.setdefault(id(node), []).append(helper.make_node(
+                                "DequantizeLinear", [node.output[k], *params], [out], name=f"{out}/DequantizeLinear"))
+            elif node.op_type == "Shape" and data_only:
+                node.input[0] = quantized
+            else:
+                computes = True
+        return computes
+
+    moved = 0
+    for node in nodes:
+        if (node.op_type != "DequantizeLinear" or len(node.input) != 3 or node.input[0] in consts
+                or not all(i in consts and consts[i].size == 1 for i in node.input[1:3])):
+            continue
+        if not any(r.op_type in _VALUE_PRESERVING and r.input[0] == node.output[0]
+                   for r in readers.get(node.output[0], [])):
+            continue
+        if not integer_through(node.output[0], node.input[0], list(node.input[1:3])):
+            dropped.add(id(node))  # every reader now reads the integer tensor
+        moved += 1
+    if moved:
+        ordered = []
+        for node in nodes:
+            if id(node) not in dropped:
+                ordered.append(node)
+            ordered += inserted.get(id(node), [])
+        del graph.node[:]
+        graph.node.extend(ordered)
+        produced = {out for n in graph.node for out in n.output}
+        for info in [v for v in graph.value_info if v.name not in produced]:
+            graph.value_info.remove(info)
+    return moved
+
+
 def integer_attention(onnx_model) -> int:
     """Rewrite each product of two quantized activations whose scaled result is quantized
     (the attention scores, q·kᵀ·scale, at the official sites) so that ONNX Runtime runs it as
     ``QLinearMatMul``: a QuantizeLinear/DequantizeLinear pair with the source's own parameters
-    right before the MatMul on each side (exact: the values are already on that grid), and the
+    right before the MatMul on each side that does not come straight from its DequantizeLinear
+    (exact: the values are already on that grid), and the
     constant scale folded into the output's QuantizeLinear (``Q(y·c; s) = Q(y; s/c)``). Products
     with a float side (softmax(q·kᵀ)·v, whose probabilities the paper's sites leave float) and
     sub-8-bit outputs (a Clip sits before their QuantizeLinear) are left as they are. In place;
@@ -112,6 +182,8 @@ def integer_attention(onnx_model) -> int:
             continue
         pairs = []
         for side, source in enumerate(sources):
+            if node.input[side] == source.output[0]:
+                continue  # straight from its DequantizeLinear already (``dequantize_late``)
             base = f"{node.name}/input{side}"
             params = list(source.input[1:3])
             pairs += [helper.make_node("QuantizeLinear", [node.input[side], *params], [f"{base}/q"], name=f"{base}/Q"),

@@ -7,6 +7,7 @@ import onnx
 import pytest
 import torch
 
+import psaq.families.builtin  # noqa: F401 - the tests quantize these families
 from psaq.data import first_images
 from psaq.datasets.digits import digits_split
 from psaq.errors import NotCalibratedError
@@ -172,3 +173,24 @@ def test_attention_scores_run_on_integer_kernels_with_the_same_outputs(tmp_path,
     q4 = calibrate(quantize_(copy.deepcopy(trained_digits), low), x[:32])
     path4 = export_onnx(q4, low, x[:2], tmp_path / "q4.onnx")
     assert {p.key: p.value for p in onnx.load(str(path4)).metadata_props}["psaq.integer_attention"].startswith("0 ")
+
+
+def test_late_dequantize_splits_qkv_as_integers_with_identical_logits(tmp_path, trained_digits):
+    """The qkv tensor is reshaped, split and transposed as uint8 (one DequantizeLinear moved per
+    block); q and k then need no re-quantizing before QLinearMatMul. An exact rewrite: the
+    logits are those of the graph that dequantizes first, to the bit."""
+    from psaq.quant.onnx_export import ExportConfig
+
+    x = digits_split("test").tensors[0][:64]
+    cfg = QuantConfig(w_bits=8, a_bits=8)
+    q = calibrate(quantize_(copy.deepcopy(trained_digits), cfg), first_images(digits_split("train"), 32, 0)[0])
+    paths = {late: export_onnx(q, cfg, x[:2], tmp_path / f"q-{late}.onnx", export=ExportConfig(dequantize_late=late))
+             for late in (True, False)}
+    blocks = len(trained_digits.blocks)
+    meta = {p.key: p.value for p in onnx.load(str(paths[True])).metadata_props}
+    assert meta["psaq.dequantize_late"].startswith(f"{blocks} DequantizeLinear moved")
+    ops = {late: integer_ops(p, tmp_path) for late, p in paths.items()}
+    assert ops[True]["QLinearMatMul"] == ops[False]["QLinearMatMul"] == blocks
+    assert ops[True]["QuantizeLinear"] == ops[False]["QuantizeLinear"] - 2 * blocks  # q and k, no longer re-quantized
+    logits = {late: ort_session(p, 1).run(None, {"images": x.numpy()})[0] for late, p in paths.items()}
+    np.testing.assert_array_equal(logits[True], logits[False])
