@@ -8,6 +8,9 @@ import torch
 import torch.nn.functional as F
 
 
+_NORM_EPS = 1e-8  # a norm below this is taken as this: torch's cosine-similarity eps
+
+
 def mean_over_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
     """(B, N, heads·d) with heads concatenated → (B, N, d), averaged over heads."""
     B, N, C = x.shape
@@ -16,7 +19,7 @@ def mean_over_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
 
 def cosine_similarity_matrix(tokens: torch.Tensor) -> torch.Tensor:
     """(B, N, d) → (B, N, N). A matrix product of unit vectors: no (B, N, N, d) broadcast."""
-    unit = F.normalize(tokens, dim=-1, eps=1e-8)
+    unit = F.normalize(tokens, dim=-1, eps=_NORM_EPS)
     return unit @ unit.transpose(-1, -2)
 
 
@@ -34,30 +37,36 @@ def triangle_indices(n: int, offset: int, device: torch.device) -> tuple[torch.T
 _CHUNK_ELEMENTS = 1 << 18
 
 
-class _TriangleOfGram(torch.autograd.Function):
-    """(B, N, d) unit vectors → (B, T) entries of u·uᵀ on and above a diagonal, row by row, a few
-    matrices at a time. Backward: the gradient of u_i·u_j reaches both u_i and u_j, so it is
-    (G + Gᵀ)·u with G the triangle's gradient laid back into its matrix; one product, not the
-    two that autograd takes for u @ uᵀ."""
+class _TriangleOfCosines(torch.autograd.Function):
+    """(B, N, d) tokens → (B, T) cosine similarities u_i·u_j on and above a diagonal, row by row,
+    a few matrices at a time, with u = t / max(‖t‖, eps) as ``F.normalize`` computes it.
+
+    Backward: the gradient of u_i·u_j reaches both u_i and u_j, so it is (G + Gᵀ)·u with G the
+    triangle's gradient laid back into its matrix (one product, not the two that autograd takes
+    for u @ uᵀ); through the normalization it is (g − u⟨u, g⟩)/‖t‖, or g/eps where the norm was
+    clamped. Done chunk by chunk here, instead of by autograd through the division, it makes
+    no (B, N, d) temporaries: autograd's took 100 ms a step on DeiT-Tiny at 224 px (profiled)."""
 
     @staticmethod
-    def forward(ctx, unit: torch.Tensor, offset: int) -> torch.Tensor:
-        batch, n, _ = unit.shape
-        flat = triangle_indices(n, offset, unit.device)[2]
+    def forward(ctx, tokens: torch.Tensor, offset: int) -> torch.Tensor:
+        batch, n, _ = tokens.shape
+        norms = torch.linalg.vector_norm(tokens, dim=-1, keepdim=True).clamp_min_(_NORM_EPS)
+        unit = tokens / norms
+        flat = triangle_indices(n, offset, tokens.device)[2]
         out = unit.new_empty((batch, flat.numel()))
         rows = max(1, _CHUNK_ELEMENTS // (n * n))
         for a in range(0, batch, rows):
             u = unit[a:a + rows]
             gram = torch.bmm(u, u.transpose(-1, -2)).view(u.shape[0], n * n)
             torch.index_select(gram, 1, flat, out=out[a:a + rows])
-        ctx.save_for_backward(unit)
+        ctx.save_for_backward(unit, norms)
         ctx.offset = offset
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor):
-        (unit,) = ctx.saved_tensors
+        unit, norms = ctx.saved_tensors
         batch, n, _ = unit.shape
         flat = triangle_indices(n, ctx.offset, unit.device)[2]
         rows = max(1, _CHUNK_ELEMENTS // (n * n))
@@ -67,15 +76,17 @@ class _TriangleOfGram(torch.autograd.Function):
         for a in range(0, batch, rows):
             b = min(batch, a + rows)
             g = laid[: b - a].index_copy_(1, flat, grad[a:b]).view(b - a, n, n)
-            torch.bmm(g + g.transpose(-1, -2), unit[a:b], out=out[a:b])
+            u, norm = unit[a:b], norms[a:b]
+            gu = torch.bmm(g + g.transpose(-1, -2), u, out=out[a:b])
+            along = (gu * u).sum(dim=-1, keepdim=True).mul_(norm > _NORM_EPS)
+            gu.sub_(u * along).div_(norm)
         return out, None
 
 
 def upper_triangle_similarities(tokens: torch.Tensor, offset: int = 0) -> torch.Tensor:
     """(B, N, d) → (B, T): the cosine similarities on and above diagonal ``offset`` of each
     image's N×N matrix, row by row, without materialising the matrices."""
-    unit = F.normalize(tokens, dim=-1, eps=1e-8)
-    return _TriangleOfGram.apply(unit.contiguous(), offset)
+    return _TriangleOfCosines.apply(tokens.contiguous(), offset)
 
 
 def pairwise_similarities(tokens: torch.Tensor) -> torch.Tensor:

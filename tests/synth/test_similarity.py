@@ -57,6 +57,24 @@ def test_triangle_and_its_gradient_equal_the_full_matrix(offset, chunk, monkeypa
     torch.testing.assert_close(got_grad, want_grad, rtol=1e-10, atol=1e-12)
 
 
+def test_a_zero_token_gets_the_gradient_of_the_clamped_norm():
+    """A token whose norm is below eps is divided by eps, as F.normalize does: its gradient is the
+    unit vectors' gradient over eps, without the projection term of a real norm."""
+    g = torch.Generator().manual_seed(5)
+    tokens = torch.randn(2, 6, 4, generator=g, dtype=torch.float64)
+    tokens[0, 2] = 0.0
+    tokens[1, 4] = 1e-10
+    tokens.requires_grad_(True)
+    unit = torch.nn.functional.normalize(tokens, dim=-1, eps=1e-8)
+    i, j = torch.triu_indices(6, 6)
+    want = (unit @ unit.transpose(-1, -2))[:, i, j]
+    got = upper_triangle_similarities(tokens, 0)
+    grad_out = torch.randn(got.shape, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)  # the same divisions
+    (want_grad,), (got_grad,) = torch.autograd.grad(want, tokens, grad_out), torch.autograd.grad(got, tokens, grad_out)
+    torch.testing.assert_close(got_grad, want_grad, rtol=1e-10, atol=1e-12)
+
+
 def test_triangle_passes_gradcheck():
     tokens = torch.randn(3, 5, 4, generator=torch.Generator().manual_seed(4), dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: upper_triangle_similarities(t, 0), (tokens,))
