@@ -133,8 +133,8 @@ def integer_attention(onnx_model) -> int:
     (the attention scores, q·kᵀ·scale, at the official sites) so that ONNX Runtime runs it as
     ``QLinearMatMul``: a QuantizeLinear/DequantizeLinear pair with the source's own parameters
     right before the MatMul on each side that does not come straight from its DequantizeLinear
-    (exact: the values are already on that grid), and the
-    constant scale folded into the output's QuantizeLinear (``Q(y·c; s) = Q(y; s/c)``). Products
+    (exact: the values are already on that grid), and the constant scale folded into the
+    output's QuantizeLinear (``Q(y·c; s) = Q(y; s/c)``). Products
     with a float side (softmax(q·kᵀ)·v, whose probabilities the paper's sites leave float) and
     sub-8-bit outputs (a Clip sits before their QuantizeLinear) are left as they are. In place;
     returns how many were rewritten."""
