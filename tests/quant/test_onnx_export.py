@@ -148,17 +148,23 @@ def test_an_unknown_weight_type_is_refused():
         ExportConfig(weight_type="int9")
 
 
+def _w8a8_exports(model, x, tmp_path, flag: str) -> dict:
+    """The test model at W8A8, calibrated on 32 training digits, exported with the ``ExportConfig``
+    switch ``flag`` on (key True) and off (key False)."""
+    from psaq.quant.onnx_export import ExportConfig
+
+    cfg = QuantConfig(w_bits=8, a_bits=8)
+    q = calibrate(quantize_(copy.deepcopy(model), cfg), first_images(digits_split("train"), 32, 0)[0])
+    return {on: export_onnx(q, cfg, x[:2], tmp_path / f"q-{flag}-{on}.onnx", export=ExportConfig(**{flag: on}))
+            for on in (True, False)}
+
+
 def test_attention_scores_run_on_integer_kernels_with_the_same_outputs(tmp_path, trained_digits):
     """q·kᵀ with both sides and the scores quantized (the official sites) runs as QLinearMatMul:
     one per block; the rewrite only moves the scale into the scores' QuantizeLinear, so the
     logits stay those of the plain QDQ graph. Sub-8-bit scores keep their Clip and are left alone."""
-    from psaq.quant.onnx_export import ExportConfig
-
     x = digits_split("test").tensors[0][:96]
-    cfg = QuantConfig(w_bits=8, a_bits=8)
-    q = calibrate(quantize_(copy.deepcopy(trained_digits), cfg), first_images(digits_split("train"), 32, 0)[0])
-    paths = {on: export_onnx(q, cfg, x[:2], tmp_path / f"q-{on}.onnx", export=ExportConfig(integer_attention=on))
-             for on in (True, False)}
+    paths = _w8a8_exports(trained_digits, x, tmp_path, "integer_attention")
     blocks = len(trained_digits.blocks)
     assert integer_ops(paths[True], tmp_path).get("QLinearMatMul", 0) == blocks
     assert integer_ops(paths[False], tmp_path).get("QLinearMatMul", 0) == 0
@@ -179,13 +185,8 @@ def test_late_dequantize_splits_qkv_as_integers_with_identical_logits(tmp_path, 
     """The qkv tensor is reshaped, split and transposed as uint8 (one DequantizeLinear moved per
     block); q and k then need no re-quantizing before QLinearMatMul. An exact rewrite: the
     logits are those of the graph that dequantizes first, to the bit."""
-    from psaq.quant.onnx_export import ExportConfig
-
     x = digits_split("test").tensors[0][:64]
-    cfg = QuantConfig(w_bits=8, a_bits=8)
-    q = calibrate(quantize_(copy.deepcopy(trained_digits), cfg), first_images(digits_split("train"), 32, 0)[0])
-    paths = {late: export_onnx(q, cfg, x[:2], tmp_path / f"q-{late}.onnx", export=ExportConfig(dequantize_late=late))
-             for late in (True, False)}
+    paths = _w8a8_exports(trained_digits, x, tmp_path, "dequantize_late")
     blocks = len(trained_digits.blocks)
     meta = {p.key: p.value for p in onnx.load(str(paths[True])).metadata_props}
     assert meta["psaq.dequantize_late"].startswith(f"{blocks} DequantizeLinear moved")
