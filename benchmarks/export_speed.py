@@ -91,14 +91,7 @@ def ops_run(path: Path, work: Path) -> dict[str, int]:
 def time_by_op(path: Path, batch: np.ndarray, work: Path, runs: int = 4) -> dict[str, float]:
     """ms per run spent in each op type, from ONNX Runtime's profiler: kernel time over ``runs``
     runs, the first (warm-up) run left out."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = THREADS
-    options.log_severity_level = 3
-    options.enable_profiling = True
-    options.profile_file_prefix = str(work / f"{path.stem}-profile")
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = ort_session(path, THREADS, profile_prefix=work / f"{path.stem}-profile")
     for _ in range(runs + 1):
         session.run(None, {"images": batch})
     events = json.loads(Path(session.end_profiling()).read_text())

@@ -170,7 +170,10 @@ def export_fp32_onnx(model: nn.Module, example: torch.Tensor, path: str | Path) 
     return atomic_write(path, lambda tmp: _export(model.eval().cpu(), example.cpu(), tmp))
 
 
-def ort_session(path: str | Path, threads: int | None = None, optimized_path: str | Path | None = None):
+def ort_session(path: str | Path, threads: int | None = None, optimized_path: str | Path | None = None,
+                profile_prefix: str | Path | None = None):
+    """An ONNX Runtime CPU session with every graph optimization; ``optimized_path`` writes the graph
+    it runs, ``profile_prefix`` turns its profiler on (``end_profiling()`` returns the file)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -180,6 +183,9 @@ def ort_session(path: str | Path, threads: int | None = None, optimized_path: st
         options.intra_op_num_threads = threads
     if optimized_path:
         options.optimized_model_filepath = str(optimized_path)
+    if profile_prefix:
+        options.enable_profiling = True
+        options.profile_file_prefix = str(profile_prefix)
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
