@@ -58,9 +58,14 @@ def _chunk_buffer(samples: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     return samples.new_empty(largest * points.shape[1])
 
 
+def _kernel_from_square_(squared: torch.Tensor, bandwidth: float) -> torch.Tensor:
+    """exp(−d²/(2h²)) in place of d², written as the official code writes it."""
+    return squared.div_(-2 * bandwidth**2).clamp_(min=_exp_floor(squared.dtype, bandwidth)).exp_()
+
+
 def _kernel_(d: torch.Tensor, bandwidth: float) -> torch.Tensor:
-    """exp(−d²/(2h²)) in place of the differences d, written as the official code writes it."""
-    return d.square_().div_(-2 * bandwidth**2).clamp_(min=_exp_floor(d.dtype, bandwidth)).exp_()
+    """exp(−d²/(2h²)) in place of the differences d."""
+    return _kernel_from_square_(d.mul_(d), bandwidth)
 
 
 # Kernel values of a call at most this many are kept from forward for backward, which then
@@ -118,6 +123,85 @@ class _GaussianKde(torch.autograd.Function):
         return grad_samples, grad_points, None, None
 
 
+def entropy_of_rows(samples: torch.Tensor, points: torch.Tensor, weights: torch.Tensor | None,
+                    bandwidth: float, eps: float, want_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Each row's KDE entropy on its grid ``points`` (R, P), constants, by the trapezoid rule,
+    and, if ``want_grad``, dH_r/ds_r (R, M): computed while each chunk's kernel values are still
+    in cache.
+
+    A row's entropy depends on that row's samples only, so its gradient is known as soon as the
+    row's kernel sums are: with G = dH/d(sum) at the grid points,
+    dH_r/ds_m = w_m·Σ_p G_p·(x_p − s_m)·exp(−(x_p − s_m)²/(2h²))/h². Where a row's kernel values
+    fit one chunk this is one pass over them instead of a forward pass and a backward pass that
+    recomputes them (8 elementwise operations on each kernel value instead of 14); a row wider
+    than a chunk takes a second pass over its chunks once its sums are complete."""
+    count = samples.shape[-1] if weights is None else weights.sum()
+    norm = count * bandwidth * math.sqrt(2 * math.pi)
+    dx = points[:, 1:] - points[:, :-1]
+    totals = samples.new_zeros(points.shape)
+    grad = coef = spare = None
+    if want_grad:
+        grad = torch.empty_like(samples)
+        # dH/dp at each grid point is −(log p + 1) times its trapezoid weight (half of the
+        # interval on each side); p = sum/norm + eps, and the kernel's derivative brings 1/h²
+        trapezoid = samples.new_zeros(points.shape)
+        trapezoid[:, 1:] += 0.5 * dx
+        trapezoid[:, :-1] += 0.5 * dx
+        coef = trapezoid.div_(-norm * bandwidth**2)
+    buffer = _chunk_buffer(samples, points)
+    by_rows: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for r, s, a, b in _chunks(samples, points):
+        by_rows.setdefault((r, s), []).append((a, b))
+    whole = all(len(columns) == 1 for columns in by_rows.values())  # kernel values stay in the buffers
+    if want_grad:
+        spare = torch.empty_like(buffer)
+
+    def kernel_of(d: torch.Tensor) -> torch.Tensor:
+        if not want_grad:
+            return _kernel_(d, bandwidth)
+        return _kernel_from_square_(torch.mul(d, d, out=spare[: d.numel()].view(d.shape)), bandwidth)
+
+    for (r, s), columns in by_rows.items():
+        for a, b in columns:
+            d = _differences(samples, points, r, s, a, b, buffer)
+            kernel = kernel_of(d)
+            totals[r:s] += kernel.sum(dim=-1) if weights is None else kernel @ weights[a:b]
+        if not want_grad:
+            continue
+        g = torch.addcmul(coef[r:s], (totals[r:s] / norm + eps).log_(), coef[r:s]).unsqueeze(1)
+        for a, b in columns:
+            if not whole:
+                d = _differences(samples, points, r, s, a, b, buffer)
+                kernel = kernel_of(d)
+            if whole:  # straight into the gradient's rows
+                part = torch.bmm(g, d.mul_(kernel), out=grad[r:s].unsqueeze(1)).squeeze(1)
+            else:
+                part = grad[r:s, a:b].copy_(torch.bmm(g, d.mul_(kernel)).squeeze(1))
+            if weights is not None:
+                part.mul_(weights[a:b])
+    p = totals / norm + eps
+    integrand = -p * torch.log(p)
+    return ((integrand[:, 1:] + integrand[:, :-1]) * 0.5 * dx).sum(dim=-1), grad
+
+
+class _KdeEntropyOfRows(torch.autograd.Function):
+    """``entropy_of_rows`` with autograd: backward only scales the gradient computed in forward
+    by the incoming gradient of each row."""
+
+    @staticmethod
+    def forward(ctx, samples: torch.Tensor, points: torch.Tensor, weights: torch.Tensor | None,
+                bandwidth: float, eps: float) -> torch.Tensor:
+        entropy, grad = entropy_of_rows(samples, points, weights, bandwidth, eps, ctx.needs_input_grad[0])
+        ctx.save_for_backward(grad)
+        return entropy
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: torch.Tensor):
+        (grad,) = ctx.saved_tensors
+        return grad * grad_out.unsqueeze(1), None, None, None, None
+
+
 def kde_density(samples: torch.Tensor, points: torch.Tensor, bandwidth: float = BANDWIDTH,
                 weights: torch.Tensor | None = None) -> torch.Tensor:
     """Gaussian KDE of each row of ``samples`` (R, M) evaluated at ``points`` (R, P) → (R, P).
@@ -125,6 +209,17 @@ def kde_density(samples: torch.Tensor, points: torch.Tensor, bandwidth: float = 
     kernel_sum = _GaussianKde.apply(samples, points, bandwidth, weights)
     count = samples.shape[-1] if weights is None else weights.sum()
     return kernel_sum / (count * bandwidth * math.sqrt(2 * math.pi))
+
+
+def grid_points(samples: torch.Tensor, num_points: int, lo: torch.Tensor | None, hi: torch.Tensor | None) -> torch.Tensor:
+    """``num_points`` evenly spaced from ``lo`` to ``hi`` (R, 1) for each row, constants
+    (detached); by default each row's own min and max."""
+    if lo is None:
+        lo = samples.detach().amin(dim=-1, keepdim=True)
+    if hi is None:
+        hi = samples.detach().amax(dim=-1, keepdim=True)
+    steps = torch.linspace(0.0, 1.0, num_points, device=samples.device, dtype=samples.dtype)
+    return lo.detach() + (hi.detach() - lo.detach()) * steps
 
 
 def kde_entropy(
@@ -143,13 +238,24 @@ def kde_entropy(
     The grid ends are constants (detached): the gradient moves the samples, not the grid.
     ``weights`` (M,): see ``kde_density``.
     """
-    if lo is None:
-        lo = samples.detach().amin(dim=-1, keepdim=True)
-    if hi is None:
-        hi = samples.detach().amax(dim=-1, keepdim=True)
-    steps = torch.linspace(0.0, 1.0, num_points, device=samples.device, dtype=samples.dtype)
-    points = lo.detach() + (hi.detach() - lo.detach()) * steps
+    points = grid_points(samples, num_points, lo, hi)
     p = kde_density(samples, points, bandwidth, weights) + eps
     integrand = -p * torch.log(p)
     dx = points[:, 1:] - points[:, :-1]
     return ((integrand[:, 1:] + integrand[:, :-1]) * 0.5 * dx).sum(dim=-1)
+
+
+def fused_kde_entropy(
+    samples: torch.Tensor,
+    bandwidth: float = BANDWIDTH,
+    num_points: int = GRID_POINTS,
+    eps: float = DENSITY_EPS,
+    lo: torch.Tensor | None = None,
+    hi: torch.Tensor | None = None,
+    weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``kde_entropy``, value and gradient, in one pass over the kernel values where a row fits
+    a chunk (see ``_KdeEntropyOfRows``). The default in synthesis; ``kde_entropy`` is the
+    composed formula that ``torch.compile`` fuses."""
+    points = grid_points(samples, num_points, lo, hi)
+    return _KdeEntropyOfRows.apply(samples, points, weights, bandwidth, eps)

@@ -37,6 +37,45 @@ def triangle_indices(n: int, offset: int, device: torch.device) -> tuple[torch.T
 _CHUNK_ELEMENTS = 1 << 18
 
 
+def unit_vectors(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, N, d) → (t / max(‖t‖, eps), max(‖t‖, eps)), as ``F.normalize`` computes it."""
+    norms = torch.linalg.vector_norm(tokens, dim=-1, keepdim=True).clamp_min_(_NORM_EPS)
+    return tokens / norms, norms
+
+
+def triangle_of_products(unit: torch.Tensor, offset: int) -> torch.Tensor:
+    """(B, N, d) → (B, T): u_i·u_j on and above diagonal ``offset``, row by row, a few matrices
+    at a time."""
+    batch, n, _ = unit.shape
+    flat = triangle_indices(n, offset, unit.device)[2]
+    out = unit.new_empty((batch, flat.numel()))
+    rows = max(1, _CHUNK_ELEMENTS // (n * n))
+    for a in range(0, batch, rows):
+        u = unit[a:a + rows]
+        gram = torch.bmm(u, u.transpose(-1, -2)).view(u.shape[0], n * n)
+        torch.index_select(gram, 1, flat, out=out[a:a + rows])
+    return out
+
+
+def triangle_gradient(grad: torch.Tensor, unit: torch.Tensor, norms: torch.Tensor, offset: int) -> torch.Tensor:
+    """The gradient with respect to the tokens of ``triangle_of_products(unit_vectors(tokens))``
+    given ``grad`` (B, T), its gradient with respect to the triangle (see ``_TriangleOfCosines``)."""
+    batch, n, _ = unit.shape
+    flat = triangle_indices(n, offset, unit.device)[2]
+    rows = max(1, _CHUNK_ELEMENTS // (n * n))
+    out = torch.empty_like(unit)
+    laid = unit.new_zeros((min(rows, batch), n * n))  # the entries below the triangle stay 0
+    grad = grad.contiguous()
+    for a in range(0, batch, rows):
+        b = min(batch, a + rows)
+        g = laid[: b - a].index_copy_(1, flat, grad[a:b]).view(b - a, n, n)
+        u, norm = unit[a:b], norms[a:b]
+        gu = torch.bmm(g + g.transpose(-1, -2), u, out=out[a:b])
+        along = (gu * u).sum(dim=-1, keepdim=True).mul_(norm > _NORM_EPS)
+        gu.sub_(u * along).div_(norm)
+    return out
+
+
 class _TriangleOfCosines(torch.autograd.Function):
     """(B, N, d) tokens → (B, T) cosine similarities u_i·u_j on and above a diagonal, row by row,
     a few matrices at a time, with u = t / max(‖t‖, eps) as ``F.normalize`` computes it.
@@ -49,38 +88,16 @@ class _TriangleOfCosines(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, tokens: torch.Tensor, offset: int) -> torch.Tensor:
-        batch, n, _ = tokens.shape
-        norms = torch.linalg.vector_norm(tokens, dim=-1, keepdim=True).clamp_min_(_NORM_EPS)
-        unit = tokens / norms
-        flat = triangle_indices(n, offset, tokens.device)[2]
-        out = unit.new_empty((batch, flat.numel()))
-        rows = max(1, _CHUNK_ELEMENTS // (n * n))
-        for a in range(0, batch, rows):
-            u = unit[a:a + rows]
-            gram = torch.bmm(u, u.transpose(-1, -2)).view(u.shape[0], n * n)
-            torch.index_select(gram, 1, flat, out=out[a:a + rows])
+        unit, norms = unit_vectors(tokens)
         ctx.save_for_backward(unit, norms)
         ctx.offset = offset
-        return out
+        return triangle_of_products(unit, offset)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor):
         unit, norms = ctx.saved_tensors
-        batch, n, _ = unit.shape
-        flat = triangle_indices(n, ctx.offset, unit.device)[2]
-        rows = max(1, _CHUNK_ELEMENTS // (n * n))
-        out = torch.empty_like(unit)
-        laid = unit.new_zeros((min(rows, batch), n * n))  # the entries below the triangle stay 0
-        grad = grad.contiguous()
-        for a in range(0, batch, rows):
-            b = min(batch, a + rows)
-            g = laid[: b - a].index_copy_(1, flat, grad[a:b]).view(b - a, n, n)
-            u, norm = unit[a:b], norms[a:b]
-            gu = torch.bmm(g + g.transpose(-1, -2), u, out=out[a:b])
-            along = (gu * u).sum(dim=-1, keepdim=True).mul_(norm > _NORM_EPS)
-            gu.sub_(u * along).div_(norm)
-        return out, None
+        return triangle_gradient(grad, unit, norms, ctx.offset), None
 
 
 def upper_triangle_similarities(tokens: torch.Tensor, offset: int = 0) -> torch.Tensor:

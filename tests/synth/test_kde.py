@@ -7,7 +7,7 @@ from scipy.integrate import trapezoid
 from scipy.stats import gaussian_kde
 
 from psaq.synth import kde
-from psaq.synth.kde import kde_density, kde_entropy
+from psaq.synth.kde import fused_kde_entropy, kde_density, kde_entropy
 
 
 def scipy_entropy(x: np.ndarray, bandwidth: float, points: int, eps: float) -> float:
@@ -18,12 +18,13 @@ def scipy_entropy(x: np.ndarray, bandwidth: float, points: int, eps: float) -> f
     return float(-trapezoid(p * np.log(p), grid))
 
 
+@pytest.mark.parametrize("entropy", [kde_entropy, fused_kde_entropy])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("bandwidth,points", [(0.01, 10), (0.05, 10), (0.02, 50)])
-def test_entropy_matches_scipy(seed, bandwidth, points):
+def test_entropy_matches_scipy(seed, bandwidth, points, entropy):
     rng = np.random.default_rng(seed)
     rows = [rng.normal(0.2, 0.1, 300), rng.uniform(-0.5, 0.9, 300), rng.beta(2, 5, 300)]
-    got = kde_entropy(torch.tensor(np.stack(rows)), bandwidth, points, 1e-4).numpy()
+    got = entropy(torch.tensor(np.stack(rows)), bandwidth, points, 1e-4).numpy()
     want = [scipy_entropy(r, bandwidth, points, 1e-4) for r in rows]
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
 
@@ -87,7 +88,39 @@ def test_density_passes_gradcheck():
     assert torch.autograd.gradcheck(lambda s, p: kde_density(s, p, 0.05, weights), (samples, points))
 
 
-def test_far_tails_floored_below_float32_resolution():
+@pytest.mark.parametrize("chunk", [1 << 20, 1 << 12])  # whole rows in one pass; rows over several chunks
+@pytest.mark.parametrize("weighted", [False, True])
+def test_fused_entropy_and_its_gradient_equal_the_composed_formula(weighted, chunk, monkeypatch):
+    """The gradient computed during the forward pass, scaled in backward by a different incoming
+    gradient for each row, against autograd through the composed formula (float64)."""
+    monkeypatch.setattr(kde, "_CHUNK_ELEMENTS", chunk)
+    g = torch.Generator().manual_seed(4)
+    samples = torch.rand(4, 3_000, generator=g, dtype=torch.float64) * 1.4 - 0.4
+    weights = torch.randint(1, 3, (3_000,), generator=g).double() if weighted else None
+    lo, hi = torch.full((4, 1), -0.45, dtype=torch.float64), torch.full((4, 1), 1.05, dtype=torch.float64)
+    grad_out = torch.randn(4, generator=g, dtype=torch.float64)
+    values, grads = [], []
+    for entropy in (kde_entropy, fused_kde_entropy):
+        x = samples.clone().requires_grad_(True)
+        value = entropy(x, 0.01, 10, 1e-4, lo, hi, weights)
+        values.append(value)
+        grads.append(torch.autograd.grad(value, x, grad_out)[0])
+    torch.testing.assert_close(values[1], values[0], rtol=1e-12, atol=0)
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-10, atol=1e-12 * grads[0].abs().max().item())
+    with torch.no_grad():  # no gradient wanted: the same value, none computed
+        torch.testing.assert_close(fused_kde_entropy(samples, 0.01, 10, 1e-4, lo, hi, weights), values[0], rtol=1e-12, atol=0)
+
+
+def test_fused_entropy_passes_gradcheck():
+    g = torch.Generator().manual_seed(5)
+    samples = torch.rand(3, 40, generator=g, dtype=torch.float64).requires_grad_(True)
+    weights = torch.randint(1, 3, (40,), generator=g).double()
+    lo, hi = torch.zeros(3, 1, dtype=torch.float64), torch.ones(3, 1, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda s: fused_kde_entropy(s, 0.05, 7, 1e-4, lo, hi, weights), (samples,))
+
+
+@pytest.mark.parametrize("entropy", [kde_entropy, fused_kde_entropy])
+def test_far_tails_floored_below_float32_resolution(entropy):
     """Samples tens of bandwidths from every grid point (exponents far below float32's range):
     the floored float32 entropy and gradient equal the float64 formula to float32 rounding."""
     g = torch.Generator().manual_seed(2)
@@ -95,7 +128,7 @@ def test_far_tails_floored_below_float32_resolution():
     samples = (clusters + 0.003 * torch.randn(600, generator=g)).repeat(2, 1)
     x32 = samples.clone().requires_grad_(True)
     x64 = samples.double().requires_grad_(True)
-    e32, e64 = kde_entropy(x32, num_points=25), kde_entropy(x64, num_points=25)
+    e32, e64 = entropy(x32, num_points=25), entropy(x64, num_points=25)
     (g32,), (g64,) = torch.autograd.grad(e32.sum(), x32), torch.autograd.grad(e64.sum(), x64)
     torch.testing.assert_close(e32.double(), e64, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(g32.double(), g64, rtol=0, atol=1e-4 * g64.abs().max().item())
