@@ -19,6 +19,10 @@ _NEIGHBOURS = (
     ((..., slice(None, -1), slice(None, -1)), (..., slice(1, None), slice(1, None))),  # diagonal
 )
 _TV_CHUNK_ELEMENTS = 1 << 18  # images handled at once: their differences stay in cache
+# Differences of a batch at most this many elements (all four together) are kept from forward
+# for backward: a 32-px batch (0.4 M) is then a handful of operations each way; a 224-px batch
+# (19 M) is recomputed a few images at a time instead.
+_TV_KEEP_ELEMENTS = 1 << 22
 
 
 def _image_chunks(x: torch.Tensor):
@@ -26,19 +30,30 @@ def _image_chunks(x: torch.Tensor):
     return [(a, min(len(x), a + step)) for a in range(0, len(x), step)]
 
 
+def _differences(x: torch.Tensor) -> list[torch.Tensor]:
+    return [x[first] - x[second] for first, second in _NEIGHBOURS]
+
+
 class _TotalVariation(torch.autograd.Function):
-    """The four norms, a few images at a time, and their gradient Σ ±d/‖d‖ written into one
-    buffer: autograd through the slices kept four differences and allocated eight image-sized
-    zero tensors per step (a quarter of the estimator's own time at 224 px, measured)."""
+    """The four norms and their gradient Σ ±d/‖d‖ written into one buffer: autograd through the
+    slices kept four differences and allocated eight image-sized zero tensors per step (a
+    quarter of the estimator's own time at 224 px, measured). Small batches keep their
+    differences for backward; large ones are recomputed a few images at a time, in cache."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        squares = x.new_zeros(len(_NEIGHBOURS))
-        for a, b in _image_chunks(x):
-            for k, (first, second) in enumerate(_NEIGHBOURS):
-                squares[k] += torch.linalg.vector_norm(x[a:b][first] - x[a:b][second]).square()
-        norms = squares.sqrt()
+        if 4 * x.numel() <= _TV_KEEP_ELEMENTS:
+            kept = _differences(x)
+            norms = torch.stack([torch.linalg.vector_norm(d) for d in kept])
+        else:
+            kept = None
+            squares = x.new_zeros(len(_NEIGHBOURS))
+            for a, b in _image_chunks(x):
+                for k, d in enumerate(_differences(x[a:b])):
+                    squares[k] += torch.linalg.vector_norm(d).square()
+            norms = squares.sqrt()
         ctx.save_for_backward(x, norms)
+        ctx.kept = kept
         return norms
 
     @staticmethod
@@ -48,11 +63,11 @@ class _TotalVariation(torch.autograd.Function):
         # a zero difference has no direction; autograd's norm gives it a zero gradient, and so do we
         scale = torch.where(norms > 0, grad / norms, torch.zeros_like(norms))
         out = torch.zeros_like(x)
-        for a, b in _image_chunks(x):
-            for k, (first, second) in enumerate(_NEIGHBOURS):
-                d = (x[a:b][first] - x[a:b][second]).mul_(scale[k])
-                out[a:b][first] += d
-                out[a:b][second] -= d
+        parts = [(out, ctx.kept)] if ctx.kept is not None else ((out[a:b], _differences(x[a:b])) for a, b in _image_chunks(x))
+        for target, differences in parts:
+            for k, ((first, second), d) in enumerate(zip(_NEIGHBOURS, differences)):
+                target[first].addcmul_(d, scale[k])
+                target[second].addcmul_(d, scale[k], value=-1)
         return out
 
 

@@ -13,9 +13,11 @@ def autograd_tv(x: torch.Tensor) -> torch.Tensor:
     return sum(torch.linalg.vector_norm(d) for d in diffs)
 
 
+@pytest.mark.parametrize("keep", [1 << 22, 0])  # differences kept for backward; recomputed there
 @pytest.mark.parametrize("chunk", [1 << 18, 40, 1])  # all images at once; two; one at a time
-def test_value_and_gradient_equal_autograd(chunk, monkeypatch):
+def test_value_and_gradient_equal_autograd(chunk, keep, monkeypatch):
     monkeypatch.setattr(priors, "_TV_CHUNK_ELEMENTS", chunk)
+    monkeypatch.setattr(priors, "_TV_KEEP_ELEMENTS", keep)
     x = torch.randn(5, 2, 4, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64, requires_grad=True)
     (want_grad,) = torch.autograd.grad(autograd_tv(x) * 3.0, x)
     got = total_variation(x)
