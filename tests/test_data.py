@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from psaq.data import InputSpec, first_images, official_crop_pct, open_data, spec_from_timm
+from torch.utils.data import DataLoader, TensorDataset
+
+from psaq.data import InputSpec, first_images, loader, official_crop_pct, open_data, spec_from_timm
 from psaq.datasets.digits import DIGITS_SPEC, digits_split
 from psaq.errors import DatasetError
 
@@ -25,6 +27,18 @@ def test_first_images_by_seed():
     assert torch.equal(a, b)
     with pytest.raises(DatasetError, match="holds 1437"):
         first_images(train, 5000, seed=0)
+
+
+@pytest.mark.parametrize("batch", [1, 7, 10, 128])
+def test_loader_over_tensors_gives_the_collated_batches_as_views(batch):
+    images = torch.randn(10, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    labels = torch.arange(10)
+    data = TensorDataset(images, labels)
+    got, want = list(loader(data, batch)), list(DataLoader(data, batch_size=batch))
+    assert len(got) == len(want) == len(loader(data, batch))
+    for (x, y), (wx, wy) in zip(got, want, strict=True):
+        assert torch.equal(x, wx) and torch.equal(y, wy)
+        assert x.untyped_storage().data_ptr() == images.untyped_storage().data_ptr()  # a view: nothing copied
 
 
 def save_digits_as_pngs(root, split="test", limit=None):
