@@ -27,10 +27,19 @@ $(FASHION):
 	  echo "could not install dataset-fashion-mnist (make benchmark needs it; make run and make test do not)"; \
 	else echo "Fashion-MNIST is missing: run  sudo apt-get install dataset-fashion-mnist  (only make benchmark needs it)"; fi
 
-# torch/torchvision are pinned in pyproject.toml, so one pip command installs a consistent set.
+# torch/torchvision are pinned in pyproject.toml, so one install command gets a consistent set.
+# uv installs it: the same pins in about 25 s where pip takes about 2.5 min, nearly all of it
+# unpacking torch's 6 GB. uv reads no pip configuration, so pip's own sources on this machine
+# (local wheel folders and indexes, where torch lies on disk) are handed to it; where uv cannot
+# be had, pip installs as before.
+UV_VERSION := 0.13.9
+UV_SOURCES = $(addprefix --find-links ,$(sort $(PIP_FIND_LINKS) $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null))) \
+             $(addprefix --extra-index-url ,$(shell $(PYTHON) -m pip config get global.extra-index-url 2>/dev/null))
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[dev]'
+	@if $(PY) -m pip install --quiet uv==$(UV_VERSION) 2>/dev/null; then \
+	  $(VENV)/bin/uv pip install --quiet --python $(PY) --index-strategy unsafe-best-match $(UV_SOURCES) -e '.[dev]'; \
+	else echo "uv unavailable: installing with pip (about 2.5 min)"; $(PY) -m pip install --quiet -e '.[dev]'; fi
 	touch $(STAMP)
 
 # The main job: train digits-vit, run the params.yaml grid, write the report, log to MLflow.
