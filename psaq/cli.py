@@ -31,13 +31,15 @@ EPILOG = textwrap.dedent(
       real              N training images (needs data: the baseline psaq replaces)
 
     settings: ./params.yaml when there is one (the pipeline's), else the library defaults (the
-    official PSAQ-ViT numerics); flags override either. Artifacts go to the project's store, shared
-    with `make run`, the flows and `dvc repro`: what one made, the others reuse.
+    official PSAQ-ViT numerics); flags override either. Each "(default: …)" above is the value a run
+    takes here, with "from params.yaml; library default …" where the project's file differs from the
+    official code's numerics (the README's "Defaults" table says why). Artifacts go to the project's
+    store, shared with `make run`, the flows and `dvc repro`: what one made, the others reuse.
     """
 )
 
 
-def _add_quantize(sub: argparse._SubParsersAction) -> None:
+def _add_quantize(sub: argparse._SubParsersAction, base=None, source: str | None = None) -> None:
     p = sub.add_parser(
         "quantize",
         help="synthesize calibration images, quantize, and compare FP32 with quantized top-1",
@@ -46,11 +48,11 @@ def _add_quantize(sub: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _add_run_args(p)
+    _add_run_args(p, base, source)
     p.set_defaults(func=_quantize)
 
 
-def _add_export(sub: argparse._SubParsersAction) -> None:
+def _add_export(sub: argparse._SubParsersAction, base=None, source: str | None = None) -> None:
     p = sub.add_parser(
         "export",
         help="quantize, then write a QDQ ONNX model and a compact integer weight file",
@@ -60,14 +62,15 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         epilog=EPILOG.replace("psaq quantize", "psaq export"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _add_run_args(p)
+    _add_run_args(p, base, source)
     p.add_argument("--out", default="exports", help="output folder (default: %(default)s)")
-    from psaq.quant.onnx_export import WEIGHT_TYPES, ExportConfig
+    from psaq.params import Params
+    from psaq.quant.onnx_export import WEIGHT_TYPES
 
     p.add_argument("--weight-type", choices=list(WEIGHT_TYPES),
                    help="how the ONNX model stores 8-bit weights: uint8 (zero point 128, exact on every x86 CPU) or "
                         "int8 (ONNX Runtime's u8×s8 kernel: faster on CPUs with VNNI, can saturate without it) "
-                        f"(default: {_default(ExportConfig, 'weight_type')})")
+                        + _default_text(base if base is not None else Params(), source, "weight_type"))
     p.set_defaults(func=_export)
 
 
@@ -78,31 +81,69 @@ def _default(cls, name: str):
     return next(f.default for f in dataclasses.fields(cls) if f.name == name)
 
 
-def _add_run_args(p: argparse.ArgumentParser) -> None:
-    from psaq.models import ModelConfig
-    from psaq.quant import QuantConfig
-    from psaq.quant.reconstruct import ReconstructConfig
-    from psaq.synth import SynthesisConfig
+def _settings_file(argv: list[str] | None) -> tuple[object, str | None]:
+    """(Params, where they come from) as a run with ``argv`` would start from: ``--params FILE``,
+    else ./params.yaml when there is one, else the library defaults (None). A file that does not
+    load leaves the library defaults for ``--help``; the run itself then says what is wrong."""
+    from pathlib import Path
 
-    d = lambda cls, name: f"(default: {_default(cls, name)})"  # noqa: E731
+    from psaq.errors import PsaqError
+    from psaq.params import Params, load_params
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    given = next((a.split("=", 1)[1] for a in argv if a.startswith("--params=")), None)
+    if given is None and "--params" in argv[:-1]:
+        given = argv[argv.index("--params") + 1]
+    path = Path(given) if given else Path("params.yaml")
+    if not (given or path.is_file()):
+        return Params(), None
+    try:
+        return load_params(path), str(path)
+    except PsaqError:
+        return Params(), None
+
+
+def _default_text(base, source: str | None, name: str) -> str:
+    """``(default: 4, from params.yaml; library default 8)``: the value a run takes when the flag is
+    left out, where that value comes from, and the library's own where the two differ."""
+    import dataclasses
+
+    from psaq.overrides import OVERRIDES
+    from psaq.params import SECTIONS
+
+    section, key = OVERRIDES[name]
+    effective = getattr(getattr(base, section), key)
+    library = _default(SECTIONS[section], key)
+    if isinstance(library, dataclasses._MISSING_TYPE):  # a default_factory field
+        library = next(f.default_factory() for f in dataclasses.fields(SECTIONS[section]) if f.name == key)
+    if source is None or effective == library:
+        return f"(default: {effective})"
+    return f"(default: {effective}, from {source}; library default {library})"
+
+
+def _add_run_args(p: argparse.ArgumentParser, base=None, source: str | None = None) -> None:
+    from psaq.params import Params
+
+    base = base if base is not None else Params()
+    d = lambda name: _default_text(base, source, name)  # noqa: E731
     m = p.add_argument_group("model")
-    m.add_argument("--model", help=f"psaq model (digits-vit) or any timm name {d(ModelConfig, 'name')}")
+    m.add_argument("--model", help=f"psaq model (digits-vit) or any timm name {d('model')}")
     m.add_argument("--checkpoint", help="local weights: .safetensors or a torch state dict (read with weights_only=True)")
     m.add_argument("--pretrained", action="store_true", help="timm pretrained weights from its cache or hub")
     m.add_argument("--random-weights", action="store_true",
                    help="run a timm model on its random initial weights, on purpose (tests, speed); otherwise refused")
     m.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="timm keyword override, repeatable (img_size=64, num_classes=10, …)")
-    m.add_argument("--train-seed", type=int, help=f"which self-trained digits-vit {d(ModelConfig, 'train_seed')}")
+    m.add_argument("--train-seed", type=int, help=f"which self-trained digits-vit {d('train_seed')}")
     q = p.add_argument_group("quantization")
-    q.add_argument("--w-bits", type=int, help=f"weight bits, 2..8, symmetric per channel {d(QuantConfig, 'w_bits')}")
-    q.add_argument("--a-bits", type=int, help=f"activation bits, 2..8, asymmetric per tensor {d(QuantConfig, 'a_bits')}")
-    q.add_argument("--act-observer", help=f"activation range rule: minmax (the paper's), percentile, mse {d(QuantConfig, 'act_observer')}")
-    q.add_argument("--weight-observer", help=f"weight range rule {d(QuantConfig, 'weight_observer')}")
+    q.add_argument("--w-bits", type=int, help=f"weight bits, 2..8, symmetric per channel {d('w_bits')}")
+    q.add_argument("--a-bits", type=int, help=f"activation bits, 2..8, asymmetric per tensor {d('a_bits')}")
+    q.add_argument("--act-observer", help=f"activation range rule: minmax (the paper's), percentile, mse {d('act_observer')}")
+    q.add_argument("--weight-observer", help=f"weight range rule {d('weight_observer')}")
     q.add_argument("--sites", help="where and how activations are quantized: official (the official code's 10 per "
                    "block + 7), compact (psaq's earlier 8 + 3), log2 (official + log2 post-softmax probabilities), "
                    "repq (matmul inputs, log2 probabilities, LayerNorm outputs per channel folded into the "
-                   f"LayerNorm and the next linear: psaq's 4-bit recipe) {d(QuantConfig, 'sites')}")
+                   f"LayerNorm and the next linear: psaq's 4-bit recipe) {d('sites')}")
     q.add_argument("--calibrate-with-quantized-weights", action="store_true", default=None,
                    help="take activation ranges with the weights already rounded (psaq's option; the official code "
                    "calibrates the float model)")
@@ -110,36 +151,32 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     r.add_argument("--reconstruct", action="store_true", default=None,
                    help="learn weight rounding (AdaRound) and activation steps (LSQ) block by block on the "
                    "calibration images, with QDrop")
-    r.add_argument("--reconstruct-iters", type=int, help=f"iterations per block {d(ReconstructConfig, 'iters')}")
-    from psaq.params import RuntimeConfig
-    from psaq.quant.adaptive import AdaptiveConfig
-
+    r.add_argument("--reconstruct-iters", type=int, help=f"iterations per block {d('reconstruct_iters')}")
     v = p.add_argument_group("PSAQ-ViT V2 (--calib psaq-v2; params.yaml adaptive: has the rest)")
-    v.add_argument("--v2-rounds", type=int, help=f"teacher-student rounds {d(AdaptiveConfig, 'rounds')}")
+    v.add_argument("--v2-rounds", type=int, help=f"teacher-student rounds {d('v2_rounds')}")
     v.add_argument("--v2-student", metavar="{weights+scales,weights,scales}",
-                   help=f"what the student learns in each round {d(AdaptiveConfig, 'student')}")
+                   help=f"what the student learns in each round {d('v2_student')}")
     s = p.add_argument_group("calibration data")
-    s.add_argument("--calib", help=f"calibration mode, see below {d(SynthesisConfig, 'method')}")
-    s.add_argument("--seed", type=int, help=f"synthesis seed {d(SynthesisConfig, 'seed')}")
-    s.add_argument("--num-samples", type=int, help=f"calibration images {d(SynthesisConfig, 'num_samples')}")
-    s.add_argument("--steps", type=int, help=f"optimization steps per round, 2 rounds {d(SynthesisConfig, 'steps_per_round')}")
+    s.add_argument("--calib", help=f"calibration mode, see below {d('calib')}")
+    s.add_argument("--seed", type=int, help=f"synthesis seed {d('seed')}")
+    s.add_argument("--num-samples", type=int, help=f"calibration images {d('num_samples')}")
+    s.add_argument("--steps", type=int, help=f"optimization steps per round, 2 rounds {d('steps_per_round')}")
     s.add_argument("--entropy-estimator", help="patch-similarity entropy: official (the official code's) or unique-pairs "
-                   f"(psaq's variant) {d(SynthesisConfig, 'entropy_estimator')}")
+                   f"(psaq's variant) {d('entropy_estimator')}")
     s.add_argument("--calib-dataset", help="folder of class folders the real mode draws from (a --dataset root with "
                    "train/ brings its own)")
     f = p.add_argument_group("synthesis speed (same images up to rounding; see the README's speed table)")
     f.add_argument("--precision", metavar="{fp32,bf16}",
                    help="autocast dtype of the model's forward; bf16 pays on GPUs and AMX CPUs at 224 px, "
-                   f"the entropy stays float32 {d(SynthesisConfig, 'precision')}")
+                   f"the entropy stays float32 {d('precision')}")
     f.add_argument("--compile", metavar="{none,kde,model,all}",
-                   help=f"what torch.compile fuses; 'kde' pays at 224 px {d(SynthesisConfig, 'compile')}")
+                   help=f"what torch.compile fuses; 'kde' pays at 224 px {d('compile')}")
     f.add_argument("--cuda-graphs", action="store_true", default=None, help="replay the compiled step as CUDA graphs (CUDA only)")
     e = p.add_argument_group("evaluation")
     e.add_argument("--dataset", default=None,
                    help="digits, a folder of class folders PATH/<class>/<image>, or a root holding train/ and val/ "
                    "(evaluates on val/, real calibrates on train/) (default: the model's own)")
-    e.add_argument("--device", help="cpu, cuda, cuda:N; auto picks CUDA when present (default: params.yaml runtime.device, "
-                   f"else {_default(RuntimeConfig, 'device')})")
+    e.add_argument("--device", help=f"cpu, cuda, cuda:N; auto picks CUDA when present {d('device')}")
     e.add_argument("--params", help="settings file (default: ./params.yaml when there is one); flags override it")
     e.add_argument("--store", help="artifact store: the project folder whose models/, data/, metrics/ the pipeline "
                    "shares (default: $PSAQ_PROJECT or the current folder)")
@@ -355,7 +392,9 @@ class ArgumentParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """``argv`` (default: this process's) only says which settings file the help's defaults come from."""
+    base, source = _settings_file(argv)
     parser = ArgumentParser(
         prog="psaq",
         description="Data-free post-training quantization of vision transformers (PSAQ-ViT).",
@@ -363,8 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_quantize(sub)
-    _add_export(sub)
+    _add_quantize(sub, base, source)
+    _add_export(sub, base, source)
     _add_train(sub)
     return parser
 
@@ -395,7 +434,7 @@ def run_entry(main, debug: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # a bad flag (its one line is printed): the exit status, as for any error

@@ -202,3 +202,33 @@ def test_near_chance_on_a_folder_warns_with_the_folder_order(tmp_path):
     assert warning and "near chance (10 %)" in warning and "eight, five, four, nine, one, seven, …" in warning
     assert chance_warning(92.0, str(tmp_path / "data")) is None
     assert chance_warning(9.33, None) is None  # the built-in dataset: its order is the model's
+
+
+def _help_line(argv: list[str], flag: str) -> str:
+    """The help text of one flag, its wrapped lines joined."""
+    from psaq.cli import build_parser
+
+    parser = build_parser(argv)
+    sub = next(a for a in parser._actions if a.dest == "command").choices[argv[0]]
+    return " ".join(next(a for a in sub._actions if flag in a.option_strings).help.split())
+
+
+def test_help_shows_the_library_default_without_a_params_file():
+    assert _help_line(["quantize"], "--w-bits").endswith("(default: 8)")
+    assert _help_line(["export"], "--weight-type").endswith("(default: uint8)")
+
+
+def test_help_shows_the_params_file_default_and_where_it_comes_from(project):
+    (project / "params.yaml").write_text("quant:\n  w_bits: 4\n  a_bits: 8\nexport:\n  weight_type: int8\n")
+    assert _help_line(["quantize"], "--w-bits").endswith("(default: 4, from params.yaml; library default 8)")
+    assert _help_line(["quantize"], "--a-bits").endswith("(default: 8)")  # the same value as the library's
+    assert _help_line(["export"], "--weight-type").endswith("(default: int8, from params.yaml; library default uint8)")
+    other = project / "other.yaml"
+    other.write_text("quant:\n  w_bits: 6\n")
+    assert _help_line(["quantize", "--params", str(other)], "--w-bits").endswith(
+        f"(default: 6, from {other}; library default 8)")
+
+
+def test_help_of_a_broken_params_file_falls_back_to_the_library_defaults(project):
+    (project / "params.yaml").write_text("quant:\n  w_bits: nine\n")
+    assert _help_line(["quantize"], "--w-bits").endswith("(default: 8)")
