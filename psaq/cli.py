@@ -298,6 +298,7 @@ def _export(args: argparse.Namespace) -> int:
 
     from psaq.pipeline import resolve
     from psaq.quant.onnx_export import INTEGER_OPS, export_fp32_onnx, integer_ops, ort_session
+    from psaq.quant.onnx_usage import example_program
     from psaq.quant.serialize import load_quantized
     from psaq.sources import eval_loader, model_data
     from psaq.stages.common import load
@@ -337,7 +338,20 @@ def _export(args: argparse.Namespace) -> int:
         size = path.stat().st_size
         print(f"wrote {path}  {size / 1e6:.2f} MB  ({fp32_size / size:.2f}x smaller than the FP32 ONNX)")
     print(f"wrote {fp32_path}  {fp32_size / 1e6:.2f} MB  (the float model, for comparison)")
+    print("\nTo run it on a folder of class folders without psaq (ONNX Runtime, NumPy and Pillow; the preprocessing "
+          "and class names are in the file's metadata):\n")
+    print(example_program(onnx_path, _image_folder(params.runtime.dataset)))
     return 0
+
+
+def _image_folder(dataset: str | None) -> str:
+    """The folder of class folders a run evaluated on, or a placeholder for a built-in dataset."""
+    from psaq.data import is_builtin
+    from psaq.folders import resolve_roots
+
+    if not dataset or is_builtin(dataset):
+        return "path/to/images"
+    return str(resolve_roots(dataset).eval_dir)
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -25,3 +26,13 @@ class InputSpec:
         mean = torch.tensor(self.mean, device=device, dtype=dtype).view(1, -1, 1, 1)
         std = torch.tensor(self.std, device=device, dtype=dtype).view(1, -1, 1, 1)
         return (0.0 - mean) / std, (1.0 - mean) / std
+
+    def preprocessing(self) -> dict:
+        """The evaluation transform in plain terms, for code outside psaq (an exported ONNX model's
+        metadata): read the image as ``mode``, resize its short side to ``resize`` pixels with
+        ``interpolation``, centre-crop ``crop`` (height, width), scale pixels to [0, 1], subtract
+        ``mean`` and divide by ``std`` per channel, and lay the result out as NCHW float32."""
+        channels, height, width = self.input_size
+        return {"mode": "RGB" if channels == 3 else "L", "resize": math.floor(min(height, width) / self.crop_pct),
+                "crop": [height, width], "interpolation": self.interpolation, "scale": 1 / 255,
+                "mean": list(self.mean), "std": list(self.std), "layout": "NCHW"}

@@ -1,5 +1,6 @@
 """The command line: bad input gets one line and exit 2; the real timm + folder path runs end to end."""
 
+import re
 import subprocess
 import sys
 
@@ -157,6 +158,59 @@ def test_export_writes_onnx_and_integer_files(image_folder, checkpoint, tmp_path
     assert any(n.endswith("-W8A8-gaussian-seed0.onnx") for n in names)
     assert any(n.endswith(".int.safetensors") for n in names) and any(n.endswith("-fp32.onnx") for n in names)
     assert "ONNX          top-1" in text and "MatMulIntegerToFloat" in text
+
+
+def test_the_printed_program_runs_the_onnx_file_with_psaqs_top1(checkpoint, tmp_path, capsys):
+    """The program ``psaq export`` prints needs only ONNX Runtime, NumPy, Pillow and the file's metadata,
+    and scores the folder as psaq's own check of the ONNX file did (odd sizes: the resize and crop matter)."""
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "odd"
+    for c in ("a", "b", "c"):
+        (folder / c).mkdir(parents=True)
+        for i in range(6):
+            h, w = rng.integers(30, 70, size=2)
+            Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(folder / c / f"{i}.png")
+    out = tmp_path / "exports"
+    code = main(["export", *VIT_ARGS, "--checkpoint", str(checkpoint), "--dataset", str(folder), "--calib", "gaussian",
+                 "--num-samples", "4", "--device", "cpu", "--quiet", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    reported = re.search(r"ONNX +top-1 +([\d.]+)", text).group(1)
+    program = text[text.index("import json, pathlib"):]
+    assert str(folder) in program and str(out) in program
+    ran = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip() == f"top-1 {reported} % over 18 images"
+    # and its pixels are psaq's own evaluation transform's, image by image
+    from psaq.data import as_rgb8, eval_transform
+    from psaq.models import ModelConfig, load_model
+
+    namespace: dict = {}
+    exec(compile(program, "printed", "exec"), namespace)  # noqa: S102 - the program under test
+    model = load_model(ModelConfig(VIT_ARGS[1], checkpoint=str(checkpoint), model_args={
+        "img_size": 32, "patch_size": 8, "embed_dim": 48, "depth": 2, "num_heads": 3, "num_classes": 3}))
+    transform = eval_transform(model.spec)
+    for path in sorted(folder.rglob("*.png"))[:6]:
+        with Image.open(path) as img:
+            expected = transform(as_rgb8(img, str(path))).numpy()
+        np.testing.assert_allclose(namespace["pixels"](path), expected, atol=1e-5)
+    capsys.readouterr()
+
+
+def test_the_onnx_file_carries_its_preprocessing_and_no_store_path(checkpoint, image_folder, tmp_path, capsys):
+    import json
+
+    import onnx
+
+    out = tmp_path / "exports"
+    assert main(["export", *VIT_ARGS, "--checkpoint", str(checkpoint), "--dataset", str(image_folder), "--calib",
+                 "gaussian", "--num-samples", "4", "--device", "cpu", "--quiet", "--out", str(out)]) == 0
+    capsys.readouterr()
+    [path] = [p for p in out.glob("*.onnx") if "fp32" not in p.name]
+    meta = {e.key: e.value for e in onnx.load(str(path)).metadata_props}
+    pre = json.loads(meta["psaq.preprocessing"])
+    assert pre["crop"] == [32, 32] and pre["mode"] == "RGB" and len(pre["mean"]) == 3 and pre["resize"] >= 32
+    assert not any(str(tmp_path) in v for v in meta.values())  # nothing names this machine's folders
 
 
 def test_unsupported_architecture_is_refused(capsys):

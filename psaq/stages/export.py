@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 
 import torch
 
@@ -45,8 +46,13 @@ def run(store: Store, model: ModelConfig, weights: Weights, quantized: Artifact,
 
     def write_onnx(tmp):
         m, config, spec = qmodel()
-        export_onnx(m, config, torch.zeros((1, *spec.input_size)), tmp, {"model": model.name, "source": quantized.path},
-                    export_cfg)
+        # what a user needs to feed it real images and read its outputs; the calibrated model by its
+        # content hash, not by a path of this machine's store
+        about = {"model": model.name, "quantized_sha256": quantized.sha256,
+                 "preprocessing": json.dumps(spec.preprocessing())}
+        if spec.class_names:
+            about["class_names"] = json.dumps(list(spec.class_names))
+        export_onnx(m, config, torch.zeros((1, *spec.input_size)), tmp, about, export_cfg)
 
     integer, built_int = store.publish(int_out, write_integer)
     onnx, built_onnx = store.publish(onnx_out, write_onnx)
