@@ -351,16 +351,6 @@ def check_reruns_outside_reads(stage: str, params: Params, dvc_file: Path = Path
                           "dvc.yaml) or `python -m flows.dvc_stages write-dvc-yaml` first")
 
 
-def check_dvc_grid(params) -> None:
-    """DVC names a matrix stage ``stage@value-value-…`` and splits names at '@': a bit setting
-    with a site set (``W4A4@repq``) makes stages it cannot find. Refused before ``dvc repro``."""
-    tagged = [b for b in params.grid.bits if "@" in str(b)]
-    if tagged:
-        raise ConfigError(f"grid.bits {tagged} name a site set with '@', which DVC's stage names cannot hold; for "
-                          "dvc repro set quant.sites instead and list plain settings (W4A4), or run this grid with "
-                          "python -m flows.benchmark --params FILE")
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("stage", choices=[*POINT_STAGES, "write-dvc-yaml", "check-params", "sync"])
@@ -379,11 +369,9 @@ def main(argv: list[str] | None = None) -> int:
             Path("dvc.yaml").write_text(dvc_yaml(params))
             print("wrote dvc.yaml")
             return 0
-        if args.stage == "check-params":
-            check_dvc_grid(params)
+        if args.stage == "check-params":  # load_params above refused what is wrong
             return 0
         if args.stage == "sync":
-            check_dvc_grid(params)
             recorded, stale = sync(params)
             if stale:
                 print(f"sync: {len(recorded)} of {len(stale)} stages found in the store and recorded in dvc.lock; "

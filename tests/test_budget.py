@@ -14,7 +14,7 @@ from psaq.pipeline import grid_points
 
 def digits_params(**grid):
     return params_from_dict({"grid": {"train_seeds": [0, 1], "methods": ["psaq", "gaussian"], "seeds": [0, 1, 2],
-                                      "bits": ["W4A8", "W4A4@repq"], **grid},
+                                      "bits": ["W4A8", "W4A4+repq"], **grid},
                              "synthesis": {"rounds": 2, "steps_per_round": 5, "warmup_steps": 1, "jitter_px": [1, 2]}})
 
 

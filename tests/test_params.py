@@ -98,19 +98,21 @@ def test_a_number_yaml_reads_as_text_says_how_to_write_it(tmp_path):
 
 def test_parse_setting():
     assert parse_setting("W4A8") == (4, 8, None)
-    assert parse_setting("W4A4@repq") == (4, 4, "repq")
+    assert parse_setting("W4A4+repq") == (4, 4, "repq")
     with pytest.raises(ConfigError):
         parse_setting("4/8")
     with pytest.raises(ConfigError):
         parse_setting("W8A8\n")  # a trailing newline would end up in artifact names
     with pytest.raises(UnknownNameError, match="site set 'nosuch'; known: .*repq"):
-        parse_setting("W4A4@nosuch")
+        parse_setting("W4A4+nosuch")
+    with pytest.raises(ConfigError, match=r"write W4A4\+repq: a site set follows '\+'"):
+        parse_setting("W4A4@repq")  # DVC cannot name a stage whose value holds '@'
 
 
 def test_a_grid_setting_with_a_site_set_reaches_the_quant_config():
     from psaq.pipeline import grid_points, quant_config
 
-    params = params_from_dict({"grid": {"bits": ["W4A8", "W4A4@repq"], "methods": ["gaussian"], "seeds": [0]}})
+    params = params_from_dict({"grid": {"bits": ["W4A8", "W4A4+repq"], "methods": ["gaussian"], "seeds": [0]}})
     configs = {p.bits: quant_config(params, p) for p in grid_points(params)}
     assert (configs["W4A8"].w_bits, configs["W4A8"].a_bits, configs["W4A8"].sites) == (4, 8, params.quant.sites)
-    assert (configs["W4A4@repq"].w_bits, configs["W4A4@repq"].a_bits, configs["W4A4@repq"].sites) == (4, 4, "repq")
+    assert (configs["W4A4+repq"].w_bits, configs["W4A4+repq"].a_bits, configs["W4A4+repq"].sites) == (4, 4, "repq")

@@ -20,9 +20,9 @@ def test_grid_summary_gives_the_mean_over_seeds_per_setting_and_method_in_grid_o
 
 
 def test_point_summary_names_the_point_its_figures_and_its_metrics_file():
-    text = point_summary("fashion-vit", rec("psaq", "W4A4@repq", 2, 71.234, fp32=87.54))
-    assert text == ("fashion-vit W4A4@repq psaq seed 2: top-1 71.23 % (FP32 87.54 %, agreement 97.50 %); "
-                    "metrics metrics/psaq-W4A4@repq-2.json")
+    text = point_summary("fashion-vit", rec("psaq", "W4A4+repq", 2, 71.234, fp32=87.54))
+    assert text == ("fashion-vit W4A4+repq psaq seed 2: top-1 71.23 % (FP32 87.54 %, agreement 97.50 %); "
+                    "metrics metrics/psaq-W4A4+repq-2.json")
 
 
 def test_artifact_keys_are_what_prefect_accepts_one_per_model():

@@ -53,11 +53,12 @@ def test_a_view_edited_in_place_is_refused(project):
         read_view("samples", **item)
 
 
-def test_a_grid_dvc_cannot_name_is_refused_before_dvc_repro(project, capsys):
-    """DVC splits stage names at '@': a setting with a site set (W4A4@repq) is refused with the
-    way out; plain settings pass."""
+def test_a_grid_with_a_site_set_passes_the_dvc_check_and_a_tag_dvc_cannot_name_is_refused(project, capsys):
+    """A site set follows '+' (W4A4+repq), which DVC's matrix stage names hold; the '@' of earlier
+    tags, which DVC splits names at, is refused in one line with the spelling to use."""
+    (project / "params.yaml").write_text("grid:\n  bits: [W8A8, W4A4+repq]\n")
     assert main(["check-params"]) == 0
     (project / "params.yaml").write_text("grid:\n  bits: [W8A8, W4A4@repq]\n")
     assert main(["check-params"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("psaq: error:") and "['W4A4@repq']" in err and "quant.sites" in err and "\n" not in err
+    assert err.startswith("psaq: error:") and "write W4A4+repq" in err and "\n" not in err
