@@ -46,12 +46,12 @@ def test_only_what_reads_outside_the_project_runs_on_every_repro(tmp_path, monke
         (folder / cls).mkdir(parents=True)
     assert reads_outside(_params()) == {}
     assert reads_outside(_params(model={"name": "fashion-vit"})) == {}
-    assert reads_outside(_params(model={"name": "vit_tiny_patch16_224", "random_weights": True},
+    assert reads_outside(_params(model={"name": "vit_tiny_patch16_224", "random_weights": True, "pretrained": False},
                                  runtime={"dataset": str(folder)})) == {"data": f"the image folder {folder}"}
     assert set(reads_outside(_params(model={"checkpoint": str(tmp_path / "w.safetensors")}))) == {"model"}
     assert set(reads_outside(_params(model={"name": "vit_tiny_patch16_224", "pretrained": True},
                                      runtime={"dataset": str(folder)}))) == {"model", "data"}
-    stages = yaml.safe_load(dvc_yaml(_params(model={"name": "vit_tiny_patch16_224", "random_weights": True},
+    stages = yaml.safe_load(dvc_yaml(_params(model={"name": "vit_tiny_patch16_224", "random_weights": True, "pretrained": False},
                                              runtime={"dataset": str(folder)})))["stages"]
     assert [name for name, spec in stages.items() if spec.get("always_changed")] == ["data"]
 
@@ -64,8 +64,8 @@ def test_a_stage_command_refuses_a_dvc_yaml_that_would_not_rerun_an_outside_read
     folder = tmp_path / "images"
     for cls in ("a", "b"):
         (folder / cls).mkdir(parents=True)
-    before = _params(model={"name": "vit_tiny_patch16_224", "random_weights": True})
-    after = _params(model={"name": "vit_tiny_patch16_224", "random_weights": True}, runtime={"dataset": str(folder)})
+    before = _params(model={"name": "vit_tiny_patch16_224", "random_weights": True, "pretrained": False})
+    after = _params(model={"name": "vit_tiny_patch16_224", "random_weights": True, "pretrained": False}, runtime={"dataset": str(folder)})
     (tmp_path / "dvc.yaml").write_text(dvc_yaml(before))
     check_reruns_outside_reads("data", before)
     with pytest.raises(ConfigError, match=r"stage 'data' read the image folder .*make repro"):
@@ -227,7 +227,7 @@ def test_make_repro_regenerates_dvc_yaml_when_params_make_a_stage_read_outside(t
     dvc_file = tmp_path / "dvc.yaml"
     dvc_file.write_text((REPO / "dvc.yaml").read_text())
     assert refresh_dvc_yaml(_params(), dvc_file) is None
-    outside = _params(model={"name": "vit_tiny_patch16_224", "random_weights": True},
+    outside = _params(model={"name": "vit_tiny_patch16_224", "random_weights": True, "pretrained": False},
                       runtime={"dataset": str(tmp_path / "images")})
     line = refresh_dvc_yaml(outside, dvc_file)
     assert line and "stage 'data' reads the image folder" in line and "always_changed: true" in dvc_file.read_text()

@@ -22,6 +22,7 @@ from psaq.content import file_sha256
 from psaq.models.digits import digits_vit
 from psaq.models.fashion import ARCHITECTURES as FASHION_ARCHITECTURES
 from psaq.models.checkpoint import checkpoint_class_names, load_checkpoint
+from psaq.models.shipped import shipped_seeds, shipped_weights
 from psaq.registry import Registry
 
 
@@ -49,7 +50,8 @@ class ModelConfig:
     """Which model to load and from where.
 
     ``name``: a psaq model (``digits-vit``) or any timm name. ``checkpoint``: a local
-    safetensors or torch state-dict file. ``pretrained``: timm weights from its cache/hub.
+    safetensors or torch state-dict file. ``pretrained``: timm weights from its cache/hub; for
+    psaq's own models, the trained weights psaq ships (``psaq.models.shipped``).
     ``model_args``: timm keyword overrides (``img_size``, ``num_classes``, …).
     ``train_seed``: which self-trained digits-vit to use when no checkpoint is given.
     ``random_weights``: run a timm model on its random initial weights, on purpose (tests,
@@ -187,9 +189,13 @@ def load_model(config: ModelConfig, device: str | torch.device = "cpu", dtype: t
             torch.manual_seed(config.train_seed)
             model = create_architecture(config)
         spec, dataset = entry.spec, entry.dataset
+        if checkpoint is None and config.pretrained:
+            checkpoint = shipped_weights(config.name, config.train_seed, config.model_args)
         if checkpoint is None and not config.random_weights:
+            shipped = shipped_seeds(config.name)
+            also = f", or pretrained=True for the weights psaq ships (train seed {shipped[0]})" if shipped else ""
             raise ConfigError(f"'{config.name}' is trained by psaq: load it through the model stage "
-                              "(psaq.stages.model.load, which trains it once into the store), or pass its checkpoint")
+                              f"(psaq.stages.model.load, which trains it once into the store), or pass its checkpoint{also}")
     else:
         if not (checkpoint or config.pretrained or config.random_weights):
             check_supported(_create_timm(config.name, False, config.model_args), config.name)

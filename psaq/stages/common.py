@@ -20,7 +20,7 @@ from psaq.store import Store, stable_hash
 class Weights:
     """Where a model's weights come from, and their content hash: the model's identity in every key."""
 
-    source: str  # trained | checkpoint | pretrained | random
+    source: str  # trained | shipped | checkpoint | pretrained | random
     sha256: str  # a user's checkpoint: the file's hash; otherwise the tensors' (``state_sha256``)
     path: str | None = None
 

@@ -15,6 +15,7 @@ import torch
 
 from psaq.models import LoadedModel, ModelConfig, create_architecture, load_model, save_checkpoint
 from psaq.models.loader import check_supported
+from psaq.models.shipped import shipped_weights
 from psaq.models.train import TrainConfig
 from psaq.models.trainers import TRAINERS
 from psaq.stages.stage import Stage
@@ -41,11 +42,17 @@ def reads_outside(model: ModelConfig) -> str | None:
 
 
 def run(store: Store, model: ModelConfig, train: TrainConfig, progress: bool = True) -> tuple[Weights, bool]:
-    """(weights, built): built is True when this call trained the model."""
+    """(weights, built): built is True when this call trained the model. A psaq model with
+    ``pretrained`` takes the weights psaq ships instead of training."""
     if model.checkpoint:
         path = Path(model.checkpoint).expanduser().resolve()
         load_model(dataclasses.replace(model, checkpoint=str(path)))  # refuse a bad file now
         return Weights("checkpoint", file_sha256(path), str(path)), False
+    if model.pretrained and model.name in TRAINERS:  # the weights psaq ships for its own model, checked by hash
+        path = shipped_weights(model.name, model.train_seed, model.model_args)
+        loaded = load_model(dataclasses.replace(model, checkpoint=str(path)))
+        # identity by tensors, as a model trained here: the same recipe's tensors key the same results
+        return Weights("shipped", state_sha256(loaded.model), str(path)), False
     trainer = TRAINERS.get(model.name) if model.name in TRAINERS else None
     if trainer is not None and not model.random_weights:
         check_supported(create_architecture(model), model.name)  # refuse bad model_args before training

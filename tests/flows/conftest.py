@@ -11,7 +11,7 @@ from tests import shared_prefect
 from tests.conftest import run_folder
 
 TINY = {
-    "model": {"model_args": {"depth": 1}},
+    "model": {"name": "digits-vit", "pretrained": False, "model_args": {"depth": 1}},
     "train": {"epochs": 2},
     "synthesis": {"steps_per_round": 4, "warmup_steps": 1, "num_samples": 8},
     "quant": {"w_bits": 8, "a_bits": 8},
