@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -28,15 +29,25 @@ def _save(fig, path: str | Path) -> Path:
     return out
 
 
+SAMPLES_CAPTION = (
+    "Synthesized images (psaq, psaq-noent) are optimized in the model's normalized input space so that the model "
+    "sees diverse patch similarities (psaq) and the label above each image; they are not meant to look like the "
+    "training images, and most look like noise or texture. What calibration takes from them is the range of every "
+    "activation they produce inside the model. gaussian: N(0, 1) noise, no label. real: training images, true labels. "
+    "Row labels: how many of the row's images the float model classifies as their label."
+)
+
+
 def sample_grid(sets: Mapping[str, tuple[torch.Tensor, torch.Tensor]], spec: InputSpec, path: str | Path,
-                per_row: int = 8) -> Path:
+                per_row: int = 8, agreement: Mapping[str, tuple[int, int]] | None = None) -> Path:
     """One row of images per named set, shown as pixels (normalization undone), each titled
     with its label: the pseudo-label a synthesized image was optimized for, the true label of
-    a real one, none for noise."""
+    a real one, none for noise. ``agreement``: per set, (images the model classifies as their
+    label, labelled images), written under the row's name."""
     mean = torch.tensor(spec.mean).view(1, -1, 1, 1)
     std = torch.tensor(spec.std).view(1, -1, 1, 1)
     names = spec.class_names
-    fig, axes = _pyplot().subplots(len(sets), per_row, figsize=(per_row * 1.15, len(sets) * 1.45), squeeze=False)
+    fig, axes = _pyplot().subplots(len(sets), per_row, figsize=(per_row * 1.15, len(sets) * 1.45 + 0.9), squeeze=False)
     for r, (name, (images, labels)) in enumerate(sets.items()):
         pixels = (images[:per_row] * std + mean).clamp(0, 1)
         for c in range(per_row):
@@ -44,34 +55,57 @@ def sample_grid(sets: Mapping[str, tuple[torch.Tensor, torch.Tensor]], spec: Inp
             ax.set_xticks([])
             ax.set_yticks([])
             if c < len(pixels):
-                ax.imshow(pixels[c].permute(1, 2, 0).numpy())
+                shown = pixels[c].permute(1, 2, 0).numpy()
+                ax.imshow(shown[..., 0] if shown.shape[-1] == 1 else shown, cmap="gray" if shown.shape[-1] == 1 else None,
+                          vmin=0, vmax=1)
                 label = int(labels[c]) if c < len(labels) else -1
                 if label >= 0:
                     ax.set_title(names[label] if names else str(label), fontsize=7)
-        axes[r][0].set_ylabel(name, fontsize=8)
+        hits = (agreement or {}).get(name)
+        row_label = f"{name}\n{hits[0]}/{hits[1]} as labelled" if hits and hits[1] else name
+        axes[r][0].set_ylabel(row_label, fontsize=8)
     fig.suptitle("Calibration images per mode (titles: the label each image was made or drawn for)", fontsize=9)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.text(0.5, 0.01, textwrap.fill(SAMPLES_CAPTION, 150), ha="center", va="bottom", fontsize=6.5)
     return _save(fig, path)
 
 
-def similarity_histograms(sims: Mapping[str, Sequence[torch.Tensor]], path: str | Path) -> Path:
-    """The paper's key figure, for every block: patch-similarity distributions of real, noise
-    and synthesized images (wider = more diverse)."""
+def similarity_histograms(sims: Mapping[str, Sequence[torch.Tensor]], path: str | Path,
+                          entropies: Mapping[str, Sequence[float]] | None = None, reference: str = "real") -> Path:
+    """The paper's key figure, one row per image set and one column per block: the distribution
+    of cosine similarities between patch tokens after self-attention (spread out = diverse).
+    Every row draws the ``reference`` set's distribution as a grey outline to compare with, and
+    writes its differential entropy per block (``entropies``, the quantity synthesis raises)."""
+    plt = _pyplot()
+    names = sorted(sims, key=lambda n: n != reference)  # the reference on top, the others in their order
     n_blocks = len(next(iter(sims.values())))
-    cols = min(4, n_blocks)
-    rows = -(-n_blocks // cols)
-    fig, axes = _pyplot().subplots(rows, cols, figsize=(3.6 * cols, 2.6 * rows), squeeze=False)
-    for b in range(rows * cols):
-        ax = axes[b // cols][b % cols]
-        if b >= n_blocks:
-            ax.axis("off")
-            continue
-        for name, per_block in sims.items():
-            ax.hist(per_block[b].numpy(), bins=60, range=(-1, 1), density=True, histtype="step", label=name)
-        ax.set_title(f"block {b}", fontsize=9)
-        ax.set_xlabel("cosine similarity of two patch tokens", fontsize=8)
-        ax.set_ylabel("density", fontsize=8)
-    axes[0][-1].legend(fontsize=7)
-    fig.suptitle("Patch similarity after self-attention, per block (each pair of patches once)", fontsize=10)
+    ref = sims.get(reference)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, axes = plt.subplots(len(names), n_blocks, figsize=(1.9 * n_blocks + 1.2, 1.35 * len(names) + 1.0),
+                             squeeze=False, sharex=True)
+    for r, name in enumerate(names):
+        color = colors[list(sims).index(name) % len(colors)]
+        for b in range(n_blocks):
+            ax = axes[r][b]
+            ax.hist(sims[name][b].numpy(), bins=50, range=(-1, 1), density=True, color=color, alpha=0.75)
+            if ref is not None and name != reference:
+                ax.hist(ref[b].numpy(), bins=50, range=(-1, 1), density=True, histtype="step", color="0.35",
+                        linewidth=0.8)
+            ax.set_yticks([])
+            ax.tick_params(axis="x", labelsize=7)
+            if entropies is not None and name in entropies:
+                ax.text(0.03, 0.92, f"H = {entropies[name][b]:+.2f}", transform=ax.transAxes, fontsize=7, va="top",
+                        bbox=dict(boxstyle="round,pad=0.15", facecolor="white", alpha=0.8, linewidth=0))
+            if r == 0:
+                ax.set_title(f"block {b}", fontsize=9)
+            if r == len(names) - 1:
+                ax.set_xlabel("cosine similarity", fontsize=7)
+        axes[r][0].set_ylabel(name, fontsize=8, rotation=0, ha="right", va="center")
+    outline = f"; grey outline: {reference}" if ref is not None else ""
+    fig.suptitle("Patch similarity after self-attention, one row per image set, one column per block\n"
+                 f"(spread out = diverse, as real images; a spike near 1 = patches alike, as noise{outline}; "
+                 "H: differential entropy of the similarities, the quantity psaq raises, higher = more diverse)",
+                 fontsize=8.5)
     fig.tight_layout()
     return _save(fig, path)
 
