@@ -99,3 +99,123 @@ def comparison_table(rows: list[dict]) -> str:
         body.append(line)
     n = rows[0]["runs"] if rows else 0
     return markdown_table([f"difference (n = {n} runs)", *columns], body)
+
+
+def range_ratios(records: list[dict], scales_of, reference: str = "real") -> dict[str, dict[str, float]]:
+    """{method: {column: ratio}}: how wide each method's calibrated activation ranges are against
+    ``reference``'s on the same run and setting, the median over quantizer sites, averaged over
+    runs (below 1: narrower, so the reference's values beyond them are clipped). ``scales_of``:
+    record → {site: step} (``psaq.quant.serialize.activation_scales`` of its quantized model)."""
+    by_run = {(r.get("train_seed", 0), r["seed"], column_of(r)): r for r in records if r["method"] == reference}
+    ratios: dict = defaultdict(lambda: defaultdict(list))
+    cache: dict[str, dict[str, float]] = {}
+
+    def scales(rec: dict) -> dict[str, float]:
+        if rec["quantized"] not in cache:
+            cache[rec["quantized"]] = scales_of(rec)
+        return cache[rec["quantized"]]
+
+    for r in records:
+        ref = by_run.get((r.get("train_seed", 0), r["seed"], column_of(r)))
+        if ref is None or r["method"] == reference:
+            continue
+        mine, theirs = scales(r), scales(ref)
+        sites = [s for s in mine if s in theirs and theirs[s] > 0]
+        if sites:
+            ratios[r["method"]][column_of(r)].append(statistics.median(mine[s] / theirs[s] for s in sites))
+    return {m: {c: statistics.fmean(v) for c, v in cols.items()} for m, cols in ratios.items()}
+
+
+def _interval(row: dict) -> str:
+    return f"[{row['low']:+.2f}, {row['high']:+.2f}]"
+
+
+def _cell(row: dict | None) -> str:
+    return "–" if row is None else f"{row['mean']:+.2f} {_interval(row)}"
+
+
+def findings(summary: dict) -> dict[str, str]:
+    """{column: one plain paragraph}: where psaq's images help at that setting, where they do not,
+    and what the numbers say about why; from a report's summary (``top1``, ``fp32_top1``,
+    ``comparisons``, optionally ``range_vs_real``)."""
+    top1, fp32 = summary["top1"], summary["fp32_top1"]
+    cmp = {(c["a"], c["b"], c["column"]): c for c in summary.get("comparisons", [])}
+    ranges = summary.get("range_vs_real", {})
+    columns = summary.get("columns") or list(dict.fromkeys(c for cols in top1.values() for c in cols))
+    out = {}
+    for col in columns:
+        means = {m: cols[col]["mean"] for m, cols in top1.items() if col in cols}
+        said: list[str] = []
+        if means and max(means.values()) < fp32 - 20:
+            out[col] = (f"every calibration set collapses (best {max(means.values()):.1f} % against FP32 {fp32:.1f} %): "
+                        "at these bits the range rule decides, whatever the images, so this setting says nothing about "
+                        "calibration data.")
+            continue
+        noise, real, noent = (cmp.get(("psaq", b, col)) for b in ("gaussian", "real", "psaq-noent"))
+        if noise is not None:
+            if noise["decided"] and noise["mean"] > 0:
+                said.append(f"psaq's images beat Gaussian noise by {noise['mean']:+.2f} points {_interval(noise)}")
+            elif noise["decided"]:
+                said.append(f"Gaussian noise beats psaq's images by {-noise['mean']:.2f} points {_interval(noise)}")
+            else:
+                said.append(f"these runs cannot tell psaq's images from Gaussian noise ({_cell(noise)})")
+            spread = top1.get("gaussian", {}).get(col, {}).get("std", 0.0)
+            if spread >= 3:
+                said[-1] += f"; noise is erratic from draw to draw (std {spread:.1f} points over runs)"
+        if real is not None:
+            if real["decided"] and real["mean"] > 0:
+                said.append(f"they beat real training images by {real['mean']:+.2f} {_interval(real)}")
+            elif real["decided"]:
+                said.append(f"they trail real training images by {-real['mean']:.2f} {_interval(real)}")
+            else:
+                said.append(f"they match real training images ({_cell(real)})")
+        if noent is not None:
+            if noent["decided"] and noent["mean"] > 0:
+                said.append(f"the patch-similarity entropy term adds {noent['mean']:+.2f} {_interval(noent)}")
+            elif noent["decided"]:
+                said.append(f"the same optimization without the entropy term does better by {-noent['mean']:.2f} "
+                            f"{_interval(noent)}")
+            else:
+                said.append(f"the entropy term makes no difference these runs can see ({_cell(noent)})")
+        why = []
+        if means and max(abs(fp32 - v) for v in means.values()) < 1.0:
+            why.append(f"every set keeps top-1 within {max(abs(fp32 - v) for v in means.values()):.2f} points of FP32: "
+                       "at these bits the calibration images barely matter on this model")
+        noise_range, psaq_range = ranges.get("gaussian", {}).get(col), ranges.get("psaq", {}).get(col)
+        if noise_range is not None and psaq_range is not None and noise is not None and noise["decided"]:
+            why.append(f"noise's activation ranges are {noise_range:.2f}× as wide as real images' (median over the "
+                       f"quantizer sites; psaq's {psaq_range:.2f}×), so real inputs beyond them are clipped"
+                       if noise_range < psaq_range else
+                       f"psaq's activation ranges are {psaq_range:.2f}× as wide as real images' (noise's "
+                       f"{noise_range:.2f}×, median over the quantizer sites)")
+        text = "; ".join(said) + "."
+        if why:
+            text += " Why: " + "; ".join(why) + "."
+        out[col] = text if text.startswith("psaq") else text[0].upper() + text[1:]
+    return out
+
+
+def headline(summary: dict, setting_notes: dict[str, str] | None = None) -> str:
+    """What a run shows, first: the paired differences per setting with their intervals, one
+    paragraph per setting (``findings``), then top-1 per method. Markdown, also fit for a console."""
+    top1 = summary["top1"]
+    columns = summary.get("columns") or list(dict.fromkeys(c for cols in top1.values() for c in cols))
+    cmp = {(c["a"], c["b"], c["column"]): c for c in summary.get("comparisons", [])}
+    pairs = [b for b in ("gaussian", "real", "psaq-noent") if any(("psaq", b, c) in cmp for c in columns)]
+    runs = next(iter(summary.get("comparisons", [])), {}).get("runs", 0)
+    images = next(iter(summary.get("comparisons", [])), {}).get("images", 0)
+    lines = []
+    if pairs:
+        lines += [f"What psaq's images change: top-1 difference in points, paired by run and test image, 95 % interval "
+                  f"({runs} runs × {images:,} test images); ≈: the interval covers 0", "",
+                  markdown_table(["setting", *(f"psaq − {b}" for b in pairs)],
+                                 [[c, *(_cell(cmp.get(("psaq", b, c))) + ("" if cmp.get(("psaq", b, c), {}).get(
+                                     "decided", True) else " ≈") for b in pairs)] for c in columns]), ""]
+    for col, text in findings(summary).items():
+        note = (setting_notes or {}).get(col)
+        lines.append(f"- **{col}**{f' ({note})' if note else ''}: {text}")
+    methods = summary.get("methods") or list(top1)
+    lines += ["", f"Top-1 (%), mean ± std over runs (FP32 {summary['fp32_top1']:.2f}):", "",
+              markdown_table(["method", *columns], [[m, *(f"{top1[m][c]['mean']:.2f} ± {top1[m][c]['std']:.2f}"
+                                                         if c in top1[m] else "–" for c in columns)] for m in methods])]
+    return "\n".join(lines)

@@ -42,3 +42,12 @@ def load_quantized(float_model: nn.Module, path: str | Path) -> nn.Module:
     load_checkpoint(model, path)
     require_calibrated(model)
     return model
+
+
+def activation_scales(path: str | Path) -> dict[str, float]:
+    """The calibrated step of every per-tensor activation quantizer in a saved quantized model, by
+    site: at equal bits, a range's width is its step times the grid's size, so steps compare ranges."""
+    from psaq.models.checkpoint import read_state_dict
+
+    return {key[: -len(".scale")]: float(value) for key, value in read_state_dict(path).items()
+            if ".quantizers." in key and key.endswith(".scale") and value.numel() == 1}

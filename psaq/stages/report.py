@@ -10,13 +10,17 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import torch
+
 import psaq.families.builtin  # noqa: F401 - registers the ViT/DeiT and Swin families quantized and hooked here
 from psaq.data import first_images
 from psaq.device import resolve_device
 from psaq.io import read_samples, write_json
 from psaq.models import ModelConfig
 from psaq.plots import accuracy_vs_bits, paired_differences, sample_grid, similarity_histograms
-from psaq.report import accuracy_table, column_of, comparison_table, markdown_table, mean_std, paired_comparisons, pivot
+from psaq.quant.serialize import activation_scales
+from psaq.report import (accuracy_table, column_of, comparison_table, findings, headline, markdown_table, mean_std,
+                         paired_comparisons, pivot, range_ratios)
 from psaq.stages.stage import Stage
 from psaq.stages.common import Weights, identity, load
 from psaq.store import Artifact, Store, stable_hash
@@ -48,6 +52,21 @@ def summarize(records: list[dict]) -> dict:
     return {"top1": top1, "fp32_top1": mean_std(fp32)[0], "fp32_per_model": fp32}
 
 
+def setting_notes(columns: list[str]) -> dict[str, str]:
+    """Which quantizer sites each column ran: ``W4A4+repq`` names its set, a plain tag the official one."""
+    return {c: f"{c.split()[0].partition('+')[2]} sites" if "+" in c else "the official code's sites" for c in columns}
+
+
+@torch.no_grad()
+def as_labelled(model, images: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
+    """(images the model classifies as their label, labelled images); noise has no labels (-1)."""
+    labelled = labels >= 0
+    if not bool(labelled.any()):
+        return 0, 0
+    predicted = model(images[labelled.to(images.device)]).argmax(1).cpu()
+    return int((predicted == labels[labelled]).sum()), int(labelled.sum())
+
+
 def run(store: Store, model: ModelConfig, weights: Weights, records: list[dict], samples: dict[str, Artifact],
         dataset: str | None, calib_dataset: str | None, title: str, device: str = "auto") -> tuple[Artifact, bool]:
     """``samples``: one sample set per calibration mode (of the first model and seed), for the figures."""
@@ -63,20 +82,24 @@ def run(store: Store, model: ModelConfig, weights: Weights, records: list[dict],
         columns = list(dict.fromkeys(column_of(r) for r in records))
         summary = summarize(records)
         comparisons = paired_comparisons(records)
+        summary = {**summary, "methods": methods, "columns": columns, "comparisons": comparisons,
+                   "range_vs_real": range_ratios(records, lambda r: activation_scales(r["quantized"]))}
+        summary["findings"] = findings(summary)
         sets = {name: (s.images, s.labels) for name, s in ((n, read_samples(a.verify())) for n, a in samples.items())}
         data = model_data(loaded, dataset, calib_dataset)
         if data.calib_set is not None and "real" not in sets:
             # the figures' real row: up to 32 training images (a small train/ gives what it holds)
             sets = {"real": first_images(data.calib_set, min(32, len(data.calib_set)), 0), **sets}
         test_images = first_images(data.eval_set, min(32, len(data.eval_set)), 0)[0]
-        sample_grid(sets, loaded.spec, folder / "samples.png")
-        similarity_histograms({name: patch_similarities(loaded.model, imgs.to(dev)) for name, (imgs, _) in sets.items()},
-                              folder / "similarity.png")
+        sample_grid(sets, loaded.spec, folder / "samples.png",
+                    agreement={name: as_labelled(loaded.model, imgs.to(dev), labels) for name, (imgs, labels) in sets.items()})
         accuracy_vs_bits({m: {c: (v["mean"], v["std"]) for c, v in summary["top1"][m].items()} for m in methods},
                          columns, folder / "accuracy.png", fp32=summary["fp32_top1"])
         paired_differences(comparisons, folder / "differences.png")
         entropies = {"real (test images)": entropy_per_block(loaded.model, test_images.to(dev)),
                      **{name: entropy_per_block(loaded.model, imgs.to(dev)) for name, (imgs, _) in sets.items()}}
+        similarity_histograms({name: patch_similarities(loaded.model, imgs.to(dev)) for name, (imgs, _) in sets.items()},
+                              folder / "similarity.png", entropies=entropies)
         n_blocks = len(next(iter(entropies.values())))
         models = sorted({r.get("train_seed", 0) for r in records})
         seeds = sorted({r["seed"] for r in records})
@@ -85,6 +108,10 @@ def run(store: Store, model: ModelConfig, weights: Weights, records: list[dict],
             "",
             f"Model {model.name}; {len(models)} trained model(s) (train seeds {models}) × {len(seeds)} synthesis seed(s) "
             f"{seeds}; {len(records)} grid points; evaluated on {data.eval_desc}.",
+            "",
+            "## What the run shows",
+            "",
+            headline(summary, setting_notes(columns)),
             "",
             NOTATION,
             "",
@@ -119,8 +146,8 @@ def run(store: Store, model: ModelConfig, weights: Weights, records: list[dict],
             "",
         ])
         (folder / "benchmark.md").write_text(text)
-        write_json(folder / "summary.json", {**summary, "comparisons": comparisons, "entropy_per_block": entropies,
-                                             "models": models, "seeds": seeds, "points": len(records)})
+        write_json(folder / "summary.json", {**summary, "entropy_per_block": entropies, "models": models,
+                                             "seeds": seeds, "points": len(records), "images": data.eval_desc})
 
     return store.publish_dir(out, write)
 
