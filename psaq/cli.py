@@ -387,10 +387,32 @@ def _train(args: argparse.Namespace) -> int:
         top1 = (f.metadata() or {}).get("test_top1", "?")
     print(f"{args.model} seed {args.seed}: test top-1 {top1} % ({'trained' if built else 'already in the store'}) "
           f"→ {weights.path}")
+    print(_against_shipped(args.model, args.seed, args.epochs, weights))
     if args.out:
         shutil.copyfile(weights.path, args.out)
         print(f"copied to {args.out}")
     return 0
+
+
+def _against_shipped(model: str, seed: int, epochs: int | None, weights) -> str:
+    """How a model trained here compares with the weights psaq ships for the same seed."""
+    from psaq.models.shipped import SHIPPED
+    from psaq.models import ModelConfig, load_model
+    from psaq.stages.common import state_sha256
+
+    entry = SHIPPED.get((model, seed))
+    if entry is None:
+        return f"psaq ships no weights of {model} for seed {seed}: nothing to compare with"
+    shipped = load_model(ModelConfig(model, pretrained=True, train_seed=seed))
+    if epochs is not None:
+        return f"trained with --epochs {epochs}: not the recipe of the shipped weights ({entry.path.name})"
+    if state_sha256(shipped.model) == weights.sha256:
+        return f"the same tensors as the shipped weights {entry.path.name}: the recipe reproduces them here"
+    trained = load_model(ModelConfig(model, checkpoint=weights.path))
+    diff = max(float((a - b).abs().max()) for a, b in zip(trained.model.state_dict().values(),
+                                                          shipped.model.state_dict().values()))
+    return (f"differs from the shipped weights {entry.path.name} (largest weight difference {diff:.2e}; shipped test "
+            f"top-1 {entry.test_top1:.2f} %): kernels round differently across CPUs; use this file with --checkpoint")
 
 
 class ArgumentParser(argparse.ArgumentParser):
