@@ -18,10 +18,11 @@ from prefect import flow
 from prefect.states import Completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.entry import prefect_server, run_entry
+from flows.entry import RUN_LOG, console, prefect_server, run_entry
 from flows.grid import preflight, run_points, share_cores, task_runner, tracked
 from flows.one_at_a_time import one_at_a_time
 from flows.outcome import grid_summary, one_line_failures, publish_artifact
+from flows.progress import expect
 from psaq import cancel
 from psaq.cli import ArgumentParser
 from psaq.params import Params, load_params
@@ -47,10 +48,9 @@ def benchmark(params_path: str = "params.yaml", allow_large_grid: bool = False) 
     points = grid_points(params, allow_large_grid)
     with tracked(params, "benchmark") as parent:
         records, jobs = run_points(params, points, parent)
-        report = resolve(stages.submit("report", **report_inputs(params, jobs, records),
-                                       title=f"psaq benchmark: {params.model.name}"))
+        report = resolve(stages.submit("report", **report_inputs(params, jobs, records), title=report_title(params)))
         files = publish_view(report, project_root() / "reports" / params.model.name)
-        table = _table(files["benchmark.md"])
+        table = headline_of(files)
         if parent:
             attach(tracking_uri(params.tracking.mlflow_uri), parent, [str(p) for p in files.values()],
                    tags={"psaq.report": report.path})
@@ -64,12 +64,35 @@ def benchmark(params_path: str = "params.yaml", allow_large_grid: bool = False) 
     return Completed(message=grid_summary(params.model.name, records, str(files["benchmark.md"])), data=result)
 
 
-def _table(markdown: Path) -> str:
-    """The report's first table (top-1), as printed at the end of a run."""
-    lines = markdown.read_text().splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("| method"))
-    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
-    return "\n".join(lines[start:end])
+def report_title(params: Params) -> str:
+    return f"psaq benchmark: {params.model.name}"
+
+
+def headline_of(files: dict[str, Path]) -> str:
+    """What a run prints first: the paired differences, a paragraph per setting, top-1 per method."""
+    import json
+
+    from psaq.report import headline
+    from psaq.stages.report import setting_notes
+
+    summary = json.loads(files["summary.json"].read_text())
+    return headline(summary, setting_notes(summary["columns"]))
+
+
+def stored_report(params: Params, allow_large_grid: bool) -> dict[str, Path] | None:
+    """The report of a grid whose every stage the store already holds, verified, and copied to
+    reports/; None when anything is missing. No Prefect server, no task: seconds, not a minute."""
+    from psaq.pipeline import inline_runner, record, submit_points
+    from psaq.store import NotInStore, Store
+
+    submit = inline_runner(Store(project_root(), read_only=True), progress=False)
+    try:
+        jobs = submit_points(submit, params, grid_points(params, allow_large_grid), progress=False)
+        records = [record(job) for job in jobs]
+        report = resolve(submit("report", **report_inputs(params, jobs, records), title=report_title(params)))
+    except NotInStore:
+        return None
+    return publish_view(report, project_root() / "reports" / params.model.name)
 
 
 def _record_run(files: list[str], estimated: float, wall: float) -> None:
@@ -88,22 +111,41 @@ def _record_run(files: list[str], estimated: float, wall: float) -> None:
 
 def print_plan(all_params: list[Params], allow_large_grid: bool) -> float:
     """The work of every params file and the cold time it takes here, from stage speeds measured
-    now on each grid's architecture (a few seconds each); returns the estimate in seconds."""
+    now on each grid's architecture (a few seconds each), with the threads each task will get,
+    scheduled on the grid's workers and slowed by what else holds the cores; returns seconds."""
+    import torch
+
     from psaq.allocator import keep_freed_memory
-    from psaq.budget import estimate, measure, minutes, work_of
+    from psaq.budget import SERVER_START_S, estimate, load_factor, makespan, measure, minutes, task_seconds, work_of
+    from psaq.cores import idle_cores, usable_cores
     from psaq.device import resolve_device
 
     keep_freed_memory(all_params[0].runtime.keep_freed_memory)  # the stages' setting, so the speeds are theirs
+    cores, idle = len(usable_cores()), idle_cores()
     print("plan (cold, on an empty store; what the store holds is reused):")
-    total = 0.0
+    total = SERVER_START_S
+    before = torch.get_num_threads()
     for params in all_params:
-        work = work_of(params, grid_points(params, allow_large_grid))
-        stages = estimate(work, measure(params, work, resolve_device(params.runtime.device)))
-        total += sum(stages.values())
+        params = share_cores(params)  # the threads each task will run with
+        threads, workers = params.runtime.threads, params.grid.max_concurrency
+        points = grid_points(params, allow_large_grid)
+        work = work_of(params, points)
+        torch.set_num_threads(threads)
+        try:
+            speeds = measure(params, work, resolve_device(params.runtime.device))
+        finally:
+            torch.set_num_threads(before)
+        factor = load_factor(workers, threads, idle, cores)
+        wall = makespan(params, points, work, speeds, workers) * factor
+        expect(params.model.name, lambda stage, method, w=work, s=speeds, f=factor: task_seconds(stage, method, w, s) * f)
+        total += wall
         for line in work.lines():
             print(f"  {line}")
-        print("    estimate: " + ", ".join(f"{k} {minutes(v)}" for k, v in stages.items()))
-    print(f"  estimated cold time: {minutes(total)} (stage speeds measured here just now)\n", flush=True)
+        work_s = ", ".join(f"{k} {minutes(v)}" for k, v in estimate(work, speeds).items())
+        print(f"    work: {work_s} (one task at a time); on {workers} workers × {threads} thread(s): {minutes(wall)}")
+    busy = f", {cores - idle:.1f} held by other work now" if idle is not None and cores - idle > 0.3 else ""
+    print(f"  estimated cold time: {minutes(total)} ({cores} cores{busy}; stage speeds measured here just now)\n",
+          flush=True)
     return total
 
 
@@ -112,6 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--params", action="append", help="params file, repeatable (default: params.yaml)")
     ap.add_argument("--dask", action="store_true", help="run grid points on a local Dask cluster")
     ap.add_argument("--allow-large-grid", action="store_true", help="run a grid of more than 500 points")
+    ap.add_argument("--rerun-flow", action="store_true",
+                    help="run the Prefect flow (a flow run, an MLflow parent run) even when the store holds every "
+                         "result; without it such a run prints the stored results in seconds")
+    ap.add_argument("--verbose", action="store_true",
+                    help=f"print Prefect's log line of every task run too (otherwise they go to {RUN_LOG})")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
     args = ap.parse_args(argv)
 
@@ -121,21 +168,37 @@ def main(argv: list[str] | None = None) -> int:
         all_params = [load_params(f) for f in files]
         for params in all_params:  # every file is checked before any work
             preflight(params, args.allow_large_grid)
-        estimated = print_plan(all_params, args.allow_large_grid)
-        with prefect_server():
-            for path, params in zip(files, all_params):
-                result = benchmark.with_options(task_runner=task_runner(params, args.dask))(path, args.allow_large_grid)
-                print(f"\n{params.model.name} ({path}):\n\n" + result["table"] + "\n")
-                print(f"report:   {result['report']}  (this run's: {result['report_artifact']})")
-                print(f"figures:  {', '.join(result['figures'].values())}")
-            cancel.work_done()  # every run recorded FINISHED: a later signal is not an interruption
+        with console(args.verbose) as log:
+            stored = None if args.rerun_flow else [stored_report(p, args.allow_large_grid) for p in all_params]
+            if stored and all(stored):
+                for path, params, views in zip(files, all_params, stored):
+                    _print_result(path, params, headline_of(views), views["benchmark.md"], views)
+                print(f"every stage's result was already in the store (each file re-hashed before use): nothing to "
+                      f"compute, no flow run; --rerun-flow runs and logs it again. Done in "
+                      f"{time.perf_counter() - started:.1f} s")
+                return 0
+            estimated = print_plan(all_params, args.allow_large_grid)
+            with prefect_server():
+                for path, params in zip(files, all_params):
+                    result = benchmark.with_options(task_runner=task_runner(params, args.dask))(path,
+                                                                                                args.allow_large_grid)
+                    _print_result(path, params, result["table"], result["report"], result["figures"],
+                                  result["report_artifact"])
+                cancel.work_done()  # every run recorded FINISHED: a later signal is not an interruption
         print(f"MLflow:   {result['tracking_uri']}  (browse: make mlflow-ui → {result['runs_page']})")
+        print(f"log:      {log} (every task run's lines; --verbose prints them here)")
         wall = time.perf_counter() - started
         print(f"done in {wall:.0f} s (estimated cold time: {estimated:.0f} s)")
         _record_run(files, estimated, wall)
         return 0
 
     return run_entry(run, args.debug)
+
+
+def _print_result(path: str, params: Params, headline: str, report, figures: dict, artifact: str | None = None) -> None:
+    print(f"\n{params.model.name} ({path}):\n\n{headline}\n")
+    print(f"report:   {report}" + (f"  (this run's: {artifact})" if artifact else ""))
+    print(f"figures:  {', '.join(str(v) for k, v in figures.items() if str(k).endswith('.png'))}")
 
 
 if __name__ == "__main__":

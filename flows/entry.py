@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -56,6 +57,44 @@ def quiet_prefect_errors():
     finally:
         for target in (*loggers, *handlers):
             target.removeFilter(filt)
+
+
+RUN_LOG = Path(".prefect") / "flow-runs.log"  # every flow and task run's log lines, when the console shows few
+
+
+@contextmanager
+def console(verbose: bool = False, log_path: Path = RUN_LOG):
+    """A console a person can read: Prefect's per-task lines (about 10 per grid point) and MLflow's
+    start-up lines go to ``log_path`` only, warnings and errors still to both; ``verbose`` shows
+    them all on the console as well. The Prefect UI receives every line either way."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    to_file = logging.FileHandler(log_path, encoding="utf-8")
+    to_file.setLevel(logging.INFO)
+    to_file.setFormatter(logging.Formatter("%(asctime)s | %(levelname)-7s | %(name)s - %(message)s"))
+    consoles = [h for h in root.handlers if isinstance(h, PrefectConsoleHandler)]
+    levels = [h.level for h in consoles]
+    mlflow = logging.getLogger("mlflow")
+    mlflow_level = mlflow.level
+    root.addHandler(to_file)
+    mlflow_env = os.environ.get("MLFLOW_LOGGING_LEVEL")
+    if not verbose:
+        for handler in consoles:
+            handler.setLevel(max(handler.level, logging.WARNING))
+        mlflow.setLevel(logging.WARNING)
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # MLflow sets its level when it is imported
+    try:
+        yield log_path
+    finally:
+        root.removeHandler(to_file)
+        to_file.close()
+        for handler, level in zip(consoles, levels):
+            handler.setLevel(level)
+        mlflow.setLevel(mlflow_level)
+        if mlflow_env is None:
+            os.environ.pop("MLFLOW_LOGGING_LEVEL", None)
 
 
 def _die_with_parent() -> None:

@@ -14,11 +14,10 @@ import sys
 from prefect import flow
 from prefect.states import Completed
 from prefect.task_runners import ThreadPoolTaskRunner
-from tqdm import tqdm
-
 from flows.entry import prefect_server, run_entry
 from flows.one_at_a_time import one_at_a_time
 from flows.outcome import grid_summary, one_line_failures
+from flows.progress import GridProgress
 from psaq import cancel
 from psaq.allocator import keep_freed_memory
 from psaq.cli import ArgumentParser
@@ -36,17 +35,25 @@ def run_points(params: Params, points: list[Point], parent: str | None) -> tuple
     once; returns (records, jobs)."""
     stages.set_threads(params.runtime.threads)
     keep_freed_memory(params.runtime.keep_freed_memory)
-    jobs = submit_points(stages.submit, params, points)
-    records, reused = [], []
-    # points finish in order once their shared stages (training, synthesis) are done: the rate,
-    # and so the ETA, settles after the first sample sets
-    for job in tqdm(jobs, desc=f"{params.model.name} grid", unit="point", smoothing=0.1):
-        rec = record(job)
-        records.append(rec)
-        if parent:
-            run_id, was_logged = log_nested(params, parent, job["point"], rec)
-            if was_logged:
-                reused.append(run_id)
+    progress = GridProgress(params.model.name, f"{params.model.name} grid ({len(points)} points)")
+
+    def submit(stage: str, **inputs):
+        future = stages.submit(stage, **inputs)
+        progress.track(stage, getattr(inputs.get("synth"), "method", None), future)
+        return future
+
+    try:
+        jobs = submit_points(submit, params, points)
+        records, reused = [], []
+        for job in jobs:
+            rec = record(job)
+            records.append(rec)
+            if parent:
+                run_id, was_logged = log_nested(params, parent, job["point"], rec)
+                if was_logged:
+                    reused.append(run_id)
+    finally:
+        progress.close()
     if parent and reused:
         attach(tracking_uri(params.tracking.mlflow_uri), parent, [], tags={REUSED_TAG: ",".join(reused)})
     return records, jobs

@@ -10,7 +10,9 @@ empty store; stages already in the store take seconds instead.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import heapq
 import math
 import statistics
 import time
@@ -66,6 +68,8 @@ class Speeds:
     float_image_s: float
     quantized_image_s: float
     adaptive_step_s: float = 0.0  # one V2 step (a teacher and a student pass, forward and backward)
+    calibrate_s: float = 0.0  # one calibration of the grid's sample size, W8A8
+    export_s: float = 0.0  # one ONNX export of a calibrated model
 
 
 def _random(model_config, device: str | torch.device = "cpu") -> LoadedModel:
@@ -78,7 +82,8 @@ def _random(model_config, device: str | torch.device = "cpu") -> LoadedModel:
 def work_of(params, points: list) -> Work:
     """The work in ``points`` (``psaq.pipeline.grid_points``) of ``params``."""
     name = params.model.name
-    trains = name in TRAINERS and not params.model.checkpoint and not params.model.random_weights
+    trains = (name in TRAINERS and not params.model.checkpoint and not params.model.random_weights
+              and not params.model.pretrained)
     cfg = params.train.resolved(TRAINERS.get(name).defaults) if trains else None
     seeds = list(dict.fromkeys(p.train_seed for p in points))
     loaded = _random(model_config(params, seeds[0]))
@@ -141,12 +146,16 @@ def measure(params, work: Work, device: str | torch.device = "cpu") -> Speeds:
         def run(n: int) -> float:
             return synthesize(model, dataclasses.replace(base, steps_per_round=n), spec, device, progress=False).wall_s
 
-        synthesis[method] = max(0.0, (run(4) - run(1)) / 3)
+        synthesis[method] = max(0.0, (run(10) - run(2)) / 8)
     with torch.inference_mode():
         float_s = _median_time(lambda: model(images), 2, device) / _PROBE_BATCH
-    quantized = quantized_copy(model, QuantConfig(w_bits=8, a_bits=8), images[:32], device)
+    calib = torch.randn((params.synthesis.num_samples, *spec.input_size), device=device)
+    started = time.perf_counter()
+    quantized = quantized_copy(model, QuantConfig(w_bits=8, a_bits=8), calib, device)
+    calibrate_s = time.perf_counter() - started
     with torch.inference_mode():
         quant_s = _median_time(lambda: quantized(images), 2, device) / _PROBE_BATCH
+    export_s = _export_time(quantized, spec) if params.grid.export else 0.0
     adaptive_s = 0.0
     if work.adaptive_points:
         probe = images[: params.synthesis.num_samples]
@@ -157,7 +166,20 @@ def measure(params, work: Work, device: str | torch.device = "cpu") -> Speeds:
             return adapt(student, model, probe, params.synthesis, cfg, spec, device, progress=False)[1]["wall_s"][0]
 
         adaptive_s = max(0.0, (rounds(3) - rounds(1)) / 4)
-    return Speeds(train_step_s, synthesis, float_s, quant_s, adaptive_s)
+    return Speeds(train_step_s, synthesis, float_s, quant_s, adaptive_s, calibrate_s, export_s)
+
+
+def _export_time(quantized, spec) -> float:
+    import tempfile
+    from pathlib import Path
+
+    from psaq.quant.onnx_export import export_onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        export_onnx(copy.deepcopy(quantized).cpu(), QuantConfig(w_bits=8, a_bits=8),
+                    torch.zeros((1, *spec.input_size)), Path(tmp) / "probe.onnx")
+        return time.perf_counter() - started
 
 
 def estimate(work: Work, speeds: Speeds) -> dict[str, float]:
@@ -174,3 +196,60 @@ def estimate(work: Work, speeds: Speeds) -> dict[str, float]:
 
 def minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+# what no probe measures: starting the temporary Prefect server, each task's bookkeeping, the report
+# (figures, entropies); measured on the default grid here (2 cores), where they came to 10-20 s
+SERVER_START_S = 10.0
+TASK_OVERHEAD_S = 0.05
+REPORT_S = 6.0
+
+
+def task_seconds(stage: str, method: str | None, work: Work, speeds: Speeds) -> float:
+    """One run of ``stage`` (for calibration ``method``) on an empty store, at the speeds measured."""
+    if stage == "model":
+        return work.train_steps * speeds.train_step_s if work.models_to_train else 0.0
+    if stage == "fp32":
+        return work.eval_images * speeds.float_image_s
+    if stage == "samples":
+        return work.synthesis_steps * speeds.synthesis_step_s.get(method, 0.0)
+    if stage == "calibrate":
+        return speeds.calibrate_s
+    if stage == "reconstruct":
+        return work.adaptive_steps * speeds.adaptive_step_s if method == V2 else 0.0
+    if stage == "evaluate":
+        return work.eval_images * speeds.quantized_image_s
+    if stage == "export":
+        return speeds.export_s
+    return 0.0
+
+
+def makespan(params, points: list, work: Work, speeds: Speeds, workers: int) -> float:
+    """Wall seconds of the grid's tasks on ``workers`` threads, in the order the flow submits them:
+    stage by stage, each task once per value of its grid dimensions, a worker taking the next task
+    and waiting there for its inputs (as Prefect's thread pool does), then the report."""
+    from psaq.pipeline import point_stages
+    from psaq.stages.graph import GRAPH
+
+    free = [0.0] * max(1, workers)
+    finished: dict[tuple[str, tuple], float] = {}
+    for name in point_stages(params):
+        stage = GRAPH[name]
+        for point in points:
+            item = stage.item(point)
+            if (name, item) in finished:
+                continue
+            ready = max((finished[(up, GRAPH[up].item(point))] for up in stage.needs), default=0.0)
+            start = max(heapq.heappop(free), ready)
+            end = start + task_seconds(name, point.method, work, speeds) + TASK_OVERHEAD_S
+            finished[(name, item)] = end
+            heapq.heappush(free, end)
+    return max(finished.values(), default=0.0) + REPORT_S
+
+
+def load_factor(workers: int, threads: int, idle: float | None, cores: int) -> float:
+    """How much slower each task runs in the grid than the probe ran alone, from the cores other work
+    holds now: the probe's ``threads`` shared the cores with that work, the grid's ``workers`` ×
+    ``threads`` share them too (2 idle cores, 2 one-thread workers: 1.0; one core busy: 1.5)."""
+    others = max(0.0, cores - idle) if idle is not None else 0.0
+    return max(1.0, (workers * threads + others) / cores) / max(1.0, (threads + others) / cores)

@@ -67,11 +67,18 @@ def stable_hash(*parts: Any, length: int = 16) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
-class Store:
-    """A folder of content-addressed artifacts (``root``: the project folder)."""
+class NotInStore(Exception):
+    """A read-only store was asked for an artifact it does not hold (the work is not done yet)."""
 
-    def __init__(self, root: str | Path):
+
+class Store:
+    """A folder of content-addressed artifacts (``root``: the project folder). ``read_only``: hand
+    back what it holds, verified, and raise ``NotInStore`` instead of building anything, so a
+    caller can ask "is this whole run already done?" at the cost of hashing its artifacts."""
+
+    def __init__(self, root: str | Path, read_only: bool = False):
         self.root = Path(root).resolve()
+        self.read_only = read_only
 
     def path(self, kind: str, stem: str, key: str, suffix: str) -> Path:
         return self.root / kind / f"{stem}-{key}{suffix}"
@@ -94,6 +101,8 @@ class Store:
         actual = file_sha256(path)
         if recorded == actual:
             return Artifact(str(path), actual)
+        if self.read_only:  # the run that rebuilds it sets it aside
+            return None
         self._set_aside(path)
         side.unlink(missing_ok=True)
         return None
@@ -119,6 +128,8 @@ class Store:
         found = self.lookup(path)
         if found is not None:
             return found, False
+        if self.read_only:
+            raise NotInStore(str(path))
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.stem}.{os.getpid()}-{time.monotonic_ns() % 10**9}{PARTIAL}{path.suffix}")
         try:
@@ -145,7 +156,7 @@ class Store:
         path = Path(path)
         manifest = path / MANIFEST
         if not manifest.is_file():
-            if path.exists():
+            if path.exists() and not self.read_only:
                 self._set_aside(path)
             return None
         try:
@@ -155,7 +166,8 @@ class Store:
         files = {p.relative_to(path).as_posix(): file_sha256(p) for p in sorted(path.rglob("*"))
                  if p.is_file() and p.name != MANIFEST}
         if recorded != files:
-            self._set_aside(path)
+            if not self.read_only:
+                self._set_aside(path)
             return None
         return Artifact(str(path), stable_hash(files, length=64))
 
@@ -165,6 +177,8 @@ class Store:
         found = self.lookup_dir(path)
         if found is not None:
             return found, False
+        if self.read_only:
+            raise NotInStore(str(path))
         tmp = path.with_name(f".{path.name}.{os.getpid()}-{time.monotonic_ns() % 10**9}{PARTIAL}")
         tmp.mkdir(parents=True)
         try:

@@ -13,7 +13,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed
 
-from psaq.pipeline import run_stage, uses_store
+from psaq.pipeline import run_stage, takes_progress, uses_store
 from psaq.stages.graph import GRAPH
 from tasks.settings import store
 
@@ -58,5 +58,8 @@ def _label(stage: str, inputs: dict) -> str:
 
 
 def submit(stage: str, **inputs: Any):
-    """The pipeline's ``submit`` for Prefect: a task per stage, named after its grid point."""
+    """The pipeline's ``submit`` for Prefect: a task per stage, named after its grid point. Stages
+    run without bars of their own: concurrent bars interleave; the flow shows one for the grid."""
+    if takes_progress(stage):
+        inputs.setdefault("progress", False)
     return TASKS[stage].with_options(task_run_name=_label(stage, inputs)).submit(**inputs)
