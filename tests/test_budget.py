@@ -64,3 +64,30 @@ def test_measure_times_every_stage_that_costs():
     speeds = measure(params, work_of(params, grid_points(params)))
     assert speeds.train_step_s > 0 and speeds.float_image_s > 0 and speeds.quantized_image_s > 0
     assert set(speeds.synthesis_step_s) == {"psaq"}
+
+
+def test_load_factor_counts_the_cores_other_work_holds():
+    from psaq.budget import load_factor
+
+    assert load_factor(workers=2, threads=1, idle=2.0, cores=2) == pytest.approx(1.0)  # quiet
+    assert load_factor(workers=2, threads=1, idle=1.0, cores=2) == pytest.approx(1.5)  # one core held
+    assert load_factor(workers=2, threads=1, idle=0.0, cores=2) == pytest.approx(2.0 / (1.5))  # both held
+    assert load_factor(workers=1, threads=2, idle=2.0, cores=2) == pytest.approx(1.0)
+    assert load_factor(workers=2, threads=1, idle=None, cores=2) == pytest.approx(1.0)  # unknown: as quiet
+
+
+def test_makespan_schedules_tasks_as_the_flow_submits_them():
+    from psaq.budget import REPORT_S, TASK_OVERHEAD_S, makespan
+
+    params = digits_params(train_seeds=[0], seeds=[0, 1], bits=["W8A8"], methods=["psaq", "gaussian"])
+    params = dataclasses.replace(params, grid=dataclasses.replace(params.grid, export=False))
+    points = grid_points(params)
+    work = Work("m", 0, 0, 0, {"psaq": 2, "gaussian": 2}, 100, len(points), 1000)
+    speeds = Speeds(0.0, {"psaq": 0.1}, float_image_s=0.0, quantized_image_s=0.002, calibrate_s=1.0)
+    one = makespan(params, points, work, speeds, workers=1)
+    two = makespan(params, points, work, speeds, workers=2)
+    # one worker: everything in a row (2 syntheses of 10 s, 4 calibrations of 1 s, 4 evaluations of 2 s)
+    tasks = 1 + 1 + 1 + 4 + 4 + 4 + 4  # model, data, fp32, samples, calibrate, reconstruct, evaluate
+    assert one == pytest.approx(2 * 10 + 4 * 1 + 4 * 2 + tasks * TASK_OVERHEAD_S + REPORT_S)
+    # two workers run the two syntheses side by side, then the rest two at a time
+    assert two < one and two == pytest.approx(10 + 2 * 1 + 2 * 2 + REPORT_S, abs=20 * TASK_OVERHEAD_S)

@@ -102,3 +102,24 @@ def test_keys_hash_artifacts_by_content_not_path():
     assert stable_hash(Artifact("/x", "h")) == stable_hash(Artifact("/y", "h")) != stable_hash(Artifact("/x", "g"))
     with pytest.raises(TypeError, match="cannot hash"):
         stable_hash(object())
+
+
+def test_a_read_only_store_hands_back_what_it_holds_and_builds_nothing(tmp_path):
+    from psaq.store import NotInStore
+
+    store = Store(tmp_path)
+    path = store.path("metrics", "m", "abc", ".json")
+    art, _ = store.publish(path, write_text("1"))
+    folder, _ = store.publish_dir(tmp_path / "reports" / "r", lambda d: (d / "a.md").write_text("x"))
+    reader = Store(tmp_path, read_only=True)
+    assert reader.publish(path, write_text("2")) == (art, False)
+    assert reader.publish_dir(tmp_path / "reports" / "r", lambda d: None) == (folder, False)
+    with pytest.raises(NotInStore):
+        reader.publish(store.path("metrics", "m", "other", ".json"), write_text("3"))
+    with pytest.raises(NotInStore):
+        reader.publish_dir(tmp_path / "reports" / "missing", lambda d: None)
+    assert not store.path("metrics", "m", "other", ".json").exists()
+    path.write_text("flipped")  # a changed file: not handed back, and left where it is for the run that rebuilds it
+    with pytest.raises(NotInStore):
+        reader.publish(path, write_text("2"))
+    assert path.read_text() == "flipped" and not list(path.parent.glob("*.corrupt-*"))

@@ -40,7 +40,7 @@ def mlflow_runs(project):
 
 
 @pytest.mark.cost(18)
-def test_benchmark_caches_reruns_only_what_changed_and_logs_each_result_once(project):
+def test_benchmark_caches_reruns_only_what_changed_and_logs_each_result_once(project, monkeypatch, capsys):
     from flows.benchmark import benchmark
 
     params = write_params(project)
@@ -51,7 +51,8 @@ def test_benchmark_caches_reruns_only_what_changed_and_logs_each_result_once(pro
     assert all(0 <= r["top1"] <= 100 and r["agreement"] is not None for r in records)
     for name in ("benchmark.md", "samples.png", "similarity.png", "accuracy.png", "differences.png", "summary.json"):
         assert (project / "reports" / "digits-vit" / name).stat().st_size > 0
-    assert "| psaq |" in result["table"] and "psaq − gaussian" in (project / "reports" / "digits-vit" / "benchmark.md").read_text()
+    assert "| psaq |" in result["table"] and result["table"].startswith("What psaq's images change")
+    assert "psaq − gaussian" in (project / "reports" / "digits-vit" / "benchmark.md").read_text()
     assert STAGES <= set(stage_states(state))
     client, exp, runs = mlflow_runs(project)
     assert exp.tags.get("mlflow.experimentKind") == "custom_model_development"
@@ -75,8 +76,25 @@ def test_benchmark_caches_reruns_only_what_changed_and_logs_each_result_once(pro
     newest_parent = max((r for r in runs if "mlflow.parentRunId" not in r.data.tags), key=lambda r: r.info.start_time)
     assert set(newest_parent.data.tags["psaq.reused_runs"].split(",")) == nested_ids  # it says which runs hold its points
 
+    # what `make run` does when nothing changed: the stored report, verified, with no flow run
+    from flows.benchmark import headline_of, main, stored_report
+    from psaq.params import load_params
+
+    views = stored_report(load_params(params), False)
+    assert views is not None and views["benchmark.md"] == project / "reports" / "digits-vit" / "benchmark.md"
+    assert headline_of(views).startswith("What psaq's images change")
+    import flows.benchmark as entry
+
+    def no_flow(*args, **kwargs):
+        raise AssertionError("a grid the store holds must not start a flow")
+
+    monkeypatch.setattr(entry.benchmark, "with_options", no_flow)
+    assert main(["--params", str(params)]) == 0
+    assert "nothing to compute, no flow run" in capsys.readouterr().out
+
     # a new activation bit width: the model, the sample sets and the FP32 evaluation are reused
     write_params(project, grid={"bits": ["W8A8", "W4A6"]})
+    assert stored_report(load_params(params), False) is None  # W4A6 is not in the store yet
     third = stage_states(benchmark(str(params), return_state=True))
     for stage in ("model", "samples", "fp32"):
         assert set(third[stage]) == {"Cached"}, (stage, third[stage])
