@@ -109,7 +109,7 @@ def _record_run(files: list[str], estimated: float, wall: float) -> None:
                               indent=2) + "\n")
 
 
-def print_plan(all_params: list[Params], allow_large_grid: bool) -> float:
+def print_plan(all_params: list[Params], allow_large_grid: bool, idle: float | None = None) -> float:
     """The work of every params file and the cold time it takes here, from stage speeds measured
     now on each grid's architecture (a few seconds each), with the threads each task will get,
     scheduled on the grid's workers and slowed by what else holds the cores; returns seconds."""
@@ -121,7 +121,8 @@ def print_plan(all_params: list[Params], allow_large_grid: bool) -> float:
     from psaq.device import resolve_device
 
     keep_freed_memory(all_params[0].runtime.keep_freed_memory)  # the stages' setting, so the speeds are theirs
-    cores, idle = len(usable_cores()), idle_cores()
+    cores = len(usable_cores())
+    idle = idle if idle is not None else idle_cores()
     print("plan (cold, on an empty store; what the store holds is reused):")
     total = SERVER_START_S
     before = torch.get_num_threads()
@@ -150,6 +151,8 @@ def print_plan(all_params: list[Params], allow_large_grid: bool) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from psaq.cores import idle_cores
+
     ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", action="append", help="params file, repeatable (default: params.yaml)")
     ap.add_argument("--dask", action="store_true", help="run grid points on a local Dask cluster")
@@ -177,8 +180,10 @@ def main(argv: list[str] | None = None) -> int:
                       f"compute, no flow run; --rerun-flow runs and logs it again. Done in "
                       f"{time.perf_counter() - started:.1f} s")
                 return 0
-            estimated = print_plan(all_params, args.allow_large_grid)
-            with prefect_server():
+            idle = idle_cores()  # before the server starts: its start-up is not other work
+            with prefect_server(wait=False) as ready:  # starts while the plan measures speeds
+                estimated = print_plan(all_params, args.allow_large_grid, idle)
+                ready()
                 for path, params in zip(files, all_params):
                     result = benchmark.with_options(task_runner=task_runner(params, args.dask))(path,
                                                                                                 args.allow_large_grid)

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -107,13 +108,15 @@ def _die_with_parent() -> None:
 
 
 @contextmanager
-def prefect_server():
-    """The configured Prefect server, or a temporary one bound to this process's life."""
+def prefect_server(wait: bool = True):
+    """The configured Prefect server, or a temporary one bound to this process's life. Yields
+    ``ready()``, which returns once the server answers; ``wait=False`` starts it in the background
+    (10-20 s) so the caller can do other work first, and calls ``ready()`` before its first flow."""
     from prefect.server.api import server as prefect_server_module
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     if PREFECT_API_URL.value():
-        yield
+        yield lambda: None
         return
 
     # The server's own output (its services report in-flight events cancelled at shutdown as
@@ -139,18 +142,39 @@ def prefect_server():
                 prefect_server_module.subprocess = real
 
     server = LinkedServer()
+    failed: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            server.start()
+        except BaseException as exc:  # noqa: BLE001 - handed to ready(), which raises it in the caller's thread
+            failed.append(exc)
+
+    starting = threading.Thread(target=start, name="prefect-server-start", daemon=True)
+    starting.start()
+    settings = ExitStack()
+    using: list[bool] = []
+
+    def ready() -> None:
+        starting.join()
+        if failed:  # its own output is in the log, not on the console
+            raise PsaqError(f"the temporary Prefect server did not start ({failed[0]}); its output is in {log_path}; "
+                            "or start one (make prefect-server) and set PREFECT_API_URL") from failed[0]
+        if not using:
+            settings.enter_context(temporary_settings(updates={PREFECT_API_URL: server.api_url}))
+            using.append(True)
+
     try:
-        server.start()
-    except RuntimeError as exc:  # its own output is in the log, not on the console
-        raise PsaqError(f"the temporary Prefect server did not start ({exc}); its output is in {log_path}; "
-                        "or start one (make prefect-server) and set PREFECT_API_URL") from exc
-    try:
-        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
-            try:
-                yield
-            finally:
+        if wait:
+            ready()
+        try:
+            yield ready
+        finally:
+            if using:
                 _send_queued_logs()
+            settings.close()
     finally:
+        starting.join()
         server.stop()
 
 

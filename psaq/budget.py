@@ -155,7 +155,7 @@ def measure(params, work: Work, device: str | torch.device = "cpu") -> Speeds:
     calibrate_s = time.perf_counter() - started
     with torch.inference_mode():
         quant_s = _median_time(lambda: quantized(images), 2, device) / _PROBE_BATCH
-    export_s = _export_time(quantized, spec) if params.grid.export else 0.0
+    export_s = _export_time(quantized, spec) if any(params.grid.exports(m) for m in params.grid.methods) else 0.0
     adaptive_s = 0.0
     if work.adaptive_points:
         probe = images[: params.synthesis.num_samples]
@@ -228,20 +228,23 @@ def makespan(params, points: list, work: Work, speeds: Speeds, workers: int) -> 
     """Wall seconds of the grid's tasks on ``workers`` threads, in the order the flow submits them:
     stage by stage, each task once per value of its grid dimensions, a worker taking the next task
     and waiting there for its inputs (as Prefect's thread pool does), then the report."""
-    from psaq.pipeline import point_stages
+    from psaq.pipeline import point_stages, runs_at
     from psaq.stages.graph import GRAPH
 
     free = [0.0] * max(1, workers)
     finished: dict[tuple[str, tuple], float] = {}
+    exporter = 0.0  # ONNX exports hold one lock (torch.onnx keeps global state): one at a time
     for name in point_stages(params):
         stage = GRAPH[name]
         for point in points:
             item = stage.item(point)
-            if (name, item) in finished:
+            if (name, item) in finished or not runs_at(name, params, point):
                 continue
             ready = max((finished[(up, GRAPH[up].item(point))] for up in stage.needs), default=0.0)
-            start = max(heapq.heappop(free), ready)
+            start = max(heapq.heappop(free), ready, exporter if name == "export" else 0.0)
             end = start + task_seconds(name, point.method, work, speeds) + TASK_OVERHEAD_S
+            if name == "export":
+                exporter = end
             finished[(name, item)] = end
             heapq.heappush(free, end)
     return max(finished.values(), default=0.0) + REPORT_S

@@ -54,7 +54,10 @@ class GridConfig:
     bits: list[str] = field(default_factory=lambda: ["W8A8", "W4A8"])
     observers: list[str] = field(default_factory=lambda: ["minmax"])
     max_concurrency: int = 2
-    export: bool = True  # ONNX and integer files for every point (a large benchmark may skip them)
+    # ONNX and integer files: for every point (true), none (a large benchmark may skip them), or the
+    # points of the methods listed (the files a user deploys; exports run one at a time). The flows
+    # and the command line follow it; dvc.yaml's graph exports every point
+    export: bool | list[str] = True
 
     def __post_init__(self) -> None:
         for name in ("train_seeds", "methods", "seeds", "bits", "observers"):
@@ -75,6 +78,15 @@ class GridConfig:
             check_seed("grid seeds", s)
         if not isinstance(self.max_concurrency, int) or self.max_concurrency < 1:
             raise ConfigError(f"grid.max_concurrency must be a positive integer, got {self.max_concurrency!r}")
+        if isinstance(self.export, (list, tuple)):
+            for m in self.export:  # a method the grid does not run exports nothing (grid.methods may be narrowed)
+                SYNTH_METHODS.get(m)
+        elif not isinstance(self.export, bool):
+            raise ConfigError(f"grid.export must be true, false or a list of methods, got {self.export!r}")
+
+    def exports(self, method: str) -> bool:
+        """Whether the points of ``method`` get exported files."""
+        return method in self.export if isinstance(self.export, (list, tuple)) else self.export
 
 
 @dataclass(frozen=True)

@@ -186,7 +186,13 @@ GRID_STAGES = ("report",)
 
 
 def point_stages(params: Params) -> list[str]:
-    return [name for name in GRAPH if name not in GRID_STAGES and (name != "export" or params.grid.export)]
+    return [name for name in GRAPH if name not in GRID_STAGES
+            and (name != "export" or any(params.grid.exports(m) for m in params.grid.methods))]
+
+
+def runs_at(stage: str, params: Params, point: Point) -> bool:
+    """Whether ``stage`` runs for ``point``: exports only for the methods grid.export names."""
+    return stage != "export" or params.grid.exports(point.method)
 
 
 def submit_points(submit, params: Params, points: list[Point], progress: bool = True) -> list[dict]:
@@ -199,10 +205,10 @@ def submit_points(submit, params: Params, points: list[Point], progress: bool = 
         stage = GRAPH[name]
         for point in points:
             item = stage.item(point)
-            if item not in results[name]:
+            if item not in results[name] and runs_at(name, params, point):
                 upstream = {GRAPH[up].passes_as: results[up][GRAPH[up].item(point)] for up in stage.needs}
                 results[name][item] = submit(name, **settings(name, params, point), **upstream)
-    return [{"point": p, **{name: results[name][GRAPH[name].item(p)] for name in stages}} for p in points]
+    return [{"point": p, **{name: results[name].get(GRAPH[name].item(p)) for name in stages}} for p in points]
 
 
 def record(job: dict) -> dict:

@@ -211,3 +211,18 @@ def test_a_report_over_a_small_train_folder_shows_what_it_holds(tmp_path):
     art, _ = report.run(store, **report_inputs(params, jobs, records), title="small train")
     summary = json.loads((Path(art.path) / "summary.json").read_text())
     assert set(summary["entropy_per_block"]) == {"real (test images)", "real", "psaq"}
+
+
+def test_grid_export_names_the_methods_whose_points_are_exported(tmp_path):
+    from psaq.errors import ConfigError
+
+    params = tiny(grid={"methods": ["psaq", "gaussian"], "export": ["gaussian"]})
+    records, _, jobs = run(Store(tmp_path), params, [Point(0, "psaq", 0, "W8A8", "minmax"),
+                                                     Point(0, "gaussian", 0, "W8A8", "minmax")])
+    by_method = {r["method"]: r for r in records}
+    assert by_method["psaq"]["onnx"] is None and by_method["psaq"]["integer"] is None
+    assert Path(by_method["gaussian"]["onnx"]).is_file() and Path(by_method["gaussian"]["integer"]).is_file()
+    assert len(list((tmp_path / "models" / "exported").glob("*.onnx"))) == 1
+    with pytest.raises(ConfigError, match="unknown calibration mode 'nosuch'"):
+        tiny(grid={"export": ["nosuch"]})
+    assert tiny(grid={"export": ["psaq-v2"]}).grid.exports("psaq-v2")  # a method the grid may run later

@@ -47,7 +47,9 @@ def test_dvc_repro_shares_the_flows_artifacts_and_reruns_only_what_changed(tmp_p
         return skip | (skip_top & set(names) if Path(folder) == REPO else set())
 
     shutil.copytree(REPO, work, ignore=ignore)
-    write_params(work, grid={"methods": ["gaussian"], "seeds": [0], "bits": ["W8A8"]}, tracking={"enabled": False})
+    # every point exported, as dvc.yaml's graph does (the flows export only the methods grid.export names)
+    write_params(work, grid={"methods": ["gaussian"], "seeds": [0], "bits": ["W8A8"], "export": True},
+                 tracking={"enabled": False})
     # as a user runs `.venv/bin/dvc repro` without activating the environment: no interpreter of
     # the project's on PATH; the stage commands find the project's .venv themselves
     (work / ".venv").symlink_to(Path(sys.executable).parent.parent)
@@ -96,7 +98,7 @@ def test_dvc_repro_shares_the_flows_artifacts_and_reruns_only_what_changed(tmp_p
     assert "Data and pipelines are up to date" in run([*dvc, "status"], work, env)
 
     # a new bit width: calibration onwards for it, and the report; no synthesis
-    write_params(work, grid={"methods": ["gaussian"], "seeds": [0], "bits": ["W8A8", "W8A6"]})
+    write_params(work, grid={"methods": ["gaussian"], "seeds": [0], "bits": ["W8A8", "W8A6"], "export": True})
     reran = stale(run([*dvc, "status"], work, env))
     assert reran == {"calibrate@0-gaussian-0-W8A6-minmax", "reconstruct@0-gaussian-0-W8A6-minmax",
                      "evaluate@0-gaussian-0-W8A6-minmax", "export@0-gaussian-0-W8A6-minmax", "report"}, reran
