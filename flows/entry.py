@@ -68,13 +68,17 @@ def console(verbose: bool = False, log_path: Path = RUN_LOG):
     """A console a person can read: Prefect's per-task lines (about 10 per grid point) and MLflow's
     start-up lines go to ``log_path`` only, warnings and errors still to both; ``verbose`` shows
     them all on the console as well. The Prefect UI receives every line either way."""
+    from prefect.logging.formatters import PrefectFormatter
     from prefect.logging.handlers import PrefectConsoleHandler
 
     log_path.parent.mkdir(parents=True, exist_ok=True)
     root = logging.getLogger()
     to_file = logging.FileHandler(log_path, encoding="utf-8")
     to_file.setLevel(logging.INFO)
-    to_file.setFormatter(logging.Formatter("%(asctime)s | %(levelname)-7s | %(name)s - %(message)s"))
+    to_file.setFormatter(PrefectFormatter(  # Prefect's console format: each line names its flow or task run
+        "%(asctime)s | %(levelname)-7s | %(name)s - %(message)s",
+        flow_run_fmt="%(asctime)s | %(levelname)-7s | Flow run %(flow_run_name)r - %(message)s",
+        task_run_fmt="%(asctime)s | %(levelname)-7s | Task run %(task_run_name)r - %(message)s"))
     consoles = [h for h in root.handlers if isinstance(h, PrefectConsoleHandler)]
     levels = [h.level for h in consoles]
     mlflow = logging.getLogger("mlflow")
@@ -143,20 +147,25 @@ def prefect_server(wait: bool = True):
 
     server = LinkedServer()
     failed: list[BaseException] = []
+    started, done = threading.Event(), threading.Event()
 
     def start() -> None:
         try:
             server.start()
         except BaseException as exc:  # noqa: BLE001 - handed to ready(), which raises it in the caller's thread
             failed.append(exc)
+        started.set()
+        # the kernel's parent-death signal follows the thread that started the server, not the
+        # process: this thread lives as long as the server may
+        done.wait()
 
-    starting = threading.Thread(target=start, name="prefect-server-start", daemon=True)
+    starting = threading.Thread(target=start, name="prefect-server", daemon=True)
     starting.start()
     settings = ExitStack()
     using: list[bool] = []
 
     def ready() -> None:
-        starting.join()
+        started.wait()
         if failed:  # its own output is in the log, not on the console
             raise PsaqError(f"the temporary Prefect server did not start ({failed[0]}); its output is in {log_path}; "
                             "or start one (make prefect-server) and set PREFECT_API_URL") from failed[0]
@@ -174,8 +183,9 @@ def prefect_server(wait: bool = True):
                 _send_queued_logs()
             settings.close()
     finally:
-        starting.join()
+        started.wait()
         server.stop()
+        done.set()
 
 
 def _send_queued_logs() -> None:

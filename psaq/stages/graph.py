@@ -23,8 +23,10 @@ from __future__ import annotations
 from psaq.stages import calibrate, data, evaluate, export, fp32, model, reconstruct, report, samples
 from psaq.stages.stage import POINT, POINT_STEM, Stage
 
-# the model first: a model that cannot be loaded is the first thing a run reports
-MODULES = (model, data, fp32, samples, calibrate, reconstruct, evaluate, export, report)
+# the model first: a model that cannot be loaded is the first thing a run reports. Export before
+# evaluate: runners submit stage by stage, and a point's record (and its MLflow run) waits for its
+# export, so exports queued behind every evaluation would hold all the logging to the end
+MODULES = (model, data, fp32, samples, calibrate, reconstruct, export, evaluate, report)
 GRAPH: dict[str, Stage] = {m.STAGE.name: m.STAGE for m in MODULES}
 RUN = {m.STAGE.name: m.run for m in MODULES}  # stage name → (store?, **inputs) → output (data) or (output, built)
 # stage name → (**settings) → what it reads outside the project under these settings, in words, or None
