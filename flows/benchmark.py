@@ -116,7 +116,7 @@ def print_plan(all_params: list[Params], allow_large_grid: bool, idle: float | N
     import torch
 
     from psaq.allocator import keep_freed_memory
-    from psaq.budget import SERVER_START_S, estimate, load_factor, makespan, measure, minutes, task_seconds, work_of
+    from psaq.budget import SERVER_START_S, estimate, makespan, measure, minutes, slowdown, task_seconds, work_of
     from psaq.cores import idle_cores, usable_cores
     from psaq.device import resolve_device
 
@@ -136,14 +136,17 @@ def print_plan(all_params: list[Params], allow_large_grid: bool, idle: float | N
             speeds = measure(params, work, resolve_device(params.runtime.device))
         finally:
             torch.set_num_threads(before)
-        factor = load_factor(workers, threads, idle, cores)
+        # the probes took CPU seconds (all threads of a task together): its wall time is those over
+        # its threads, stretched by what shares the cores
+        factor = slowdown(workers, threads, idle, cores) / threads if resolve_device(
+            params.runtime.device).type == "cpu" else 1.0
         wall = makespan(params, points, work, speeds, workers) * factor
         expect(params.model.name, lambda stage, method, w=work, s=speeds, f=factor: task_seconds(stage, method, w, s) * f)
         total += wall
         for line in work.lines():
             print(f"  {line}")
         work_s = ", ".join(f"{k} {minutes(v)}" for k, v in estimate(work, speeds).items())
-        print(f"    work: {work_s} (one task at a time); on {workers} workers × {threads} thread(s): {minutes(wall)}")
+        print(f"    work: {work_s} (CPU time); on {workers} workers × {threads} thread(s): {minutes(wall)}")
     busy = f", {cores - idle:.1f} held by other work now" if idle is not None and cores - idle > 0.3 else ""
     print(f"  estimated cold time: {minutes(total)} ({cores} cores{busy}; stage speeds measured here just now)\n",
           flush=True)

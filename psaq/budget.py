@@ -100,20 +100,26 @@ def work_of(params, points: list) -> Work:
                 sum(p.method == V2 for p in points), a.rounds * (a.sample_steps + a.student_steps))
 
 
+def _clock(device: torch.device):
+    """What a probe is timed with: on the CPU this process's CPU time, which other work on the
+    machine does not stretch (the plan then says what that work will cost: ``slowdown``); on a GPU
+    wall time, waited for."""
+    return time.process_time if device.type == "cpu" else time.perf_counter
+
+
+def _timed(fn, device: torch.device) -> float:
+    clock = _clock(device)
+    started = clock()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return clock() - started
+
+
 def _median_time(fn, repeats: int, device: torch.device) -> float:
     """Median seconds of ``fn`` on ``device`` (a GPU runs asynchronously: each call is waited for)."""
-    def call() -> None:
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    call()  # the first call warms the allocator and the kernels
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    _timed(fn, device)  # the first call warms the allocator and the kernels
+    return statistics.median(_timed(fn, device) for _ in range(repeats))
 
 
 def measure(params, work: Work, device: str | torch.device = "cpu") -> Speeds:
@@ -144,18 +150,20 @@ def measure(params, work: Work, device: str | torch.device = "cpu") -> Speeds:
                                    jitter_px=params.synthesis.jitter_px[:1])
 
         def run(n: int) -> float:
-            return synthesize(model, dataclasses.replace(base, steps_per_round=n), spec, device, progress=False).wall_s
+            return _timed(lambda: synthesize(model, dataclasses.replace(base, steps_per_round=n), spec, device,
+                                             progress=False), device)
 
         synthesis[method] = max(0.0, (run(10) - run(2)) / 8)
     with torch.inference_mode():
         float_s = _median_time(lambda: model(images), 2, device) / _PROBE_BATCH
     calib = torch.randn((params.synthesis.num_samples, *spec.input_size), device=device)
-    started = time.perf_counter()
-    quantized = quantized_copy(model, QuantConfig(w_bits=8, a_bits=8), calib, device)
-    calibrate_s = time.perf_counter() - started
+    made: list = []
+    calibrate_s = _timed(lambda: made.append(quantized_copy(model, QuantConfig(w_bits=8, a_bits=8), calib, device)),
+                         device)
+    quantized = made[0]
     with torch.inference_mode():
         quant_s = _median_time(lambda: quantized(images), 2, device) / _PROBE_BATCH
-    export_s = _export_time(quantized, spec) if any(params.grid.exports(m) for m in params.grid.methods) else 0.0
+    export_s = _export_time(quantized, spec, device) if any(params.grid.exports(m) for m in params.grid.methods) else 0.0
     adaptive_s = 0.0
     if work.adaptive_points:
         probe = images[: params.synthesis.num_samples]
@@ -163,23 +171,24 @@ def measure(params, work: Work, device: str | torch.device = "cpu") -> Speeds:
 
         def rounds(n: int) -> float:
             cfg = AdaptiveConfig(rounds=1, sample_steps=n, student_steps=n)
-            return adapt(student, model, probe, params.synthesis, cfg, spec, device, progress=False)[1]["wall_s"][0]
+            return _timed(lambda: adapt(student, model, probe, params.synthesis, cfg, spec, device, progress=False),
+                          device)
 
         adaptive_s = max(0.0, (rounds(3) - rounds(1)) / 4)
     return Speeds(train_step_s, synthesis, float_s, quant_s, adaptive_s, calibrate_s, export_s)
 
 
-def _export_time(quantized, spec) -> float:
+def _export_time(quantized, spec, device: torch.device) -> float:
     import tempfile
     from pathlib import Path
 
     from psaq.quant.onnx_export import export_onnx
 
+    import onnx  # noqa: F401 - imported once per process, not once per export: not the export's cost
+
     with tempfile.TemporaryDirectory() as tmp:
-        started = time.perf_counter()
-        export_onnx(copy.deepcopy(quantized).cpu(), QuantConfig(w_bits=8, a_bits=8),
-                    torch.zeros((1, *spec.input_size)), Path(tmp) / "probe.onnx")
-        return time.perf_counter() - started
+        return _timed(lambda: export_onnx(copy.deepcopy(quantized).cpu(), QuantConfig(w_bits=8, a_bits=8),
+                                          torch.zeros((1, *spec.input_size)), Path(tmp) / "probe.onnx"), device)
 
 
 def estimate(work: Work, speeds: Speeds) -> dict[str, float]:
@@ -250,9 +259,9 @@ def makespan(params, points: list, work: Work, speeds: Speeds, workers: int) -> 
     return max(finished.values(), default=0.0) + REPORT_S
 
 
-def load_factor(workers: int, threads: int, idle: float | None, cores: int) -> float:
-    """How much slower each task runs in the grid than the probe ran alone, from the cores other work
-    holds now: the probe's ``threads`` shared the cores with that work, the grid's ``workers`` ×
-    ``threads`` share them too (2 idle cores, 2 one-thread workers: 1.0; one core busy: 1.5)."""
+def slowdown(workers: int, threads: int, idle: float | None, cores: int) -> float:
+    """Wall seconds per CPU second of one task's thread in the grid: ``workers`` × ``threads``
+    threads share the cores with the work that holds them now (``idle``: the cores it leaves), so
+    with 2 cores and 2 one-thread workers 1.0 on a quiet machine, 1.5 with one core held."""
     others = max(0.0, cores - idle) if idle is not None else 0.0
-    return max(1.0, (workers * threads + others) / cores) / max(1.0, (threads + others) / cores)
+    return max(1.0, (workers * threads + others) / cores)

@@ -66,14 +66,31 @@ def test_measure_times_every_stage_that_costs():
     assert set(speeds.synthesis_step_s) == {"psaq"}
 
 
-def test_load_factor_counts_the_cores_other_work_holds():
-    from psaq.budget import load_factor
+def test_slowdown_counts_the_cores_other_work_holds():
+    from psaq.budget import slowdown
 
-    assert load_factor(workers=2, threads=1, idle=2.0, cores=2) == pytest.approx(1.0)  # quiet
-    assert load_factor(workers=2, threads=1, idle=1.0, cores=2) == pytest.approx(1.5)  # one core held
-    assert load_factor(workers=2, threads=1, idle=0.0, cores=2) == pytest.approx(2.0 / (1.5))  # both held
-    assert load_factor(workers=1, threads=2, idle=2.0, cores=2) == pytest.approx(1.0)
-    assert load_factor(workers=2, threads=1, idle=None, cores=2) == pytest.approx(1.0)  # unknown: as quiet
+    assert slowdown(workers=2, threads=1, idle=2.0, cores=2) == pytest.approx(1.0)  # quiet
+    assert slowdown(workers=2, threads=1, idle=1.0, cores=2) == pytest.approx(1.5)  # one core held
+    assert slowdown(workers=2, threads=1, idle=0.0, cores=2) == pytest.approx(2.0)  # both held
+    assert slowdown(workers=1, threads=1, idle=2.0, cores=2) == pytest.approx(1.0)  # a core to spare
+    assert slowdown(workers=2, threads=1, idle=None, cores=2) == pytest.approx(1.0)  # unknown: as quiet
+
+
+def test_probes_take_cpu_time_which_a_busy_machine_does_not_stretch():
+    import time
+
+    import torch
+
+    from psaq.budget import _timed
+
+    def busy_then_asleep():
+        end = time.perf_counter() + 0.05
+        while time.perf_counter() < end:
+            pass
+        time.sleep(0.2)  # waiting for the core, as a probe does beside other work: not its cost
+
+    spent = _timed(busy_then_asleep, torch.device("cpu"))
+    assert 0.03 < spent < 0.15
 
 
 def test_makespan_schedules_tasks_as_the_flow_submits_them():

@@ -71,3 +71,11 @@ def test_range_ratios_compare_each_method_with_real_on_the_same_run_and_setting(
     got = range_ratios(records, lambda r: scales[r["quantized"]])
     assert got["gaussian"]["W8A8"] == pytest.approx((0.5 + 0.75) / 2) and got["psaq"]["W8A8"] == pytest.approx(1.0)
     assert "real" not in got
+
+
+def test_the_ranges_explain_a_setting_whether_or_not_its_interval_decides():
+    summary = _summary()
+    summary["range_vs_real"] = {"gaussian": {"W4A4+repq": 0.5, "W8A8": 0.86}, "psaq": {"W4A4+repq": 0.8, "W8A8": 0.87}}
+    said = findings(summary)
+    assert "Why: noise's activation ranges are 0.50× as wide as real images'" in said["W4A4+repq"]
+    assert "activation ranges" not in said["W8A8"]  # 0.86 against 0.87: nothing to explain

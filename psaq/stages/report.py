@@ -54,7 +54,7 @@ def summarize(records: list[dict]) -> dict:
 
 def setting_notes(columns: list[str]) -> dict[str, str]:
     """Which quantizer sites each column ran: ``W4A4+repq`` names its set, a plain tag the official one."""
-    return {c: f"{c.split()[0].partition('+')[2]} sites" if "+" in c else "the official code's sites" for c in columns}
+    return {c: f"the {c.split()[0].partition('+')[2]} site set" if "+" in c else "the official code's sites" for c in columns}
 
 
 @torch.no_grad()
