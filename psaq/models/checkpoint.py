@@ -14,7 +14,11 @@ from torch import nn
 from psaq.errors import CheckpointError
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
-STATE_DICT_KEYS = ("state_dict", "model", "model_ema")  # common wrappers of a saved state dict
+# common wrappers of a saved state dict, in the order they are tried: a timm training checkpoint
+# holds "state_dict" and, with EMA on, "state_dict_ema" beside it; psaq reads the trained weights
+# where both are there (timm's own load_checkpoint takes the EMA copy by default), and the EMA
+# copy where it is the only one
+STATE_DICT_KEYS = ("state_dict", "model", "state_dict_ema", "model_ema")
 
 
 def _default_mode() -> int:
@@ -105,7 +109,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             obj = obj[key]
             break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"checkpoint '{path}' holds no state dict of tensors")
+        nested = sorted(k for k, v in obj.items() if isinstance(v, dict) and v
+                        and all(isinstance(t, torch.Tensor) for t in v.values())) if isinstance(obj, dict) else []
+        hint = (f"; it holds tensors under {', '.join(repr(k) for k in nested[:4])}: save that entry alone "
+                f"(torch.save(ckpt[{nested[0]!r}], 'weights.pth'))" if nested else "")
+        raise CheckpointError(f"checkpoint '{path}' holds no state dict of tensors{hint}")
     return obj
 
 

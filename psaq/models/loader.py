@@ -91,7 +91,12 @@ class LoadedModel:
 
 
 def parse_model_args(pairs: list[str]) -> dict:
-    """``["img_size=64", "drop_rate=0.1"]`` → ``{"img_size": 64, "drop_rate": 0.1}``; strings stay strings."""
+    """``["img_size=64", "drop_rate=0.1", "qkv_bias=false"]`` → ``{"img_size": 64, "drop_rate": 0.1,
+    "qkv_bias": False}``: each value read as Python's literal (``(2, 2)``, ``True``) or else as
+    YAML reads it, as params.yaml's ``model_args`` are (``false``, ``null``, ``[2, 2]``); strings stay
+    strings."""
+    import yaml
+
     out = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
@@ -100,7 +105,12 @@ def parse_model_args(pairs: list[str]) -> dict:
         try:
             value = ast.literal_eval(raw)
         except (ValueError, SyntaxError):
-            value = raw
+            try:
+                value = yaml.safe_load(raw)
+            except yaml.YAMLError:
+                value = raw
+            if isinstance(value, (dict, set)) or value is None and raw.strip() not in ("null", "~", "Null", "NULL"):
+                value = raw  # "a: b" is no mapping a flag means; an empty value is the text itself
         out[key.strip()] = value
     return out
 

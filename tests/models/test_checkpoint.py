@@ -141,3 +141,18 @@ def test_a_full_disk_while_writing_safetensors_is_an_oserror_naming_the_file(tmp
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
     assert caught.value.errno == errno.EFBIG and str(tmp_path / "w.safetensors") in str(caught.value)
     assert list(tmp_path.iterdir()) == []  # nothing half-written left behind
+
+
+def test_timm_training_checkpoints_with_and_without_the_ema_copy(tmp_path, images):
+    """timm's train script saves {"state_dict", "state_dict_ema", "optimizer", …}: psaq reads the trained
+    weights, or the EMA copy where it is the only one; other nestings name the key to save alone."""
+    torch.manual_seed(0)
+    trained, ema = tiny_vit(), tiny_vit()
+    torch.save({"epoch": 3, "arch": "vit", "state_dict": trained.state_dict(), "state_dict_ema": ema.state_dict(),
+                "optimizer": {"lr": torch.tensor(0.1)}}, tmp_path / "both.pth.tar")
+    torch.save({"epoch": 3, "state_dict_ema": ema.state_dict()}, tmp_path / "ema.pth.tar")
+    torch.testing.assert_close(load_checkpoint(tiny_vit(), tmp_path / "both.pth.tar")(images), trained(images))
+    torch.testing.assert_close(load_checkpoint(tiny_vit(), tmp_path / "ema.pth.tar")(images), ema(images))
+    torch.save({"epoch": 3, "weights": trained.state_dict()}, tmp_path / "other.pth")
+    with pytest.raises(CheckpointError, match=r"holds tensors under 'weights': save that entry alone"):
+        load_checkpoint(tiny_vit(), tmp_path / "other.pth")

@@ -47,3 +47,6 @@ def test_parse_model_args():
         "img_size": 64, "drop_rate": 0.1, "global_pool": "avg", "depths": (2, 2)}
     with pytest.raises(ConfigError, match="key=value"):
         parse_model_args(["img_size"])
+    # as params.yaml reads model_args: false is False, not the truthy text "false"
+    assert parse_model_args(["qkv_bias=false", "class_token=True", "fc_norm=null", "depths=[2, 2]", "name=a: b"]) == {
+        "qkv_bias": False, "class_token": True, "fc_norm": None, "depths": [2, 2], "name": "a: b"}
