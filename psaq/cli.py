@@ -267,6 +267,9 @@ def _print_result(params, point, rec: dict) -> None:
     print(f"FP32          top-1 {rec['fp32_top1']:6.2f}  top-5 {rec['fp32_top5']:6.2f}")
     print(f"{point.bits:<13} top-1 {rec['top1']:6.2f}  top-5 {rec['top5']:6.2f}  agreement with FP32 {rec['agreement']:6.2f}"
           f"  ({point.observer} ranges, {params.quant.sites} sites)")
+    if rec.get("tied"):
+        print(f"ties          {int(rec['tied'])} image(s) with two classes sharing the highest logit: counted for the "
+              "lower class index, here and in every check")
     warning = chance_warning(rec["fp32_top1"], params.runtime.dataset)
     if warning:
         print(warning)
@@ -299,6 +302,7 @@ def _export(args: argparse.Namespace) -> int:
     from psaq.pipeline import resolve
     from psaq.quant.onnx_export import INTEGER_OPS, export_fp32_onnx, integer_ops, ort_session
     from psaq.quant.onnx_usage import example_program
+    from psaq.evaluate import ranked
     from psaq.quant.serialize import load_quantized
     from psaq.sources import eval_loader, model_data
     from psaq.stages.common import load
@@ -324,8 +328,9 @@ def _export(args: argparse.Namespace) -> int:
             sim = qmodel(x).numpy()
             got = session.run(None, {"images": x.numpy()})[0]
             max_diff = max(max_diff, float(np.abs(got - sim).max()))
-            correct += int((got.argmax(1) == y.numpy()).sum())
-            agree += int((got.argmax(1) == sim.argmax(1)).sum())
+            predicted = ranked(torch.from_numpy(got))[:, 0]
+            correct += int((predicted == y).sum())
+            agree += int((predicted == ranked(torch.from_numpy(sim))[:, 0]).sum())
             total += len(y)
     ops = integer_ops(onnx_path, out)
     (out / f"{onnx_path.stem}.ort-optimized.onnx").unlink(missing_ok=True)

@@ -25,6 +25,22 @@ class EvalConfig:
             raise ConfigError(f"eval.limit must be a positive integer or null, got {self.limit!r}")
 
 
+def ranked(logits: torch.Tensor, k: int = 1) -> torch.Tensor:
+    """The ``k`` highest classes of each row, best first, ties broken toward the lower class index,
+    as ``argmax`` breaks them in torch and NumPy: the one definition of a prediction in psaq, so
+    the evaluation, the ONNX check and the reports count a tied image the same way (``topk`` leaves
+    the order of ties unspecified)."""
+    return torch.sort(logits, dim=1, descending=True, stable=True).indices[:, :k]
+
+
+def tied_top(logits: torch.Tensor) -> torch.Tensor:
+    """Per row: whether the highest logit is shared by another class (coarse grids make these)."""
+    if logits.shape[1] < 2:
+        return torch.zeros(logits.shape[0], dtype=torch.bool)
+    top2 = torch.sort(logits, dim=1, descending=True).values[:, :2]
+    return top2[:, 0] == top2[:, 1]
+
+
 @dataclass
 class EvalResult:
     top1: float
@@ -33,9 +49,10 @@ class EvalResult:
     predictions: torch.Tensor  # top-1 class per image, on the CPU
     agreement: float | None = None  # % of images whose top-1 equals the reference model's
     correct: torch.Tensor | None = None  # per image: top-1 equals the label (for paired statistics)
+    tied: int = 0  # images whose highest logit two classes share (counted for the lower index)
 
     def metrics(self) -> dict[str, float]:
-        out = {"top1": self.top1, "top5": self.top5, "count": float(self.count)}
+        out = {"top1": self.top1, "top5": self.top5, "count": float(self.count), "tied": float(self.tied)}
         if self.agreement is not None:
             out["agreement"] = self.agreement
         return out
@@ -51,7 +68,7 @@ def evaluate(
     progress: bool = False,
 ) -> EvalResult:
     model.eval().to(device)
-    correct1 = correct5 = seen = 0
+    correct1 = correct5 = seen = ties = 0
     preds, hits = [], []
     for images, labels in tqdm(data, desc="evaluate", disable=not progress, unit="batch"):
         cancel.check()
@@ -60,8 +77,8 @@ def evaluate(
         if limit is not None:
             images, labels = images[: limit - seen], labels[: limit - seen]
         logits = model(images.to(device)).float().cpu()
-        k = min(5, logits.shape[1])
-        topk = logits.topk(k, dim=1).indices
+        topk = ranked(logits, min(5, logits.shape[1]))
+        ties += int(tied_top(logits).sum())
         correct1 += int((topk[:, 0] == labels).sum())
         correct5 += int((topk == labels[:, None]).any(dim=1).sum())
         seen += len(labels)
@@ -73,4 +90,5 @@ def evaluate(
     agreement = None
     if reference_predictions is not None:
         agreement = 100.0 * float((predictions == reference_predictions[:seen]).float().mean())
-    return EvalResult(100.0 * correct1 / seen, 100.0 * correct5 / seen, seen, predictions, agreement, torch.cat(hits))
+    return EvalResult(100.0 * correct1 / seen, 100.0 * correct5 / seen, seen, predictions, agreement, torch.cat(hits),
+                      ties)

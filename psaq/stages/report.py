@@ -15,6 +15,7 @@ import torch
 import psaq.families.builtin  # noqa: F401 - registers the ViT/DeiT and Swin families quantized and hooked here
 from psaq.data import first_images
 from psaq.device import resolve_device
+from psaq.evaluate import ranked
 from psaq.io import read_samples, write_json
 from psaq.models import ModelConfig
 from psaq.plots import accuracy_vs_bits, paired_differences, sample_grid, similarity_histograms
@@ -63,7 +64,7 @@ def as_labelled(model, images: torch.Tensor, labels: torch.Tensor) -> tuple[int,
     labelled = labels >= 0
     if not bool(labelled.any()):
         return 0, 0
-    predicted = model(images[labelled.to(images.device)]).argmax(1).cpu()
+    predicted = ranked(model(images[labelled.to(images.device)]).cpu())[:, 0]
     return int((predicted == labels[labelled]).sum()), int(labelled.sum())
 
 
