@@ -148,3 +148,15 @@ def test_swin_runs_the_loop():
 def test_bad_settings_are_one_line(change, message):
     with pytest.raises(ConfigError, match=message):
         dataclasses.replace(AdaptiveConfig(), **change)
+
+
+def test_the_samples_loss_holds_the_patch_similarity_term(pair):
+    """V2's samples move toward the student's errors under the patch-similarity prior: without the
+    entropy term they come out elsewhere, from the same start and the same steps."""
+    teacher, calibrated, images = pair
+    cfg = AdaptiveConfig(rounds=1, sample_steps=5, student_steps=1)
+    with_prior, _ = adapt(copy.deepcopy(calibrated), teacher, images, SynthesisConfig(**STILL), cfg, DIGITS_SPEC,
+                          progress=False)
+    without, _ = adapt(copy.deepcopy(calibrated), teacher, images, SynthesisConfig(**STILL, entropy_weight=0.0), cfg,
+                       DIGITS_SPEC, progress=False)
+    assert (with_prior - without).abs().max().item() > 1e-3

@@ -142,7 +142,7 @@ def official_loop(model, config: SynthesisConfig, spec, fresh_adam_per_round: bo
     g = torch.Generator().manual_seed(config.seed)
     img = torch.randn((config.num_samples, *spec.input_size), generator=g).double()
     pred = torch.randint(0, spec.num_classes, (config.num_samples,), generator=g)
-    lo_v, hi_v = config.tv_target_range
+    lo_v, hi_v = 2500.0, 3000.0  # generate_data.py's own numbers, not psaq's config: a changed default fails here
     var_pred = (lo_v + (hi_v - lo_v) * float(torch.rand(1, generator=g))) * tv_target_scale(img.shape)
     img.requires_grad = True
     lr = 0.20
@@ -152,7 +152,7 @@ def official_loop(model, config: SynthesisConfig, spec, fresh_adam_per_round: bo
     for lr_it in range(config.rounds):
         if fresh_adam_per_round:
             optimizer = torch.optim.Adam([img], lr=lr, betas=[0.5, 0.9], eps=1e-8)
-        lim = scaled_jitter(config.jitter_px[lr_it], spec.input_size[-1])
+        lim = scaled_jitter((15, 30)[lr_it], spec.input_size[-1])  # the official ±15 px, then ±30 px
         for itr in range(config.steps_per_round):
             for group in optimizer.param_groups:
                 group["lr"] = official_lr(lr, config.warmup_steps, config.steps_per_round, itr)
@@ -190,6 +190,23 @@ def test_synthesis_is_the_official_loop(factory):
     other = official_loop(model, cfg, TINY_SPEC, fresh_adam_per_round=True)
     assert (got.double() - want).abs().max().item() < 1e-6  # psaq returns float32 images
     assert (other - want).abs().max().item() > 1e-2
+
+
+def test_the_library_defaults_are_the_official_code_s_numbers():
+    """Written out here, not read from psaq: a changed default fails this test rather than moving
+    both sides of a parity check."""
+    from psaq.quant import QuantConfig
+
+    c = SynthesisConfig()
+    assert (c.method, c.num_samples, c.rounds, c.steps_per_round, c.warmup_steps) == ("psaq", 32, 2, 500, 100)
+    assert (c.lr, c.betas, c.adam_eps) == (None, (0.5, 0.9), 1e-8)  # None: 0.20 ViT/DeiT, 0.25 Swin
+    assert (c.entropy_weight, c.ce_weight, c.tv_weight, c.tv_target_range) == (1.0, 1.0, 0.05, (2500.0, 3000.0))
+    assert (c.jitter_px, c.flip_prob) == ((15, 30), 0.5)
+    assert (c.kde_bandwidth, c.kde_points, c.kde_eps, c.entropy_estimator) == (0.01, 10, 1e-4, "official")
+    assert (c.precision, c.compile, c.cuda_graphs) == ("fp32", "none", False)
+    q = QuantConfig()
+    assert (q.w_bits, q.a_bits, q.act_observer, q.weight_observer, q.sites) == (8, 8, "minmax", "minmax", "official")
+    assert q.calibrate_with_quantized_weights is False
 
 
 def test_swin_learning_rate_is_the_official_one():
