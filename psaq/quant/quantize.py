@@ -103,9 +103,17 @@ def calibration(model: nn.Module, quantized_weights: bool | None = None) -> Iter
     if quantized_weights is None:
         config = getattr(model, "psaq_quant_config", None)
         quantized_weights = bool(config and config.calibrate_with_quantized_weights)
-    quantizers = [q for _, q in act_quantizers(model)]
+    named = list(act_quantizers(model))
+    quantizers = [q for _, q in named]
     if not quantizers:
         raise ConfigError("model has no activation quantizers; call quantize_(model, config) first")
+    folded = [name for name, q in named if q.folded and bool(q.calibrated)]
+    if folded:
+        # folding moved per-channel scales into the LayerNorm and the next linear's weights: observing
+        # again would fold them a second time into weights that already hold them
+        raise ConfigError(f"this model was calibrated before and its calibration changed its float weights (per-channel "
+                          f"LayerNorm scales folded at {len(folded)} site(s), e.g. {folded[0]}); calibrate a fresh "
+                          "quantize_(copy.deepcopy(float_model), config) instead")
     weights = [m for m in model.modules() if isinstance(m, WeightQuantizer)]
     for w in weights:
         w.enabled = quantized_weights
@@ -120,6 +128,10 @@ def calibration(model: nn.Module, quantized_weights: bool | None = None) -> Iter
             q.stop_observing(freeze=ok)
         for w in weights:
             w.enabled = True
+    bad = [name for name, q in named if bool(q.calibrated) and not torch.isfinite(q.scale).all()]
+    if bad:
+        raise ConfigError(f"calibration gave {len(bad)} activation range(s) that are not finite (e.g. {bad[0]}): the "
+                          "calibration images or the activations they produce hold NaN or Inf values")
 
 
 def uncalibrated(model: nn.Module) -> list[str]:
@@ -147,6 +159,10 @@ def calibrate(
 ) -> nn.Module:
     """Run the calibration images through the model once and freeze every range; then fold the
     per-channel post-LayerNorm scales the site set asks to fold (``psaq.quant.fold``)."""
+    if not torch.isfinite(images).all():
+        bad = int((~torch.isfinite(images.flatten(1))).any(dim=1).sum())
+        raise ConfigError(f"{bad} of {images.shape[0]} calibration images hold NaN or Inf values; the ranges they "
+                          "gave would make every output meaningless")
     model.eval().to(device)
     with torch.no_grad(), calibration(model, quantized_weights):
         for i in range(0, images.shape[0], batch_size):

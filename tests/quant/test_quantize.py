@@ -135,3 +135,39 @@ def test_state_dict_carries_scales(images):
     state = model.state_dict()
     assert any(k.endswith("quantizers.attn_qkv.scale") for k in state)
     assert any(k.endswith("weight_quantizer.scale") for k in state)
+
+
+def test_non_finite_calibration_images_are_refused():
+    from tests.tiny import tiny_vit
+
+    torch.manual_seed(0)
+    model = quantize_(tiny_vit(), QuantConfig())
+    images = torch.randn(8, 3, 32, 32)
+    for bad in (float("nan"), float("inf")):
+        broken = images.clone()
+        broken[3, 0, 5, 5] = bad
+        with pytest.raises(ConfigError, match="1 of 8 calibration images hold NaN or Inf"):
+            calibrate(model, broken)
+    with pytest.raises(ConfigError, match="not finite"):  # the context manager checks the ranges it froze
+        with calibration(model):
+            model(images.masked_fill(images > 2.5, float("nan")))
+
+
+def test_a_second_calibration_refolds_nothing():
+    """repq folds per-channel LayerNorm scales into the float weights when it calibrates: a second
+    calibration would fold them twice, so it is refused; a model whose calibration changed no weight
+    calibrates again on new images."""
+    import copy
+
+    from tests.tiny import tiny_vit
+
+    torch.manual_seed(0)
+    float_model = tiny_vit()
+    images, other = torch.randn(8, 3, 32, 32), torch.randn(8, 3, 32, 32) * 2
+    repq = calibrate(quantize_(copy.deepcopy(float_model), QuantConfig(w_bits=4, a_bits=4, sites="repq")), images)
+    with pytest.raises(ConfigError, match="calibrate a fresh"):
+        calibrate(repq, other)
+    official = calibrate(quantize_(copy.deepcopy(float_model), QuantConfig()), images)
+    before = {n: q.scale.clone() for n, q in act_quantizers(official)}
+    calibrate(official, other)
+    assert any(not torch.equal(before[n], q.scale) for n, q in act_quantizers(official))
