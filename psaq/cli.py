@@ -270,6 +270,10 @@ def _print_result(params, point, rec: dict) -> None:
     if rec.get("tied"):
         print(f"ties          {int(rec['tied'])} image(s) with two classes sharing the highest logit: counted for the "
               "lower class index, here and in every check")
+    if rec.get("exif_rotated"):
+        print(f"warning       {int(rec['exif_rotated'])} test image(s) carry an EXIF orientation tag (rotated or mirrored "
+              "when shown): psaq reads pixels as stored, as the official code's loader does; rotate the files (or "
+              "strip the tag) if the model expects them upright")
     warning = chance_warning(rec["fp32_top1"], params.runtime.dataset)
     if warning:
         print(warning)

@@ -33,10 +33,15 @@ def eval_transform(spec: InputSpec):
 
 
 class FolderDataset(Dataset):
-    """Scanned class folders read with PIL (as RGB) and the model's evaluation transform."""
+    """Scanned class folders read with PIL, as the model's channels ask (``mode``: RGB, or L for a
+    one-channel model), and the model's evaluation transform."""
 
-    def __init__(self, folders, transform):
-        self.folders, self.transform = folders, transform
+    def __init__(self, folders, transform, mode: str = "RGB"):
+        self.folders, self.transform, self.mode = folders, transform, mode
+        # images whose EXIF Orientation tag asks for a rotation or a mirror: read as stored, as the
+        # official code's loader (torchvision's, PIL without exif_transpose) reads them; counted so
+        # that a run can say so
+        self.rotated: set[str] = set()
 
     def __len__(self) -> int:
         return len(self.folders.samples)
@@ -47,7 +52,9 @@ class FolderDataset(Dataset):
         path, label = self.folders.samples[i]
         try:
             with Image.open(path) as img:
-                image = as_rgb8(img, path)
+                if img.getexif().get(EXIF_ORIENTATION, 1) not in (1, 0):
+                    self.rotated.add(path)
+                image = as_8bit(img, path, self.mode)
         except Image.DecompressionBombError as exc:  # not an OSError: it would surface as a traceback
             raise DatasetError(f"image '{path}' is too large to read safely ({exc}); resize it, or raise "
                                "PIL.Image.MAX_IMAGE_PIXELS if the size is intended") from exc
@@ -57,11 +64,25 @@ class FolderDataset(Dataset):
 
 
 HIGH_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+EXIF_ORIENTATION = 0x0112
+
+
+def image_mode(spec: InputSpec) -> str:
+    """How image files are read for a model: RGB for 3 channels, L (gray) for 1; others are refused."""
+    channels = spec.input_size[0]
+    if channels not in (1, 3):
+        raise DatasetError(f"the model takes {channels}-channel images; psaq reads image folders as gray (1 channel) "
+                           "or RGB (3 channels)")
+    return "RGB" if channels == 3 else "L"
 
 
 def as_rgb8(img, path: str):
-    """The image as 8-bit RGB, scaled from what it holds: PIL's ``convert("RGB")`` clips 16-bit
-    values at 255 (a 16-bit PNG turns almost white) and truncates floats in [0, 1] to 0 or 1."""
+    return as_8bit(img, path, "RGB")
+
+
+def as_8bit(img, path: str, mode: str = "RGB"):
+    """The image as 8-bit ``mode`` (RGB or L), scaled from what it holds: PIL's ``convert`` clips
+    16-bit values at 255 (a 16-bit PNG turns almost white) and truncates floats in [0, 1] to 0 or 1."""
     from PIL import Image
 
     if img.mode in HIGH_BIT_MODES or img.mode == "F":
@@ -77,8 +98,8 @@ def as_rgb8(img, path: str):
                 raise DatasetError(f"image '{path}' holds integer pixels in [{lo:g}, {hi:g}]; psaq reads 8- and 16-bit "
                                    "images (0 to 65535)")
             a = a / 257.0  # 65535 → 255
-        return Image.fromarray(np.round(a).astype(np.uint8), mode="L").convert("RGB")
-    return img.convert("RGB")
+        return Image.fromarray(np.round(a).astype(np.uint8), mode="L").convert(mode)
+    return img.convert(mode)
 
 
 @dataclass
@@ -133,7 +154,7 @@ def open_data(spec: InputSpec, dataset: str | None, calib_dataset: str | None = 
     if is_builtin(name, calib_dataset, given=dataset is not None):
         return _builtin_source(name, spec)
     roots = resolve_roots(name, calib_dataset)
-    transform = eval_transform(spec)
+    transform, mode = eval_transform(spec), image_mode(spec)
     evaluation = scan_class_folders(roots.eval_dir, spec.num_classes, spec.class_names)
     calib = calib_set = None
     calib_desc = "none: the real mode needs --calib-dataset PATH (or a dataset root with train/)"
@@ -147,10 +168,12 @@ def open_data(spec: InputSpec, dataset: str | None, calib_dataset: str | None = 
             raise DatasetError(f"{len(linked)} image(s) of the calibration folder '{roots.calib_dir}' are files of the "
                                f"evaluation folder (links or mounts), e.g. '{linked[0][0]}' is '{linked[0][1]}': "
                                "calibrating on test images would inflate the real baseline")
-        calib_set = FolderDataset(calib, transform)
+        calib_set = FolderDataset(calib, transform, mode)
         calib_desc = f"{calib.root} ({len(calib.samples)} images)"
-    return DataSource(FolderDataset(evaluation, transform), calib_set,
-                      f"{evaluation.root} ({len(evaluation.samples)} images, {len(evaluation.classes)} classes)",
+    skipped = (f"; {len(evaluation.skipped)} link(s) out of their class folder skipped, e.g. {evaluation.skipped[0]}"
+               if evaluation.skipped else "")
+    return DataSource(FolderDataset(evaluation, transform, mode), calib_set,
+                      f"{evaluation.root} ({len(evaluation.samples)} images, {len(evaluation.classes)} classes{skipped})",
                       calib_desc)
 
 
@@ -168,7 +191,13 @@ def spec_from_timm(model: torch.nn.Module, name: str | None = None) -> InputSpec
     cfg = resolve_data_config(args, model=model)
     arch = name or (getattr(model, "pretrained_cfg", None) or {}).get("architecture")
     crop_pct = official_crop_pct(arch) or cfg.get("crop_pct", 1.0)
-    return InputSpec(tuple(cfg["input_size"]), tuple(cfg["mean"]), tuple(cfg["std"]), model.num_classes,
+    mean, std = tuple(cfg["mean"]), tuple(cfg["std"])
+    channels = cfg["input_size"][0]
+    if channels == 1 and len(mean) == 3:
+        # timm keeps the RGB statistics for an in_chans=1 model; its pretrained 1-channel weights sum
+        # the RGB filters (timm's adapt_input_conv), so a gray pixel stands for R = G = B: one mean
+        mean, std = (sum(mean) / 3,), (sum(std) / 3,)
+    return InputSpec(tuple(cfg["input_size"]), mean, std, model.num_classes,
                      crop_pct=crop_pct, interpolation=cfg.get("interpolation", "bicubic"))
 
 

@@ -42,8 +42,12 @@ def class_folder_names(root: Path) -> list[str]:
     return class_order([e.name for e in _visible_dirs(root)])
 
 
-def _images_under(folder: Path) -> list[Path]:
-    """Image files below ``folder``; symlinked folders are followed, but each real folder once."""
+def _images_under(folder: Path, skipped: list[str] | None = None) -> list[Path]:
+    """Image files below ``folder``, each real file once. Links are followed only where they stay
+    inside ``folder`` (its real path): a link out of a class folder (to another class, an ancestor,
+    elsewhere on the disk) would label foreign images with this class, so it is skipped and noted
+    in ``skipped``; a loop, or a folder linked twice, is walked once."""
+    top = folder.resolve()
     seen: set[tuple[int, int]] = set()
     found: list[Path] = []
     stack = [folder]
@@ -63,11 +67,31 @@ def _images_under(folder: Path) -> list[Path]:
         for entry in entries:
             if entry.name.startswith("."):
                 continue
-            if entry.is_dir():
+            is_dir = entry.is_dir()
+            if not (is_dir or entry.is_file() and entry.name.lower().endswith(IMAGE_EXTENSIONS)):
+                continue
+            if entry.is_symlink():
+                target = Path(entry.path).resolve()
+                if target != top and top not in target.parents:
+                    if skipped is not None:
+                        skipped.append(entry.path)
+                    continue
+            if is_dir:
                 stack.append(Path(entry.path))
-            elif entry.is_file() and entry.name.lower().endswith(IMAGE_EXTENSIONS):
+                continue
+            st = os.stat(entry.path)
+            if (st.st_dev, st.st_ino) not in seen:  # a file and a link to it: one image
+                seen.add((st.st_dev, st.st_ino))
                 found.append(Path(entry.path))
     return sorted(found)
+
+
+def links_out(root: str | Path) -> list[str]:
+    """The links in ``root``'s class folders that lead out of their class folder: not read."""
+    skipped: list[str] = []
+    for entry in _visible_dirs(Path(root)):
+        _images_under(Path(entry.path), skipped)
+    return skipped
 
 
 @dataclass(frozen=True)
@@ -77,6 +101,7 @@ class ClassFolders:
     root: Path
     classes: tuple[str, ...]  # folder names, in label order
     samples: tuple[tuple[str, int], ...]  # (path, label)
+    skipped: tuple[str, ...] = ()  # links that lead out of their class folder, not read
 
 
 def scan_class_folders(root: str | Path, num_classes: int, class_names: tuple[str, ...] | None = None) -> ClassFolders:
@@ -106,13 +131,20 @@ def scan_class_folders(root: str | Path, num_classes: int, class_names: tuple[st
         order = list(class_names)
     else:
         order = class_order(names)
-    samples = []
+    samples, skipped = [], []
+    owner: dict[tuple[int, int], tuple[str, str]] = {}
     for label, name in enumerate(order):
-        images = _images_under(path / name)
+        images = _images_under(path / name, skipped)
         if not images:
             raise DatasetError(f"dataset '{path}': class folder '{name}' holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        for p in images:
+            file_id = _file_id(p)
+            if file_id in owner and owner[file_id][0] != name:  # one file under two labels: which is it?
+                raise DatasetError(f"dataset '{path}': '{p}' (class '{name}') is the same file as '{owner[file_id][1]}' "
+                                   f"(class '{owner[file_id][0]}'), by a link or a hard link; an image has one label")
+            owner[file_id] = (name, str(p))
         samples.extend((str(p), label) for p in images)
-    return ClassFolders(path, tuple(order), tuple(samples))
+    return ClassFolders(path, tuple(order), tuple(samples), tuple(skipped))
 
 
 def _file_id(path: str | Path) -> tuple[int, int]:

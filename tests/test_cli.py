@@ -286,3 +286,25 @@ def test_help_shows_the_params_file_default_and_where_it_comes_from(project):
 def test_help_of_a_broken_params_file_falls_back_to_the_library_defaults(project):
     (project / "params.yaml").write_text("quant:\n  w_bits: nine\n")
     assert _help_line(["quantize"], "--w-bits").endswith("(default: 8)")
+
+
+def test_a_gray_model_on_a_folder_with_a_rotated_photo(tmp_path, capsys):
+    """in_chans=1: the folder is read as gray (a traceback before); an EXIF-rotated JPEG is read as
+    stored, as the official loader does, and the run says so in one line."""
+    rng = np.random.default_rng(2)
+    folder = tmp_path / "gray"
+    for c in ("a", "b", "c"):
+        (folder / c).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 255, (36, 36), dtype=np.uint8), mode="L").save(folder / c / f"{i}.png")
+    img = Image.fromarray(rng.integers(0, 255, (36, 40), dtype=np.uint8), mode="L")
+    exif = img.getexif()
+    exif[0x0112] = 8
+    img.save(folder / "a" / "photo.jpg", exif=exif.tobytes())
+    torch.manual_seed(0)
+    path = save_checkpoint(tiny_vit(num_classes=3, in_chans=1), tmp_path / "gray.safetensors")
+    code = main(["quantize", *VIT_ARGS, "--model-arg", "in_chans=1", "--checkpoint", str(path), "--dataset",
+                 str(folder), "--calib", "gaussian", "--num-samples", "4", "--device", "cpu", "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "10 test images" in out and "1 test image(s) carry an EXIF orientation tag" in out

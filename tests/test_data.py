@@ -327,3 +327,60 @@ def test_a_digits_file_other_than_the_one_psaq_knows_is_refused(tmp_path, monkey
     finally:
         digits.checked_source.cache_clear()
     assert resources.files("sklearn.datasets.data")  # the real module is untouched
+
+
+def _png(path, value=128, size=(12, 12), mode="RGB"):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size, value if mode == "L" else (value, value, value)).save(path)
+
+
+def test_links_out_of_a_class_folder_are_skipped_and_said(tmp_path):
+    """A link back to the root in class a must not label class b's images as a, nor count a file twice;
+    a link inside the class folder is followed; a file linked into two classes is refused."""
+    from psaq.folders import links_out, scan_class_folders
+
+    root = tmp_path / "val"
+    for c in ("a", "b"):
+        _png(root / c / "0.png")
+    (root / "a" / "up").symlink_to(root)  # an ancestor: would walk b's images under a
+    (root / "a" / "b_image.png").symlink_to(root / "b" / "0.png")  # another class's file
+    (root / "a" / "sub").mkdir()
+    _png(root / "a" / "sub" / "1.png")
+    (root / "a" / "same.png").symlink_to(root / "a" / "sub" / "1.png")  # inside, and the same file: once
+    scanned = scan_class_folders(root, 2)
+    by_label = {label: sorted(p.rsplit("/", 2)[-2] + "/" + p.rsplit("/", 1)[-1] for p, l in scanned.samples
+                              if l == label) for label in (0, 1)}
+    assert len(by_label[0]) == 2 and by_label[1] == ["b/0.png"]
+    assert sorted(p.rsplit("/", 1)[-1] for p in scanned.skipped) == ["b_image.png", "up"]
+    assert sorted(p.rsplit("/", 1)[-1] for p in links_out(root)) == ["b_image.png", "up"]
+    (root / "b" / "hard.png").hardlink_to(root / "a" / "0.png")
+    with pytest.raises(DatasetError, match="is the same file as .* an image has one label"):
+        scan_class_folders(root, 2)
+
+
+def test_a_one_channel_model_reads_folders_as_gray(tmp_path):
+    spec = InputSpec((1, 16, 16), (0.5,), (0.5,), 2)
+    for c in ("a", "b"):
+        _png(tmp_path / c / "x.png", value=200)
+    data = open_data(spec, str(tmp_path))
+    x, _ = data.eval_set[0]
+    assert x.shape == (1, 16, 16) and abs(float(x.mean()) - (200 / 255 - 0.5) / 0.5) < 1e-4
+    with pytest.raises(DatasetError, match="4-channel images"):
+        open_data(InputSpec((4, 16, 16), (0.5,) * 4, (0.5,) * 4, 2), str(tmp_path))
+
+
+def test_exif_rotated_images_are_read_as_stored_and_counted(tmp_path):
+    from PIL import Image
+
+    for c in ("a", "b"):
+        _png(tmp_path / c / "plain.png")
+    img = Image.new("RGB", (20, 10), (10, 200, 30))
+    exif = img.getexif()
+    exif[0x0112] = 6  # shown rotated by 90°
+    img.save(tmp_path / "a" / "rotated.jpg", exif=exif.tobytes())
+    data = open_data(InputSpec((3, 16, 16), (0.5,) * 3, (0.5,) * 3, 2, crop_pct=1.0), str(tmp_path))
+    for i in range(len(data.eval_set)):
+        data.eval_set[i]
+    assert [p.rsplit("/", 1)[-1] for p in data.eval_set.rotated] == ["rotated.jpg"]

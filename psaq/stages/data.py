@@ -11,7 +11,7 @@ from __future__ import annotations
 from psaq.data import is_builtin
 from psaq.datasets import builtin_fingerprint
 from psaq.errors import DatasetError
-from psaq.folders import folder_fingerprint, resolve_roots
+from psaq.folders import folder_fingerprint, links_out, resolve_roots
 from psaq.models import MODELS, ModelConfig
 from psaq.stages.stage import Stage
 
@@ -31,7 +31,10 @@ def describe(model: ModelConfig, dataset: str | None, calib_dataset: str | None)
     if is_builtin(name, calib_dataset, given=dataset is not None):
         return f"{name} test split (built in)", f"{name} train split (built in)"
     roots = resolve_roots(name, calib_dataset)
-    return str(roots.eval_dir), str(roots.calib_dir) if roots.calib_dir else "nothing: pass --calib-dataset PATH"
+    skipped = links_out(roots.eval_dir)
+    where = str(roots.eval_dir) + (f" ({len(skipped)} link(s) out of their class folder skipped, e.g. {skipped[0]})"
+                                   if skipped else "")
+    return where, str(roots.calib_dir) if roots.calib_dir else "nothing: pass --calib-dataset PATH"
 
 
 def reads_outside(model: ModelConfig, dataset: str | None, calib_dataset: str | None) -> str | None:

@@ -36,6 +36,6 @@ def run(store: Store, model: ModelConfig, weights: Weights, quantized: Artifact,
         res = evaluate(qmodel, eval_loader(model_data(loaded, dataset), eval_cfg.batch_size), dev,
                        torch.tensor(reference["predictions"]), eval_cfg.limit)
         write_json(tmp, {**res.metrics(), "fp32_top1": reference["top1"], "fp32_top5": reference["top5"],
-                         "correct": pack_correct(res.correct.numpy())})
+                         "correct": pack_correct(res.correct.numpy()), "exif_rotated": reference.get("exif_rotated", 0)})
 
     return store.publish(out, write)

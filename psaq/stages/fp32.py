@@ -25,9 +25,11 @@ def run(store: Store, model: ModelConfig, weights: Weights, eval_cfg: EvalConfig
     def write(tmp):
         dev = resolve_device(device)
         loaded = load(model, weights, dev)
-        res = evaluate(loaded.model, eval_loader(model_data(loaded, dataset), eval_cfg.batch_size), dev,
-                       limit=eval_cfg.limit, progress=progress)
+        data = model_data(loaded, dataset)
+        res = evaluate(loaded.model, eval_loader(data, eval_cfg.batch_size), dev, limit=eval_cfg.limit,
+                       progress=progress)
         write_json(tmp, {**res.metrics(), "predictions": res.predictions.tolist(),
-                         "correct": pack_correct(res.correct.numpy())})
+                         "correct": pack_correct(res.correct.numpy()),
+                         "exif_rotated": len(getattr(data.eval_set, "rotated", ()))})
 
     return store.publish(out, write)
