@@ -209,8 +209,11 @@ def _params(args: argparse.Namespace):
         (path if (args.params or path.is_file()) else None)
 
 
-def _run(args: argparse.Namespace):
-    """One grid point through the pipeline's stages, into the project's artifact store."""
+def _run(args: argparse.Namespace, export: bool = False):
+    """One grid point through the pipeline's stages, into the project's artifact store; ``export``
+    runs the export stage whatever grid.export says (``psaq export``)."""
+    import dataclasses
+
     from psaq.allocator import keep_freed_memory
     from psaq.cores import use_threads
     from psaq.device import resolve_device
@@ -220,6 +223,8 @@ def _run(args: argparse.Namespace):
     from psaq.models.loader import require_known
 
     params, params_file = _params(args)
+    if export:
+        params = dataclasses.replace(params, grid=dataclasses.replace(params.grid, export=True))
     require_known(params.model.name)
     resolve_device(params.runtime.device)  # refuse a missing GPU before any work
     threads = use_threads(params.runtime.threads)
@@ -308,22 +313,28 @@ def _export(args: argparse.Namespace) -> int:
     from psaq.quant.onnx_usage import example_program
     from psaq.evaluate import ranked
     from psaq.quant.serialize import load_quantized
+    from psaq.models.checkpoint import atomic_write
     from psaq.sources import eval_loader, model_data
     from psaq.stages.common import load
 
-    params, point, rec, job, _ = _run(args)
+    params, point, rec, job, _ = _run(args, export=True)
     _print_result(params, point, rec)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"{params.model.name}-{point.bits}-{point.method}-seed{point.seed}"
-    onnx_path, int_path = out / f"{stem}.onnx", out / f"{stem}.int.safetensors"
     exported = resolve(job["export"])
-    shutil.copyfile(exported["onnx"].verify(), onnx_path)
-    shutil.copyfile(exported["integer"].verify(), int_path)
-    loaded = load(params.model, resolve(job["model"]), "cpu")
+    weights = resolve(job["model"])
+    # each file's name carries the key of the artifact it copies (everything that made it: weights,
+    # settings, calibration images, code), so an export of another configuration never replaces it,
+    # and two exports at once each check their own file
+    stem = f"{params.model.name}-{point.bits}-{point.method}-seed{point.seed}"
+    onnx_path = out / f"{stem}-{_key_of(exported['onnx'].path)}.onnx"
+    int_path = out / f"{stem}-{_key_of(exported['integer'].path)}.int.safetensors"
+    for src, dst in ((exported["onnx"], onnx_path), (exported["integer"], int_path)):
+        atomic_write(dst, lambda tmp, src=src: shutil.copyfile(src.verify(), tmp))
+    loaded = load(params.model, weights, "cpu")
     qmodel = load_quantized(__import__("copy").deepcopy(loaded.model), resolve(job["reconstruct"]).verify()).cpu()
     example = torch.zeros((1, *loaded.spec.input_size))
-    fp32_path = export_fp32_onnx(loaded.model.cpu(), example, out / f"{params.model.name}-fp32.onnx")
+    fp32_path = export_fp32_onnx(loaded.model.cpu(), example, out / f"{params.model.name}-fp32-{weights.sha256[:16]}.onnx")
     session = ort_session(onnx_path)
     correct = agree = total = 0
     max_diff = 0.0
@@ -336,8 +347,10 @@ def _export(args: argparse.Namespace) -> int:
             correct += int((predicted == y).sum())
             agree += int((predicted == ranked(torch.from_numpy(sim))[:, 0]).sum())
             total += len(y)
-    ops = integer_ops(onnx_path, out)
-    (out / f"{onnx_path.stem}.ort-optimized.onnx").unlink(missing_ok=True)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:  # the optimized graph is looked at, not kept
+        ops = integer_ops(onnx_path, scratch)
     integer = {k: v for k, v in ops.items() if k in INTEGER_OPS}
     fp32_size = fp32_path.stat().st_size
     print(f"ONNX          top-1 {100 * correct / total:6.2f}  agreement with simulated {100 * agree / total:6.2f}  "
@@ -351,6 +364,13 @@ def _export(args: argparse.Namespace) -> int:
           "and class names are in the file's metadata):\n")
     print(example_program(onnx_path, _image_folder(params.runtime.dataset)))
     return 0
+
+
+def _key_of(store_path: str) -> str:
+    """The key in a store artifact's name (``<stem>-<key><suffix>``)."""
+    from pathlib import Path
+
+    return Path(store_path).name.split(".", 1)[0].rsplit("-", 1)[1]
 
 
 def _image_folder(dataset: str | None) -> str:

@@ -155,9 +155,18 @@ def test_export_writes_onnx_and_integer_files(image_folder, checkpoint, tmp_path
     text = capsys.readouterr().out
     assert code == 0, text
     names = sorted(p.name for p in out.iterdir())
-    assert any(n.endswith("-W8A8-gaussian-seed0.onnx") for n in names)
-    assert any(n.endswith(".int.safetensors") for n in names) and any(n.endswith("-fp32.onnx") for n in names)
+    assert len(names) == 3, names
+    assert any(re.fullmatch(r"vit_tiny_patch16_224-W8A8-gaussian-seed0-[0-9a-f]{16}\.onnx", n) for n in names)
+    assert any(n.endswith(".int.safetensors") for n in names) and any(re.search(r"-fp32-[0-9a-f]{16}\.onnx$", n)
+                                                                        for n in names)
     assert "ONNX          top-1" in text and "MatMulIntegerToFloat" in text
+    # another configuration into the same folder: new files beside the first, none replaced
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert main(["export", *VIT_ARGS, "--checkpoint", str(checkpoint), "--dataset", str(image_folder),
+                 "--calib", "gaussian", "--num-samples", "4", "--device", "cpu", "--quiet", "--out", str(out),
+                 "--act-observer", "percentile"]) == 0
+    after = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert all(after[name] == data for name, data in before.items()) and len(after) == 5  # the FP32 file is shared
 
 
 def test_the_printed_program_runs_the_onnx_file_with_psaqs_top1(checkpoint, tmp_path, capsys):
