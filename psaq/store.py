@@ -28,6 +28,7 @@ from psaq.processes import alive
 SIDECAR = ".sha256"
 MANIFEST = "manifest.sha256.json"  # a published folder's file hashes
 PARTIAL = ".partial"
+WAIT_FOR_WRITER_S = 30.0  # how long a writer waits for the file of another's sidecar before taking the key
 _WRITER = re.compile(r"\.(\d+)(?:-\w+)?\.partial")  # the writing process's pid in a temporary name
 
 
@@ -71,6 +72,21 @@ class NotInStore(Exception):
     """A read-only store was asked for an artifact it does not hold (the work is not done yet)."""
 
 
+def _recorded(side: Path) -> str | None:
+    try:
+        return json.loads(side.read_text())["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _writer_alive(side: Path) -> bool:
+    try:
+        pid = json.loads(side.read_text()).get("pid")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(pid, int) and alive(pid)
+
+
 class Store:
     """A folder of content-addressed artifacts (``root``: the project folder). ``read_only``: hand
     back what it holds, verified, and raise ``NotInStore`` instead of building anything, so a
@@ -94,10 +110,7 @@ class Store:
         if not path.is_file():
             return None
         side = self.sidecar(path)
-        try:
-            recorded = json.loads(side.read_text())["sha256"]
-        except (OSError, ValueError, KeyError, TypeError):
-            recorded = None
+        recorded = _recorded(side)
         actual = file_sha256(path)
         if recorded == actual:
             return Artifact(str(path), actual)
@@ -136,12 +149,9 @@ class Store:
             write(tmp)
             sha = file_sha256(tmp)
             side_tmp = tmp.with_name(tmp.name + SIDECAR)
-            side_tmp.write_text(json.dumps({"sha256": sha, "created": time.time()}) + "\n")
+            side_tmp.write_text(json.dumps({"sha256": sha, "created": time.time(), "pid": os.getpid()}) + "\n")
             try:
-                os.link(tmp, path)
-                os.replace(side_tmp, self.sidecar(path))
-            except FileExistsError:
-                pass  # another writer published first; use theirs after checking it below
+                self._link_with_sidecar(tmp, side_tmp, path, sha)
             finally:
                 side_tmp.unlink(missing_ok=True)
         finally:
@@ -150,6 +160,28 @@ class Store:
         if found is None:
             raise ArtifactError(f"artifact '{path}' could not be published (it failed its hash right after writing)")
         return found, True
+
+    def _link_with_sidecar(self, tmp: Path, side_tmp: Path, path: Path, sha: str) -> None:
+        """Put the sidecar in place, then the file: whoever finds the file finds its hash beside
+        it (a lookup between the two would set a good file aside as corrupt). Both are links, which
+        fail if the name exists: of two writers of one key, the first to link the sidecar publishes."""
+        side = self.sidecar(path)
+        try:
+            os.link(side_tmp, side)
+        except FileExistsError:
+            if _recorded(side) != sha:
+                # another writer publishes other bytes under this key: wait for its file; a sidecar whose
+                # file never comes is a writer's that died between the two links
+                deadline = time.monotonic() + WAIT_FOR_WRITER_S
+                while not path.exists() and time.monotonic() < deadline and _writer_alive(side):
+                    time.sleep(0.05)
+                if path.exists():
+                    return
+                os.replace(side_tmp, side)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another writer of the same bytes linked first; checked by the caller's lookup
 
     def lookup_dir(self, path: str | Path) -> Artifact | None:
         """A published folder, verified file by file against its manifest (``MANIFEST``)."""

@@ -123,3 +123,42 @@ def test_a_read_only_store_hands_back_what_it_holds_and_builds_nothing(tmp_path)
     with pytest.raises(NotInStore):
         reader.publish(path, write_text("2"))
     assert path.read_text() == "flipped" and not list(path.parent.glob("*.corrupt-*"))
+
+
+def test_a_lookup_between_a_writers_two_links_sets_nothing_aside(tmp_path, monkeypatch):
+    """The sidecar is linked before the file: a lookup in between finds no file (and builds), never
+    a file without its hash, which it would set aside as corrupt."""
+    store = Store(tmp_path)
+    path = store.path("metrics", "m", "k", ".json")
+    seen = []
+    real_link = os.link
+
+    def link_then_look(src, dst, *args, **kwargs):
+        real_link(src, dst, *args, **kwargs)
+        if str(dst).endswith(".sha256"):
+            seen.append(Store(tmp_path).lookup(path))  # another process's lookup, between the links
+
+    monkeypatch.setattr(os, "link", link_then_look)
+    art, built = store.publish(path, write_text("good"))
+    assert built and seen == [None] and path.read_text() == "good"
+    assert not list(path.parent.glob("*.corrupt-*")) and store.lookup(path) == art
+
+
+def test_a_sidecar_left_by_a_dead_writer_does_not_block_the_key(tmp_path, monkeypatch):
+    import psaq.store as store_module
+
+    monkeypatch.setattr(store_module, "WAIT_FOR_WRITER_S", 0.2)
+    store = Store(tmp_path)
+    path = store.path("metrics", "m", "k", ".json")
+    path.parent.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    store.sidecar(path).write_text(json.dumps({"sha256": "0" * 64, "pid": int(dead.stdout)}))  # its file never came
+    art, built = store.publish(path, write_text("mine"))  # a dead writer's: taken at once
+    assert built and path.read_text() == "mine" and store.lookup(path) == art
+    path.unlink()
+    store.sidecar(path).write_text(json.dumps({"sha256": "0" * 64, "pid": os.getpid()}))  # a live writer's
+    import time
+
+    started = time.monotonic()
+    store.publish(path, write_text("mine"))
+    assert time.monotonic() - started >= 0.2 and path.read_text() == "mine"  # waited for it, then took the key
