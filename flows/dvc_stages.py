@@ -178,11 +178,18 @@ def locked_stages(lock: Path = Path("dvc.lock")) -> set[str]:
     return set(re.findall(r"^  (\S+):$", lock.read_text(), flags=re.M))
 
 
+def dvc_reason(stdout: str, stderr: str, code: int) -> str:
+    """DVC's own words for a failure: its ERROR lines (on stdout or stderr, by version), else its last line."""
+    lines = [line.strip() for line in (stderr + "\n" + stdout).splitlines() if line.strip()]
+    errors = [line.removeprefix("ERROR:").strip() for line in lines if line.startswith("ERROR")]
+    return "; ".join(errors) or (lines[-1] if lines else f"exit status {code}, nothing printed")
+
+
 def _dvc(*args: str) -> str:
     done = subprocess.run([sys.executable, "-m", "dvc", *args], capture_output=True, text=True)
     if done.returncode != 0:
-        reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise ArtifactError(f"dvc {args[0]} failed ({reason}); the views are in place: `dvc repro` runs every stage")
+        raise ArtifactError(f"dvc {args[0]} failed ({dvc_reason(done.stdout, done.stderr, done.returncode)}); the "
+                            "views are in place: `dvc repro` runs every stage")
     return done.stdout
 
 

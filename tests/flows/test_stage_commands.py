@@ -62,3 +62,13 @@ def test_a_grid_with_a_site_set_passes_the_dvc_check_and_a_tag_dvc_cannot_name_i
     assert main(["check-params"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("psaq: error:") and "write W4A4+repq" in err and "\n" not in err
+
+
+def test_dvcs_own_reason_reaches_the_one_line():
+    from flows.dvc_stages import dvc_reason
+
+    assert dvc_reason("", "ERROR: failed to commit - unable to find 'a.json'\n", 255) == \
+        "failed to commit - unable to find 'a.json'"
+    assert dvc_reason("Committing\nERROR: lock is held by another process\n", "", 255) == "lock is held by another process"
+    assert dvc_reason("something went wrong\n", "", 1) == "something went wrong"
+    assert dvc_reason("", "", 3) == "exit status 3, nothing printed"
