@@ -226,3 +226,34 @@ def test_grid_export_names_the_methods_whose_points_are_exported(tmp_path):
     with pytest.raises(ConfigError, match="unknown calibration mode 'nosuch'"):
         tiny(grid={"export": ["nosuch"]})
     assert tiny(grid={"export": ["psaq-v2"]}).grid.exports("psaq-v2")  # a method the grid may run later
+
+
+def test_a_folder_changed_while_a_run_reads_it_publishes_nothing(tmp_path, monkeypatch):
+    """The key is the fingerprint taken before the images are read: a folder edited meanwhile (and
+    restored later) would leave the edited images' result under the restored folder's key."""
+    from PIL import Image
+
+    import psaq.data as data_module
+    from psaq.errors import DatasetError
+    from tests.test_data import save_digits_as_pngs
+
+    folder = save_digits_as_pngs(tmp_path / "digits", limit=60)
+    params = tiny(runtime={"device": "cpu", "dataset": str(folder)}, grid={"methods": ["gaussian"]})
+    victim = next(folder.rglob("*.png"))
+    original = victim.read_bytes()
+    read = data_module.FolderDataset.__getitem__
+
+    def edit_while_reading(self, i):
+        if i == 5:  # the folder changes under the running evaluation
+            Image.new("L", (8, 8), 255).save(victim)
+        return read(self, i)
+
+    monkeypatch.setattr(data_module.FolderDataset, "__getitem__", edit_while_reading)
+    store = Store(tmp_path / "store")
+    with pytest.raises(DatasetError, match="changed while this run read them"):
+        run(store, params, [Point(0, "gaussian", 0, "W8A8", "minmax")])
+    assert not list((tmp_path / "store" / "metrics").rglob("*.json"))
+    victim.write_bytes(original)  # restored: the run computes again from what the folder holds
+    monkeypatch.setattr(data_module.FolderDataset, "__getitem__", read)
+    records, _, _ = run(store, params, [Point(0, "gaussian", 0, "W8A8", "minmax")])
+    assert records[0]["count"] == 60

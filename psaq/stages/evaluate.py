@@ -12,6 +12,7 @@ from psaq.evaluate import EvalConfig, evaluate
 from psaq.io import read_json, write_json
 from psaq.models import ModelConfig
 from psaq.quant.serialize import load_quantized
+from psaq.stages.data import require_unchanged
 from psaq.stages.stage import POINT, POINT_STEM, Stage
 from psaq.stages.common import Weights, artifact_path, device_kind, identity, load
 from psaq.stats import pack_correct
@@ -35,6 +36,7 @@ def run(store: Store, model: ModelConfig, weights: Weights, quantized: Artifact,
         qmodel = load_quantized(copy.deepcopy(loaded.model), quantized.verify())
         res = evaluate(qmodel, eval_loader(model_data(loaded, dataset), eval_cfg.batch_size), dev,
                        torch.tensor(reference["predictions"]), eval_cfg.limit)
+        require_unchanged(model, dataset, None, data_fp)
         write_json(tmp, {**res.metrics(), "fp32_top1": reference["top1"], "fp32_top5": reference["top5"],
                          "correct": pack_correct(res.correct.numpy()), "exif_rotated": reference.get("exif_rotated", 0)})
 

@@ -6,6 +6,7 @@ from psaq.device import resolve_device
 from psaq.evaluate import EvalConfig, evaluate
 from psaq.io import write_json
 from psaq.models import ModelConfig
+from psaq.stages.data import require_unchanged
 from psaq.stages.stage import Stage
 from psaq.stages.common import Weights, artifact_path, device_kind, identity, load
 from psaq.stats import pack_correct
@@ -28,6 +29,7 @@ def run(store: Store, model: ModelConfig, weights: Weights, eval_cfg: EvalConfig
         data = model_data(loaded, dataset)
         res = evaluate(loaded.model, eval_loader(data, eval_cfg.batch_size), dev, limit=eval_cfg.limit,
                        progress=progress)
+        require_unchanged(model, dataset, None, data_fp)
         write_json(tmp, {**res.metrics(), "predictions": res.predictions.tolist(),
                          "correct": pack_correct(res.correct.numpy()),
                          "exif_rotated": len(getattr(data.eval_set, "rotated", ()))})

@@ -8,6 +8,7 @@ import psaq.families.builtin  # noqa: F401 - registers the ViT/DeiT and Swin fam
 from psaq.device import resolve_device
 from psaq.io import SampleSet, write_samples
 from psaq.models import ModelConfig
+from psaq.stages.data import require_unchanged
 from psaq.stages.stage import Stage
 from psaq.stages.common import Weights, artifact_path, device_kind, identity, load
 from psaq.store import Artifact, Store
@@ -32,6 +33,8 @@ def run(store: Store, model: ModelConfig, weights: Weights, synth: SynthesisConf
         loaded = load(model, weights, dev)
         source = real_source(model_data(loaded, dataset, calib_dataset)) if synth.method == "real" else None
         result = synthesize(loaded.model, synth, loaded.spec, dev, source, progress)
+        if synth.method == "real":
+            require_unchanged(model, dataset, calib_dataset, data_fp, ("calib", "eval"))
         metadata = {
             "model": loaded.name,
             "weights_sha256": weights.sha256,
