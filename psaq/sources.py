@@ -5,9 +5,11 @@ from __future__ import annotations
 from torch.utils.data import DataLoader
 
 from psaq.content import content_hashes
-from psaq.data import DataSource, FolderDataset, RealSource, drawn_indices, first_images, loader, open_data
+from psaq.data import (DataSource, FolderDataset, RealSource, drawn_indices, first_images, is_builtin, loader,
+                       open_data)
 from psaq.errors import DatasetError
-from psaq.models import LoadedModel
+from psaq.folders import folder_fingerprint, resolve_roots
+from psaq.models import MODELS, LoadedModel, ModelConfig
 
 
 def model_data(loaded: LoadedModel, dataset: str | None = None, calib_dataset: str | None = None) -> DataSource:
@@ -42,3 +44,23 @@ def refuse_test_images(drawn: list[str], evaluation: list[str]) -> None:
         raise DatasetError(f"{len(copies)} of the {len(drawn)} calibration images drawn for `real` are evaluation images "
                            f"(same content), e.g. '{copies[0]}': calibrating on test images would inflate the real "
                            "baseline; pass a training folder without them")
+
+
+def require_unchanged(model: ModelConfig, dataset: str | None, calib_dataset: str | None, keyed: dict,
+                      parts: tuple[str, ...] = ("eval",)) -> None:
+    """After a stage has read its images: the folders still hold what the key it publishes under
+    was computed from (``keyed``: the data stage's fingerprints), or nothing is published. A
+    folder edited while a run read it would otherwise leave results of the images read under the
+    fingerprint of the images restored later. A built-in dataset's files are checked against
+    pinned hashes where they are read."""
+    name = dataset or (MODELS.get(model.name).dataset if model.name in MODELS else None)
+    if name is None or is_builtin(name, calib_dataset, given=dataset is not None):
+        return
+    roots = resolve_roots(name, calib_dataset)
+    now = {"eval": lambda: folder_fingerprint(roots.eval_dir),
+           "calib": lambda: folder_fingerprint(roots.calib_dir, content=False) if roots.calib_dir else None}
+    changed = [part for part in parts if now[part]() != keyed.get(part)]
+    if changed:
+        folders = [str(roots.eval_dir if part == "eval" else roots.calib_dir) for part in changed]
+        raise DatasetError(f"the images of {' and '.join(folders)} changed while this run read them (their "
+                           "fingerprint before and after differ); nothing was kept: rerun once the folder is settled")

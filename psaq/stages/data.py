@@ -59,21 +59,3 @@ def run(model: ModelConfig, dataset: str | None, calib_dataset: str | None) -> d
     return {"eval": folder_fingerprint(roots.eval_dir),
             "calib": folder_fingerprint(roots.calib_dir, content=False) if roots.calib_dir else None}
 
-
-def require_unchanged(model: ModelConfig, dataset: str | None, calib_dataset: str | None, keyed: dict,
-                      parts: tuple[str, ...] = ("eval",)) -> None:
-    """After a stage has read its images: the folders still hold what the key it publishes under
-    was computed from, or nothing is published. A folder edited while a run read it would otherwise
-    leave results of the images read under the fingerprint of the images restored later."""
-    name = dataset or default_dataset(model)
-    if name is None or is_builtin(name, calib_dataset, given=dataset is not None):
-        return  # a built-in dataset's files are checked against pinned hashes where they are read
-    roots = resolve_roots(name, calib_dataset)
-    now = {"eval": lambda: folder_fingerprint(roots.eval_dir),
-           "calib": lambda: folder_fingerprint(roots.calib_dir, content=False) if roots.calib_dir else None}
-    changed = [part for part in parts if now[part]() != keyed.get(part)]
-    if changed:
-        where = describe(model, dataset, calib_dataset)
-        folders = [where[0] if part == "eval" else where[1] for part in changed]
-        raise DatasetError(f"the images of {' and '.join(folders)} changed while this run read them (their "
-                           "fingerprint before and after differ); nothing was kept: rerun once the folder is settled")

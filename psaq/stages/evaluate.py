@@ -12,12 +12,11 @@ from psaq.evaluate import EvalConfig, evaluate
 from psaq.io import read_json, write_json
 from psaq.models import ModelConfig
 from psaq.quant.serialize import load_quantized
-from psaq.stages.data import require_unchanged
 from psaq.stages.stage import POINT, POINT_STEM, Stage
 from psaq.stages.common import Weights, artifact_path, device_kind, identity, load
 from psaq.stats import pack_correct
 from psaq.store import Artifact, Store
-from psaq.sources import eval_loader, model_data
+from psaq.sources import eval_loader, model_data, require_unchanged
 
 
 STAGE = Stage("evaluate", __name__, ("eval", "runtime"), ("model", "data", "fp32", "reconstruct"), POINT,

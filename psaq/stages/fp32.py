@@ -6,12 +6,11 @@ from psaq.device import resolve_device
 from psaq.evaluate import EvalConfig, evaluate
 from psaq.io import write_json
 from psaq.models import ModelConfig
-from psaq.stages.data import require_unchanged
 from psaq.stages.stage import Stage
 from psaq.stages.common import Weights, artifact_path, device_kind, identity, load
 from psaq.stats import pack_correct
 from psaq.store import Artifact, Store
-from psaq.sources import eval_loader, model_data
+from psaq.sources import eval_loader, model_data, require_unchanged
 
 
 STAGE = Stage("fp32", __name__, ("eval", "runtime"), ("model", "data"), ("train_seed",),

@@ -8,12 +8,11 @@ import psaq.families.builtin  # noqa: F401 - registers the ViT/DeiT and Swin fam
 from psaq.device import resolve_device
 from psaq.io import SampleSet, write_samples
 from psaq.models import ModelConfig
-from psaq.stages.data import require_unchanged
 from psaq.stages.stage import Stage
 from psaq.stages.common import Weights, artifact_path, device_kind, identity, load
 from psaq.store import Artifact, Store
 from psaq.synth import SynthesisConfig, synthesize
-from psaq.sources import model_data, real_source
+from psaq.sources import model_data, real_source, require_unchanged
 
 
 STAGE = Stage("samples", __name__, ("synthesis", "runtime"), ("model", "data"), ("train_seed", "method", "seed"),
