@@ -1,7 +1,8 @@
 """Bad inputs and faults, tried as a user would: each case must end in the right number or one
 clean line (exit 2, no traceback). Prints a table of what each case printed and the tally.
 
-    .venv/bin/python benchmarks/failure_probe.py          # about 110 cases, ~15 min on 2 cores
+    .venv/bin/python benchmarks/failure_probe.py          # about 120 cases, ~15 min on 2 cores
+    .venv/bin/python benchmarks/failure_probe.py --only r3:   # the round-3 review's cases
 
 Runs in a temporary folder with its own store; a tiny digits-vit (depth 1, 2 epochs) keeps
 each case to seconds. Outcomes: `one line` (exit 2, a single `psaq: error:` line, no
@@ -23,6 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # psaq and the tests' impostor servers, from a clean clone without an install
 
+from failure_round3 import Round3, cases as round3_cases, make_fixtures as make_round3_fixtures  # noqa: E402
 from failure_scenarios import Scenarios, make_scenario_fixtures  # noqa: E402
 PY = sys.executable
 TINY = ["--model-arg", "depth=1", "--steps", "3", "--num-samples", "8", "--quiet"]
@@ -139,6 +141,7 @@ def make_fixtures(root: Path) -> dict:
     f["vit_args"] = ["--model-arg", "img_size=32", "--model-arg", "patch_size=8", "--model-arg", "embed_dim=48",
                      "--model-arg", "depth=1", "--model-arg", "num_heads=3", "--model-arg", "num_classes=10"]
     make_scenario_fixtures(root, f, pixels, labels)
+    make_round3_fixtures(root, f, pixels, labels)
     return f
 
 
@@ -247,6 +250,7 @@ def cases(f: dict) -> list[tuple[str, list[str], bool, dict, str | None]]:
         [*q, *TINY, "--calib", "gaussian", "--params", str(f["params_merge_keys"])], False, expect="W4A8 ")
     add("params.yaml: runtime.threads 1 (ran, 1 thread)",
         [*q, *TINY, "--calib", "gaussian", "--params", str(f["params_threads"])], False, expect="threads       1")
+    out.extend(round3_cases(f, q, TINY, PY))
     return out
 
 
@@ -286,10 +290,11 @@ def main() -> None:
             said = (err.strip().splitlines() or ["(nothing)"])[-1] if expect_error else (scores or out.strip()[-120:])
             row(what, outcome, code, said)
         scenarios = Scenarios(root, fixtures, sh, PY, TINY)
-        if any(chosen(what) for what, _ in scenarios.cases()):
+        multi = scenarios.cases() + Round3(scenarios).cases()
+        if any(chosen(what) for what, _ in multi):
             # the scenarios share the tiny model the first cases train
             sh([PY, "-m", "psaq.cli", "quantize", *TINY, "--calib", "gaussian"], root / "project")
-        for what, run in scenarios.cases():
+        for what, run in multi:
             if not chosen(what):
                 continue
             try:

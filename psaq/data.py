@@ -7,6 +7,9 @@ any change of the images or labels, so cached results keyed by it never go stale
 
 from __future__ import annotations
 
+import hashlib
+import io
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +45,9 @@ class FolderDataset(Dataset):
         # official code's loader (torchvision's, PIL without exif_transpose) reads them; counted so
         # that a run can say so
         self.rotated: set[str] = set()
+        # sha256 of the bytes each image was decoded from, by absolute path: what a result computed
+        # from them is checked against (``psaq.sources.require_unchanged``)
+        self.read_hashes: dict[str, str] = {}
 
     def __len__(self) -> int:
         return len(self.folders.samples)
@@ -51,7 +57,10 @@ class FolderDataset(Dataset):
 
         path, label = self.folders.samples[i]
         try:
-            with Image.open(path) as img:
+            with open(path, "rb") as f:
+                raw = f.read()
+            self.read_hashes[os.path.abspath(path)] = hashlib.sha256(raw).hexdigest()
+            with Image.open(io.BytesIO(raw)) as img:
                 if img.getexif().get(EXIF_ORIENTATION, 1) not in (1, 0):
                     self.rotated.add(path)
                 image = as_8bit(img, path, self.mode)

@@ -159,19 +159,23 @@ def shared_files(calib: ClassFolders, evaluation: ClassFolders) -> list[tuple[st
     return [(path, ids[key]) for path, _ in calib.samples if (key := _file_id(path)) in ids]
 
 
-def folder_fingerprint(root: str | Path, content: bool = True) -> str:
+def folder_fingerprint(root: str | Path, content: bool = True, read: dict[str, str] | None = None) -> str:
     """Every image below ``root`` by relative path, with the class folder it sits in, and either
     its content (``psaq.content``: an evaluation folder, read whole at every evaluation anyway)
     or its file record (device, inode, size, modification and change time: a calibration
     folder, of which ``real`` reads a few images; writing, replacing, renaming or re-timing a
-    file changes the record, so it is never stale, only sometimes rebuilt when nothing changed)."""
+    file changes the record, so it is never stale, only sometimes rebuilt when nothing changed).
+    ``read``: the content hashes of the bytes a run decoded, by absolute path, which stand for
+    those files: the fingerprint of what was read, to compare with the one a result is keyed by."""
     path = Path(root)
     if not path.is_dir():
         raise DatasetError(f"dataset path '{path}' does not exist or is not a folder")
     images = [(entry.name, Path(entry.path), image) for entry in sorted(_visible_dirs(path), key=lambda e: e.name)
               for image in _images_under(Path(entry.path))]
+    read = read or {}
     if content:
-        hashes = content_hashes(image for _, _, image in images)
+        unread = [image for _, _, image in images if os.path.abspath(image) not in read]
+        hashes = {**content_hashes(unread), **read}
         marks = [hashes[os.path.abspath(image)] for _, _, image in images]
     else:
         marks = [":".join(map(str, _record(image))) for _, _, image in images]

@@ -47,17 +47,20 @@ def refuse_test_images(drawn: list[str], evaluation: list[str]) -> None:
 
 
 def require_unchanged(model: ModelConfig, dataset: str | None, calib_dataset: str | None, keyed: dict,
-                      parts: tuple[str, ...] = ("eval",)) -> None:
-    """After a stage has read its images: the folders still hold what the key it publishes under
-    was computed from (``keyed``: the data stage's fingerprints), or nothing is published. A
-    folder edited while a run read it would otherwise leave results of the images read under the
-    fingerprint of the images restored later. A built-in dataset's files are checked against
-    pinned hashes where they are read."""
+                      parts: tuple[str, ...] = ("eval",), data: DataSource | None = None) -> None:
+    """After a stage has read its images: what it read is what the key it publishes under was
+    computed from (``keyed``: the data stage's fingerprints), or nothing is published. The
+    evaluation folder's fingerprint is taken again from the bytes its images were decoded from
+    (``data.eval_set.read_hashes``) and the files not read; the calibration folder's, a record of
+    each file, from the files as they are now. A folder edited while a run read it would otherwise
+    leave the result of the images read under the fingerprint of the images restored later. A
+    built-in dataset's files are checked against pinned hashes where they are read."""
     name = dataset or (MODELS.get(model.name).dataset if model.name in MODELS else None)
     if name is None or is_builtin(name, calib_dataset, given=dataset is not None):
         return
     roots = resolve_roots(name, calib_dataset)
-    now = {"eval": lambda: folder_fingerprint(roots.eval_dir),
+    read = getattr(data.eval_set, "read_hashes", None) if data is not None else None
+    now = {"eval": lambda: folder_fingerprint(roots.eval_dir, read=read),
            "calib": lambda: folder_fingerprint(roots.calib_dir, content=False) if roots.calib_dir else None}
     changed = [part for part in parts if now[part]() != keyed.get(part)]
     if changed:

@@ -33,9 +33,10 @@ def run(store: Store, model: ModelConfig, weights: Weights, quantized: Artifact,
         loaded = load(model, weights, dev)
         reference = read_json(fp32.verify())
         qmodel = load_quantized(copy.deepcopy(loaded.model), quantized.verify())
-        res = evaluate(qmodel, eval_loader(model_data(loaded, dataset), eval_cfg.batch_size), dev,
-                       torch.tensor(reference["predictions"]), eval_cfg.limit)
-        require_unchanged(model, dataset, None, data_fp)
+        data = model_data(loaded, dataset)
+        res = evaluate(qmodel, eval_loader(data, eval_cfg.batch_size), dev, torch.tensor(reference["predictions"]),
+                       eval_cfg.limit)
+        require_unchanged(model, dataset, None, data_fp, data=data)
         write_json(tmp, {**res.metrics(), "fp32_top1": reference["top1"], "fp32_top5": reference["top5"],
                          "correct": pack_correct(res.correct.numpy()), "exif_rotated": reference.get("exif_rotated", 0)})
 

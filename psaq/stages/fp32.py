@@ -28,7 +28,7 @@ def run(store: Store, model: ModelConfig, weights: Weights, eval_cfg: EvalConfig
         data = model_data(loaded, dataset)
         res = evaluate(loaded.model, eval_loader(data, eval_cfg.batch_size), dev, limit=eval_cfg.limit,
                        progress=progress)
-        require_unchanged(model, dataset, None, data_fp)
+        require_unchanged(model, dataset, None, data_fp, data=data)
         write_json(tmp, {**res.metrics(), "predictions": res.predictions.tolist(),
                          "correct": pack_correct(res.correct.numpy()),
                          "exif_rotated": len(getattr(data.eval_set, "rotated", ()))})
