@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import errno
+import hashlib
+import io
+import json
 import os
 import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -90,17 +94,36 @@ def is_safetensors(path: str | Path) -> bool:
 WRAPPER_PREFIXES = ("module.", "model.")
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a checkpoint file into a state dict; refuse what is missing or unreadable."""
+@dataclass(frozen=True)
+class CheckpointContent:
+    """A checkpoint as read once: its tensors, the sha256 of the very bytes they came from, and
+    its safetensors metadata (empty for a torch file). One read, so the hash a run keys its results
+    by is the hash of what it loaded, even if the file is replaced meanwhile."""
+
+    state: dict[str, torch.Tensor]
+    sha256: str
+    metadata: dict[str, str]
+
+
+def read_checkpoint(path: str | Path) -> CheckpointContent:
+    """Read a checkpoint file once; refuse what is missing or unreadable."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' does not exist")
     try:
-        if is_safetensors(path):
-            from safetensors.torch import load_file
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"checkpoint '{path}' cannot be read: {exc.strerror or exc}") from exc
+    sha = hashlib.sha256(raw).hexdigest()
+    metadata: dict[str, str] = {}
+    try:
+        if _safetensors_bytes(raw):
+            from safetensors.torch import load as load_bytes
 
-            return load_file(str(path), device="cpu")
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+            header = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])
+            metadata = header.get("__metadata__") or {}
+            return CheckpointContent(load_bytes(raw), sha, metadata)
+        obj = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any parse failure means a corrupt file
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"checkpoint '{path}' is corrupt or not a weights file: {reason[:200]}") from exc
@@ -114,14 +137,24 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         hint = (f"; it holds tensors under {', '.join(repr(k) for k in nested[:4])}: save that entry alone "
                 f"(torch.save(ckpt[{nested[0]!r}], 'weights.pth'))" if nested else "")
         raise CheckpointError(f"checkpoint '{path}' holds no state dict of tensors{hint}")
-    return obj
+    return CheckpointContent(obj, sha, metadata)
 
 
-def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a checkpoint file into a state dict; refuse what is missing or unreadable."""
+    return read_checkpoint(path).state
+
+
+def _safetensors_bytes(raw: bytes) -> bool:
+    return len(raw) >= 9 and 0 < int.from_bytes(raw[:8], "little") <= len(raw) - 8 and raw[8:9] == b"{"
+
+
+def load_checkpoint(model: nn.Module, path: str | Path, content: CheckpointContent | None = None) -> nn.Module:
     """Load strictly: a checkpoint for another architecture is refused with its key names. A
     state dict whose every key carries a wrapper's prefix (``module.``, ``model.``) that the
-    model's keys lack is read without it when the keys then match exactly."""
-    state = read_state_dict(path)
+    model's keys lack is read without it when the keys then match exactly. ``content``: the file
+    as already read (``read_checkpoint``), not read again."""
+    state = (content or read_checkpoint(path)).state
     own = model.state_dict()
     for prefix in WRAPPER_PREFIXES:
         if state and set(state) != set(own) and all(k.startswith(prefix) for k in state) \
@@ -149,16 +182,17 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
 CLASS_NAMES_KEY = "class_names"  # safetensors metadata: the model's classes in output order, as JSON
 
 
-def checkpoint_class_names(path: str | Path) -> list[str] | None:
-    """The class names a psaq-written safetensors checkpoint records, if any."""
-    import json
+def checkpoint_class_names(path: str | Path, metadata: dict[str, str] | None = None) -> list[str] | None:
+    """The class names a psaq-written safetensors checkpoint records, if any (``metadata``: its
+    metadata as already read)."""
+    if metadata is None:
+        if not is_safetensors(path):
+            return None
+        from safetensors import safe_open
 
-    if not is_safetensors(path):
-        return None
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        raw = (f.metadata() or {}).get(CLASS_NAMES_KEY)
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    raw = metadata.get(CLASS_NAMES_KEY)
     if raw is None:
         return None
     try:

@@ -18,10 +18,9 @@ from psaq.datasets.digits import DIGITS_SPEC
 from psaq.datasets.fashion_mnist import FASHION_SPEC
 from psaq.input_spec import InputSpec
 from psaq.errors import CheckpointError, ConfigError, UnknownNameError, check_seed
-from psaq.content import file_sha256
 from psaq.models.digits import digits_vit
 from psaq.models.fashion import ARCHITECTURES as FASHION_ARCHITECTURES
-from psaq.models.checkpoint import checkpoint_class_names, load_checkpoint
+from psaq.models.checkpoint import checkpoint_class_names, load_checkpoint, read_checkpoint
 from psaq.models.shipped import shipped_seeds, shipped_weights
 from psaq.registry import Registry
 
@@ -218,9 +217,10 @@ def load_model(config: ModelConfig, device: str | torch.device = "cpu", dtype: t
     check_supported(model, config.name)
     sha = None
     if checkpoint is not None:
-        load_checkpoint(model, checkpoint)
-        sha = file_sha256(checkpoint)
-        names = checkpoint_class_names(checkpoint)
+        content = read_checkpoint(checkpoint)  # one read: the hash is of the bytes loaded
+        load_checkpoint(model, checkpoint, content)
+        sha = content.sha256
+        names = checkpoint_class_names(checkpoint, content.metadata)
         if names is not None:
             if len(names) != spec.num_classes:
                 raise CheckpointError(f"checkpoint '{checkpoint}' names {len(names)} classes but the model has "

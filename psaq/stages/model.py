@@ -20,7 +20,6 @@ from psaq.models.train import TrainConfig
 from psaq.models.trainers import TRAINERS
 from psaq.stages.stage import Stage
 from psaq.stages.common import Weights, artifact_path, load as load_weights, state_sha256
-from psaq.content import file_sha256
 from psaq.store import Store
 
 TRAINING_LOG = ".training.json"  # beside a trained model: wall time, test top-1, losses
@@ -46,8 +45,8 @@ def run(store: Store, model: ModelConfig, train: TrainConfig, progress: bool = T
     ``pretrained`` takes the weights psaq ships instead of training."""
     if model.checkpoint:
         path = Path(model.checkpoint).expanduser().resolve()
-        load_model(dataclasses.replace(model, checkpoint=str(path)))  # refuse a bad file now
-        return Weights("checkpoint", file_sha256(path), str(path)), False
+        loaded = load_model(dataclasses.replace(model, checkpoint=str(path)))  # refuses a bad file now
+        return Weights("checkpoint", loaded.checkpoint_sha256, str(path)), False  # the hash of the bytes loaded
     if model.pretrained and model.name in TRAINERS:  # the weights psaq ships for its own model, checked by hash
         path = shipped_weights(model.name, model.train_seed, model.model_args)
         loaded = load_model(dataclasses.replace(model, checkpoint=str(path)))
