@@ -31,7 +31,7 @@ from tables import add_output_args, digits_model, measure_and_write  # benchmark
 
 import psaq.families.builtin  # noqa: F401 - registers the ViT/DeiT and Swin families
 from psaq.data import first_images
-from psaq.evaluate import evaluate
+from psaq.evaluation import evaluate
 from psaq.quant import QuantConfig
 from psaq.report import accuracy_table, fmt_mean_std, markdown_table, mean_std
 from psaq.stats import pack_correct, paired_difference, unpack_correct

@@ -40,7 +40,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import psaq.families.builtin  # noqa: F401 - registers the ViT/DeiT and Swin families
 from psaq.data import InputSpec
-from psaq.evaluate import evaluate
+from psaq.evaluation import evaluate
 from psaq.models import ModelConfig
 from psaq.stages import model as model_stage
 from psaq.quant import QuantConfig
@@ -103,7 +103,7 @@ def loop(model, spec: InputSpec, cfg: SynthesisConfig, device, *, fused: bool, b
     with AttentionOutputHooks(model) as hooks:
         for r in range(cfg.rounds):
             opt = torch.optim.Adam([x], lr=0.2, betas=cfg.betas, eps=cfg.adam_eps)
-            shift = scaled_jitter(cfg.jitter_px[r], spec.input_size[-1])
+            shift = scaled_jitter(cfg.jitter[r], spec.input_size[-1])
             losses: list[float] = []
             for s in range(cfg.steps_per_round):
                 if done == 1:

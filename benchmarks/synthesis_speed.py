@@ -15,7 +15,7 @@ on them). Per model, in turns so that drift on a shared machine hits both alike:
   difference between a run of n + 1 steps and a run of 1 step (set-up and first-step costs
   cancel);
 * evaluation in images/s: a plain loop over the test tensors (``inference_mode``, batch 128),
-  ``psaq.evaluate`` on the float model, and on the W8A8 model with the official sites, in
+  ``psaq.evaluation`` on the float model, and on the W8A8 model with the official sites, in
   turns, the best of each (at least 2 turns, and enough for a second of the plain loop);
 * the official code's loop (``official_loop.py``, imported from a snapshot of zkkli/PSAQ-ViT)
   at DeiT-Tiny 224, batch 32, against psaq's step on the same model;
@@ -48,7 +48,7 @@ import psaq.families.builtin  # noqa: F401 - registers the ViT/DeiT and Swin fam
 from psaq.allocator import keep_freed_memory  # noqa: E402
 from psaq.cores import choose_threads  # noqa: E402
 from psaq.data import loader  # noqa: E402
-from psaq.evaluate import evaluate  # noqa: E402
+from psaq.evaluation import evaluate  # noqa: E402
 from psaq.models import ModelConfig  # noqa: E402
 from psaq.stages import model as model_stage  # noqa: E402
 from psaq.quant import QuantConfig, quantized_copy  # noqa: E402
@@ -105,7 +105,7 @@ def bare_seconds(model, spec, repeats: int) -> float:
 
 
 def eval_speed(model, images: torch.Tensor, labels: torch.Tensor) -> dict:
-    """images/s: a plain loop, psaq.evaluate on the float model and on its W8A8 copy."""
+    """images/s: a plain loop, psaq.evaluation on the float model and on its W8A8 copy."""
     def plain() -> None:
         with torch.inference_mode():
             for i in range(0, len(images), EVAL_BATCH):

@@ -59,7 +59,7 @@ class DigitsModel:
 
 
 def digits_model(train_seed: int, cache_dir: str, device) -> DigitsModel:
-    from psaq.evaluate import evaluate
+    from psaq.evaluation import evaluate
     from psaq.models import ModelConfig
     from psaq.stages import model as model_stage
     from psaq.sources import eval_loader, model_data, real_source

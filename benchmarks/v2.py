@@ -28,7 +28,7 @@ import torch
 from tables import add_output_args, measure_and_write, paired_runs  # benchmarks/tables.py
 
 import psaq.families.builtin  # noqa: F401 - registers the ViT/DeiT and Swin families
-from psaq.evaluate import evaluate
+from psaq.evaluation import evaluate
 from psaq.models import ModelConfig
 from psaq.quant import QuantConfig, quantized_copy
 from psaq.quant.adaptive import AdaptiveConfig, adapt

@@ -147,7 +147,7 @@ def measure(params, work: Work, device: str | torch.device = "cpu") -> Speeds:
         if method not in LOOP_METHODS:
             continue
         base = dataclasses.replace(params.synthesis, method=method, rounds=1, warmup_steps=0,
-                                   jitter_px=params.synthesis.jitter_px[:1])
+                                   jitter_px=params.synthesis.jitter[:1])
 
         def run(n: int) -> float:
             return _timed(lambda: synthesize(model, dataclasses.replace(base, steps_per_round=n), spec, device,

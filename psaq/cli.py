@@ -192,7 +192,7 @@ def _params(args: argparse.Namespace):
     from psaq.models import parse_model_args
     from psaq.overrides import OVERRIDES, apply_overrides
     from psaq.params import Params, load_params
-    from psaq.synth import SynthesisConfig
+    from psaq.synth.config import OFFICIAL_WARMUP_STEPS
 
     path = Path(args.params) if args.params else Path("params.yaml")
     base = load_params(path) if (args.params or path.is_file()) else Params()
@@ -204,7 +204,7 @@ def _params(args: argparse.Namespace):
         values["pretrained"] = values["random_weights"] = None
     if args.steps is not None:
         values["steps_per_round"] = args.steps
-        values["warmup_steps"] = min(_default(SynthesisConfig, "warmup_steps"), max(0, args.steps // 5))
+        values["warmup_steps"] = min(OFFICIAL_WARMUP_STEPS, max(0, args.steps // 5))
     return apply_overrides(base, values), \
         (path if (args.params or path.is_file()) else None)
 
@@ -311,7 +311,7 @@ def _export(args: argparse.Namespace) -> int:
     from psaq.pipeline import resolve
     from psaq.quant.onnx_export import INTEGER_OPS, export_fp32_onnx, integer_ops, ort_session
     from psaq.quant.onnx_usage import example_program
-    from psaq.evaluate import ranked
+    from psaq.evaluation import ranked
     from psaq.quant.serialize import load_quantized
     from psaq.models.checkpoint import atomic_write
     from psaq.sources import eval_loader, model_data

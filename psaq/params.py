@@ -13,7 +13,7 @@ import yaml
 
 from psaq.device import resolve_device
 from psaq.errors import ConfigError, PsaqError, check_seed
-from psaq.evaluate import EvalConfig
+from psaq.evaluation import EvalConfig
 from psaq.models import ModelConfig
 from psaq.models.train import TrainConfig
 from psaq.quant import QuantConfig

@@ -66,7 +66,7 @@ def test_a_folder_is_read_with_the_models_own_normalization(tmp_path):
 
 
 def test_a_trained_model_scores_the_same_on_its_digits_as_png_folder(tmp_path, trained_digits):
-    from psaq.evaluate import evaluate
+    from psaq.evaluation import evaluate
     from psaq.sources import eval_loader
 
     root = save_digits_as_pngs(tmp_path / "digits")

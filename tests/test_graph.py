@@ -80,7 +80,7 @@ def test_each_stage_depends_on_the_code_it_runs_and_not_on_the_rest():
     assert "psaq/io.py" in files["samples"] and "psaq/io.py" in files["calibrate"]
     assert "psaq/quant/primitives.py" in files["calibrate"] and "psaq/quant/primitives.py" in files["export"]
     assert "psaq/quant/primitives.py" not in files["samples"] and "psaq/quant/primitives.py" not in files["fp32"]
-    assert "psaq/evaluate.py" in files["fp32"] and "psaq/evaluate.py" in files["evaluate"]
+    assert "psaq/evaluation.py" in files["fp32"] and "psaq/evaluation.py" in files["evaluate"]
     assert "psaq/data.py" in files["data"] and "psaq/folders.py" in files["data"]
     assert "psaq/plots.py" in files["report"] and "psaq/plots.py" not in files["evaluate"]
     for name, stage in GRAPH.items():

@@ -6,12 +6,14 @@ where, the blocks reconstruction tunes and folding folds into, and the per-famil
 rate. ``psaq.quant`` and ``psaq.synth`` look a model's family up here and import none.
 
 The built-in families (``vit.py``: ViT/DeiT, ``swin.py``: Swin) register themselves when
-``psaq.families.builtin`` is imported; the stages and the command line import it. A new family
-is one file that builds a ``Family`` and calls ``register``, plus one line in ``builtin.py``.
+``psaq.families.builtin`` is imported, which the first lookup (``families``, ``family_of``) does.
+A new family is one file that builds a ``Family`` and calls ``register``, plus one line in
+``builtin.py``.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -64,6 +66,12 @@ def register(family: Family) -> Family:
 
 
 def families() -> Iterator[Family]:
+    """Every registered family, psaq's built-in ones first: they register on the first lookup, so a
+    user's ``quantize_`` or ``synthesize`` on a timm model needs no import of its own."""
+    # by name, not an import statement: the code hash of a module (its cache key, psaq.codehash)
+    # follows import statements, and quantization and synthesis code must not be keyed by the family
+    # files; the stages that run families import psaq.families.builtin themselves, and are
+    importlib.import_module("psaq.families.builtin")  # registers ViT/DeiT and Swin; a no-op after
     return (FAMILIES.get(name) for name in FAMILIES)
 
 
@@ -72,6 +80,6 @@ def family_of(model: nn.Module) -> Family:
     for family in families():
         if isinstance(model, family.model_types):
             return family
-    known = ", ".join(FAMILIES) or "none registered: import psaq.families.builtin"
+    known = ", ".join(FAMILIES)
     raise ConfigError(f"{type(model).__name__} belongs to no psaq model family (known: {known}); "
                       "psaq has no quantizer sites or synthesis hooks for it")

@@ -229,4 +229,7 @@ def load_model(config: ModelConfig, device: str | torch.device = "cpu", dtype: t
     if not config.random_weights:
         check_finite_weights(model, f"checkpoint '{checkpoint}'" if checkpoint else f"the weights of '{config.name}'")
     model.to(device=device, dtype=dtype).eval()
+    # the spec travels with the model (and its copies), so psaq.input_spec(model) needs no guess
+    # from timm's config, which knows nothing of psaq's models' normalization
+    model.psaq_input_spec = spec
     return LoadedModel(config.name, model, spec, dataset, checkpoint, sha)

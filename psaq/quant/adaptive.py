@@ -154,7 +154,7 @@ def adapt(student: nn.Module, teacher: nn.Module, images: torch.Tensor, synth: S
     lo, hi = spec.pixel_bounds(device=device, dtype=dtype)
     lo_tv, hi_tv = synth.tv_target_range
     tv_target = (lo_tv + (hi_tv - lo_tv) * float(torch.rand(1, generator=g))) * tv_target_scale(tuple(x.shape))
-    max_shift = scaled_jitter(synth.jitter_px[-1], spec.input_size[-1])
+    max_shift = scaled_jitter(synth.jitter[-1], spec.input_size[-1])
     kde = KdeSettings(synth.kde_bandwidth, synth.kde_points, synth.kde_eps)
     prefix = int(getattr(teacher, "num_prefix_tokens", 0))
     sample_lr = cfg.sample_lr or default_lr(teacher)

@@ -8,7 +8,7 @@ import torch
 
 import psaq.families.builtin  # noqa: F401 - registers the ViT/DeiT and Swin families quantized and hooked here
 from psaq.device import resolve_device
-from psaq.evaluate import EvalConfig, evaluate
+from psaq.evaluation import EvalConfig, evaluate
 from psaq.io import read_json, write_json
 from psaq.models import ModelConfig
 from psaq.quant.serialize import load_quantized

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from psaq.device import resolve_device
-from psaq.evaluate import EvalConfig, evaluate
+from psaq.evaluation import EvalConfig, evaluate
 from psaq.io import write_json
 from psaq.models import ModelConfig
 from psaq.stages.stage import Stage

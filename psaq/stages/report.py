@@ -15,7 +15,7 @@ import torch
 import psaq.families.builtin  # noqa: F401 - registers the ViT/DeiT and Swin families quantized and hooked here
 from psaq.data import first_images
 from psaq.device import resolve_device
-from psaq.evaluate import ranked
+from psaq.evaluation import ranked
 from psaq.io import read_samples, write_json
 from psaq.models import ModelConfig
 from psaq.plots import accuracy_vs_bits, paired_differences, sample_grid, similarity_histograms

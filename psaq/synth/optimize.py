@@ -91,10 +91,10 @@ def optimize_samples(config, ctx: SynthesisContext, use_entropy: bool) -> Synthe
         step = read = 0
         optimizer = torch.optim.Adam([images], lr=lr, betas=config.betas, eps=config.adam_eps)
         for round_idx in range(config.rounds):
-            max_shift = scaled_jitter(config.jitter_px[round_idx], image_side)
+            max_shift = scaled_jitter(config.jitter[round_idx], image_side)
             for round_step in range(config.steps_per_round):
                 cancel.check()
-                step_lr = warmup_cosine_lr(round_step, config.steps_per_round, config.warmup_steps, lr)
+                step_lr = warmup_cosine_lr(round_step, config.steps_per_round, config.warmup, lr)
                 for group in optimizer.param_groups:
                     group["lr"] = step_lr
                 x = jitter_and_flip(images, max_shift, config.flip_prob, g)

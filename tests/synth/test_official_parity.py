@@ -198,10 +198,13 @@ def test_the_library_defaults_are_the_official_code_s_numbers():
     from psaq.quant import QuantConfig
 
     c = SynthesisConfig()
-    assert (c.method, c.num_samples, c.rounds, c.steps_per_round, c.warmup_steps) == ("psaq", 32, 2, 500, 100)
+    assert (c.method, c.num_samples, c.rounds, c.steps_per_round, c.warmup) == ("psaq", 32, 2, 500, 100)
     assert (c.lr, c.betas, c.adam_eps) == (None, (0.5, 0.9), 1e-8)  # None: 0.20 ViT/DeiT, 0.25 Swin
     assert (c.entropy_weight, c.ce_weight, c.tv_weight, c.tv_target_range) == (1.0, 1.0, 0.05, (2500.0, 3000.0))
-    assert (c.jitter_px, c.flip_prob) == ((15, 30), 0.5)
+    assert (c.jitter_px, c.jitter, c.flip_prob) == (None, (15, 30), 0.5)
+    # shorter or fewer rounds keep the official offsets and warm-up fraction instead of being refused
+    assert SynthesisConfig(rounds=1).jitter == (15,) and SynthesisConfig(rounds=3).jitter == (15, 30, 30)
+    assert SynthesisConfig(steps_per_round=50).warmup == 10 and SynthesisConfig(steps_per_round=4).warmup == 0
     assert (c.kde_bandwidth, c.kde_points, c.kde_eps, c.entropy_estimator) == (0.01, 10, 1e-4, "official")
     assert (c.precision, c.compile, c.cuda_graphs) == ("fp32", "none", False)
     q = QuantConfig()

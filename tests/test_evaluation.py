@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from psaq.evaluate import evaluate, ranked, tied_top
+from psaq.evaluation import evaluate, ranked, tied_top
 
 
 def test_ties_go_to_the_lower_class_as_argmax_breaks_them():
