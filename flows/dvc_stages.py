@@ -37,6 +37,7 @@ from psaq.pipeline import (GRID_STAGES, Inline, Point, grid_points, reads_outsid
 from psaq.stages import report
 from psaq.stages.graph import GRAPH, POINT_STEM
 from psaq.stages.common import Weights
+from psaq.codehash import source_hash
 from psaq.content import file_sha256
 from psaq.store import Artifact, Store
 from psaq.synth.methods import SYNTH_METHODS
@@ -272,7 +273,7 @@ def write_code_views(params: Params | None = None, store: Store | None = None, a
     dependencies on every repro: 12 s with the sources, a few with these)."""
     for name, stage in GRAPH.items():
         write_json(Path(CODE_VIEW.format(stage=name)),
-                   {"stage": name, "code": stage.code, "files": {f: file_sha256(f) for f in code_files(name)}})
+                   {"stage": name, "code": stage.code, "files": {f: source_hash(f) for f in code_files(name)}})
 
 
 POINT_STAGES = {CODE: write_code_views,

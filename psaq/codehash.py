@@ -74,10 +74,28 @@ def _closure(module: str) -> tuple[Path, ...]:
     return tuple(sorted(set(seen.values())))
 
 
+def source_hash(path: str | Path) -> str:
+    """sha256 of what a Python file computes: its syntax tree without docstrings, so comments,
+    docstrings and layout change no key (an edit of a docstring re-keyed every export once); any
+    other file by its bytes."""
+    path = Path(path)
+    if path.suffix != ".py":
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    with _PARSE_LOCK:
+        tree = ast.parse(path.read_text(), str(path))
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return hashlib.sha256(ast.dump(tree, include_attributes=False).encode()).hexdigest()
+
+
 @lru_cache(maxsize=None)
 def code_hash(module: str) -> str:
     h = hashlib.sha256()
     for path in closure(module):
         h.update(path.relative_to(ROOT).as_posix().encode() + b"\0")
-        h.update(path.read_bytes())
+        h.update(source_hash(path).encode())
     return h.hexdigest()[:16]
