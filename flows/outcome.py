@@ -33,7 +33,7 @@ def one_line_failures(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except PsaqError as exc:
             drop_psaq_tracebacks()
-            return Failed(message=f"{type(exc).__name__}: {exc}", data=exc)
+            return Failed(message=str(exc), data=exc)  # the reason, as the command line prints it: no class name
 
     return run
 

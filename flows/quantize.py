@@ -72,7 +72,9 @@ def quantize(
         w_bits: Weight bits, 2 to 8.
         a_bits: Activation bits, 2 to 8.
         calib: Calibration images: psaq (the paper's), psaq-noent (without the entropy term),
-            gaussian (noise), real (training images; needs data).
+            psaq-unique-pairs (psaq's own entropy estimator), psaq-v2 (PSAQ-ViT V2's teacher-student
+            rounds), gaussian (noise), gaussian-clamped (noise clipped to valid pixels), real
+            (training images; needs data).
         seed: Synthesis seed: which calibration set.
         observer: Activation range rule (minmax is the paper's).
         train_seed: Which of psaq's self-trained models (0, 1, ...).

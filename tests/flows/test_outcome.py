@@ -39,7 +39,7 @@ def test_a_psaq_error_becomes_a_failed_state_carrying_it():
 
     assert run(True) == 1
     state = run(False)
-    assert state.is_failed() and state.message == "ConfigError: a_bits must be from 2 to 8"
+    assert state.is_failed() and state.message == "a_bits must be from 2 to 8"
     with pytest.raises(ConfigError):
         state.result()
 
