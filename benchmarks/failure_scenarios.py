@@ -150,10 +150,17 @@ class Scenarios:
         env.pop("PREFECT_API_URL", None)
         proc = subprocess.Popen(argv, cwd=p, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 start_new_session=True)
+        # the synthesis has begun once the FP32 evaluation before it is logged (the console shows no
+        # task lines; the run's log file has them)
+        log = p / ".prefect" / "flow-runs.log"
         deadline = time.time() + 240
-        while time.time() < deadline and not list(p.glob("data/samples/.*")) and proc.poll() is None:
+        while time.time() < deadline and proc.poll() is None and not (log.is_file() and "'fp32-m0' - Finished"
+                                                                        in log.read_text(errors="replace")):
             time.sleep(0.5)
         time.sleep(5)
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            return "WRONG", proc.returncode, "ended before Ctrl-C: " + (err.strip().splitlines() or ["(nothing)"])[-1]
         sent = time.time()
         os.killpg(proc.pid, signal.SIGINT)
         try:
@@ -254,7 +261,7 @@ def make_scenario_fixtures(root: Path, f: dict, pixels, labels) -> None:
                 "  warmup_steps: 1\n  num_samples: 8\n"
     texts = {
         "two_seeds": tiny_grid + "grid:\n  methods: [gaussian, gaussian-clamped]\n  seeds: [0, 1]\n  bits: [W8A8]\n",
-        "long": "model:\n  model_args: {depth: 1}\nsynthesis:\n  steps_per_round: 5000\n  num_samples: 8\n",
+        "long": "model:\n  model_args: {depth: 1}\nsynthesis:\n  steps_per_round: 50000\n  num_samples: 8\n",
         "dup_bits": "grid:\n  bits: [W8A8, W8A8]\n",
         "dup_seeds": "grid:\n  seeds: [0, 0]\n",
         "newline_bits": 'grid:\n  bits: ["W8A8\\n"]\n',

@@ -14,7 +14,7 @@ import sys
 from prefect import flow
 from prefect.states import Completed
 from prefect.task_runners import ThreadPoolTaskRunner
-from flows.entry import prefect_server, run_entry
+from flows.entry import RUN_LOG, console, prefect_server, run_entry
 from flows.one_at_a_time import one_at_a_time
 from flows.outcome import grid_summary, one_line_failures
 from flows.progress import GridProgress
@@ -168,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dask", action="store_true", help="run grid points on a local Dask cluster")
     ap.add_argument("--dask-address", help="address of an existing Dask scheduler")
     ap.add_argument("--allow-large-grid", action="store_true", help="run a grid of more than 500 points")
+    ap.add_argument("--verbose", action="store_true",
+                    help=f"print Prefect's log line of every task run too (otherwise they go to {RUN_LOG})")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
     args = ap.parse_args(argv)
 
@@ -175,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         params = load_params(args.params)
         preflight(params, args.allow_large_grid)
         use_dask = bool(args.dask or args.dask_address)
-        with prefect_server():
+        with console(args.verbose), prefect_server():
             records = grid.with_options(task_runner=task_runner(params, args.dask, args.dask_address))(
                 args.params, threads=1 if use_dask else None, allow_large_grid=args.allow_large_grid)
             cancel.work_done()  # recorded FINISHED: a signal while the server stops is not an interruption

@@ -19,7 +19,7 @@ from prefect import flow
 from prefect.states import Completed
 from pydantic import Field
 
-from flows.entry import prefect_server, run_entry
+from flows.entry import RUN_LOG, console, prefect_server, run_entry
 from flows.grid import preflight, run_points, tracked
 from flows.one_at_a_time import one_at_a_time
 from flows.outcome import one_line_failures, point_summary, publish_artifact
@@ -109,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--precision", help="synthesis autocast: fp32 or bf16 (default: params.yaml)")
     ap.add_argument("--compile", help="synthesis torch.compile: none, kde, model, all (default: params.yaml)")
     ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--verbose", action="store_true",
+                    help=f"print Prefect's log line of every task run too (otherwise they go to {RUN_LOG})")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
     a = ap.parse_args(argv)
 
@@ -117,10 +119,11 @@ def main(argv: list[str] | None = None) -> int:
                                  seed=a.seed, observer=a.observer, device=a.device, precision=a.precision,
                                  compile=a.compile, sites=a.sites)
         preflight(params)
-        with prefect_server():
-            quantize(a.model, a.w_bits, a.a_bits, a.calib, a.seed, a.observer, device=a.device, precision=a.precision,
-                     compile=a.compile, sites=a.sites, params_path=a.params)
+        with console(a.verbose), prefect_server():
+            record = quantize(a.model, a.w_bits, a.a_bits, a.calib, a.seed, a.observer, device=a.device,
+                              precision=a.precision, compile=a.compile, sites=a.sites, params_path=a.params)
             cancel.work_done()  # recorded FINISHED: a signal while the server stops is not an interruption
+        print(point_summary(params.model.name, record))
         return 0
 
     return run_entry(run, a.debug)
