@@ -84,13 +84,13 @@ def test_probes_take_cpu_time_which_a_busy_machine_does_not_stretch():
     from psaq.budget import _timed
 
     def busy_then_asleep():
-        end = time.perf_counter() + 0.05
-        while time.perf_counter() < end:
+        end = time.process_time() + 0.05  # 50 ms of this process's CPU, however long other work makes it take
+        while time.process_time() < end:
             pass
-        time.sleep(0.2)  # waiting for the core, as a probe does beside other work: not its cost
+        time.sleep(0.3)  # waiting for the core, as a probe does beside other work: not its cost
 
     spent = _timed(busy_then_asleep, torch.device("cpu"))
-    assert 0.03 < spent < 0.15
+    assert 0.04 < spent < 0.25
 
 
 def test_makespan_schedules_tasks_as_the_flow_submits_them():
