@@ -182,7 +182,9 @@ def findings(summary: dict) -> dict[str, str]:
             why.append(f"every set keeps top-1 within {max(abs(fp32 - v) for v in means.values()):.2f} points of FP32: "
                        "at these bits the calibration images barely matter on this model")
         noise_range, psaq_range = ranges.get("gaussian", {}).get(col), ranges.get("psaq", {}).get(col)
-        if noise_range is not None and psaq_range is not None and abs(noise_range - psaq_range) >= 0.05:
+        noise_matters = noise is not None and (noise["decided"]
+                                               or top1.get("gaussian", {}).get(col, {}).get("std", 0.0) >= 3)
+        if noise_matters and noise_range is not None and psaq_range is not None and abs(noise_range - psaq_range) >= 0.05:
             why.append(f"noise's activation ranges are {noise_range:.2f}× as wide as real images' (median over the "
                        f"quantizer sites; psaq's {psaq_range:.2f}×), so real inputs beyond them are clipped"
                        if noise_range < psaq_range else

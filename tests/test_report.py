@@ -79,3 +79,10 @@ def test_the_ranges_explain_a_setting_whether_or_not_its_interval_decides():
     said = findings(summary)
     assert "Why: noise's activation ranges are 0.50× as wide as real images'" in said["W4A4+repq"]
     assert "activation ranges" not in said["W8A8"]  # 0.86 against 0.87: nothing to explain
+
+
+def test_no_range_reason_is_given_for_a_difference_the_runs_do_not_show():
+    summary = _summary()
+    summary["comparisons"][0] = _cmp("gaussian", "W8A8", 0.05, -0.16, 0.25)
+    summary["range_vs_real"] = {"gaussian": {"W8A8": 0.7}, "psaq": {"W8A8": 0.95}}
+    assert "activation ranges" not in findings(summary)["W8A8"]
