@@ -134,6 +134,20 @@ def _cell(row: dict | None) -> str:
     return "–" if row is None else f"{row['mean']:+.2f} {_interval(row)}"
 
 
+# what psaq − baseline says, by the sign of a decided difference or its absence (the paragraph's order)
+VERDICTS = {
+    "gaussian": ("psaq's images beat Gaussian noise by +{gain:.2f} points {interval}",
+                 "Gaussian noise beats psaq's images by {gain:.2f} points {interval}",
+                 "these runs cannot tell psaq's images from Gaussian noise ({cell})"),
+    "real": ("they beat real training images by +{gain:.2f} {interval}",
+             "they trail real training images by {gain:.2f} {interval}",
+             "they match real training images ({cell})"),
+    "psaq-noent": ("the patch-similarity entropy term adds +{gain:.2f} {interval}",
+                   "the same optimization without the entropy term does better by {gain:.2f} {interval}",
+                   "the entropy term makes no difference these runs can see ({cell})"),
+}
+
+
 def findings(summary: dict) -> dict[str, str]:
     """{column: one plain paragraph}: where psaq's images help at that setting, where they do not,
     and what the numbers say about why; from a report's summary (``top1``, ``fp32_top1``,
@@ -151,32 +165,16 @@ def findings(summary: dict) -> dict[str, str]:
                         "at these bits the range rule decides, whatever the images, so this setting says nothing about "
                         "calibration data.")
             continue
-        noise, real, noent = (cmp.get(("psaq", b, col)) for b in ("gaussian", "real", "psaq-noent"))
-        if noise is not None:
-            if noise["decided"] and noise["mean"] > 0:
-                said.append(f"psaq's images beat Gaussian noise by {noise['mean']:+.2f} points {_interval(noise)}")
-            elif noise["decided"]:
-                said.append(f"Gaussian noise beats psaq's images by {-noise['mean']:.2f} points {_interval(noise)}")
-            else:
-                said.append(f"these runs cannot tell psaq's images from Gaussian noise ({_cell(noise)})")
-            spread = top1.get("gaussian", {}).get(col, {}).get("std", 0.0)
-            if spread >= 3:
+        noise = cmp.get(("psaq", "gaussian", col))
+        for baseline, (better, worse, same) in VERDICTS.items():
+            row = cmp.get(("psaq", baseline, col))
+            if row is None:
+                continue
+            phrase = (better if row["mean"] > 0 else worse) if row["decided"] else same
+            said.append(phrase.format(gain=abs(row["mean"]), interval=_interval(row), cell=_cell(row)))
+            spread = top1.get(baseline, {}).get(col, {}).get("std", 0.0)
+            if baseline == "gaussian" and spread >= 3:
                 said[-1] += f"; noise is erratic from draw to draw (std {spread:.1f} points over runs)"
-        if real is not None:
-            if real["decided"] and real["mean"] > 0:
-                said.append(f"they beat real training images by {real['mean']:+.2f} {_interval(real)}")
-            elif real["decided"]:
-                said.append(f"they trail real training images by {-real['mean']:.2f} {_interval(real)}")
-            else:
-                said.append(f"they match real training images ({_cell(real)})")
-        if noent is not None:
-            if noent["decided"] and noent["mean"] > 0:
-                said.append(f"the patch-similarity entropy term adds {noent['mean']:+.2f} {_interval(noent)}")
-            elif noent["decided"]:
-                said.append(f"the same optimization without the entropy term does better by {-noent['mean']:.2f} "
-                            f"{_interval(noent)}")
-            else:
-                said.append(f"the entropy term makes no difference these runs can see ({_cell(noent)})")
         why = []
         if means and max(abs(fp32 - v) for v in means.values()) < 1.0:
             why.append(f"every set keeps top-1 within {max(abs(fp32 - v) for v in means.values()):.2f} points of FP32: "
