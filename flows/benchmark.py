@@ -111,42 +111,26 @@ def _record_run(files: list[str], estimated: float, wall: float) -> None:
 
 def print_plan(all_params: list[Params], allow_large_grid: bool, idle: float | None = None) -> float:
     """The work of every params file and the cold time it takes here, from stage speeds measured
-    now on each grid's architecture (a few seconds each), with the threads each task will get,
-    scheduled on the grid's workers and slowed by what else holds the cores; returns seconds."""
-    import torch
-
+    now on each grid's architecture (a few seconds each); returns seconds."""
     from psaq.allocator import keep_freed_memory
-    from psaq.budget import SERVER_START_S, estimate, makespan, measure, minutes, slowdown, task_seconds, work_of
+    from psaq.budget import SERVER_START_S, estimate, minutes, plan
     from psaq.cores import idle_cores, usable_cores
-    from psaq.device import resolve_device
 
     keep_freed_memory(all_params[0].runtime.keep_freed_memory)  # the stages' setting, so the speeds are theirs
     cores = len(usable_cores())
     idle = idle if idle is not None else idle_cores()
     print("plan (cold, on an empty store; what the store holds is reused):")
     total = SERVER_START_S
-    before = torch.get_num_threads()
     for params in all_params:
         params = share_cores(params)  # the threads each task will run with
-        threads, workers = params.runtime.threads, params.grid.max_concurrency
-        points = grid_points(params, allow_large_grid)
-        work = work_of(params, points)
-        torch.set_num_threads(threads)
-        try:
-            speeds = measure(params, work, resolve_device(params.runtime.device))
-        finally:
-            torch.set_num_threads(before)
-        # the probes took CPU seconds (all threads of a task together): its wall time is those over
-        # its threads, stretched by what shares the cores
-        factor = slowdown(workers, threads, idle, cores) / threads if resolve_device(
-            params.runtime.device).type == "cpu" else 1.0
-        wall = makespan(params, points, work, speeds, workers) * factor
-        expect(params.model.name, lambda stage, method, w=work, s=speeds, f=factor: task_seconds(stage, method, w, s) * f)
-        total += wall
-        for line in work.lines():
+        cost = plan(params, grid_points(params, allow_large_grid), idle, cores)
+        expect(params.model.name, cost.task_seconds)  # the progress bar's weights
+        total += cost.wall_s
+        for line in cost.work.lines():
             print(f"  {line}")
-        work_s = ", ".join(f"{k} {minutes(v)}" for k, v in estimate(work, speeds).items())
-        print(f"    work: {work_s} (CPU time); on {workers} workers × {threads} thread(s): {minutes(wall)}")
+        work_s = ", ".join(f"{k} {minutes(v)}" for k, v in estimate(cost.work, cost.speeds).items())
+        print(f"    work: {work_s} (CPU time); on {params.grid.max_concurrency} workers × {params.runtime.threads} "
+              f"thread(s): {minutes(cost.wall_s)}")
     busy = f", {cores - idle:.1f} held by other work now" if idle is not None and cores - idle > 0.3 else ""
     print(f"  estimated cold time: {minutes(total)} ({cores} cores{busy}; stage speeds measured here just now)\n",
           flush=True)

@@ -265,3 +265,37 @@ def slowdown(workers: int, threads: int, idle: float | None, cores: int) -> floa
     with 2 cores and 2 one-thread workers 1.0 on a quiet machine, 1.5 with one core held."""
     others = max(0.0, cores - idle) if idle is not None else 0.0
     return max(1.0, (workers * threads + others) / cores)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a grid will cost here: its work, the speeds measured, and its wall time on the grid's
+    workers (``factor``: wall seconds per measured second of a task)."""
+
+    work: Work
+    speeds: Speeds
+    wall_s: float
+    factor: float
+
+    def task_seconds(self, stage: str, method: str | None) -> float:
+        return task_seconds(stage, method, self.work, self.speeds) * self.factor
+
+
+def plan(params, points: list, idle: float | None, cores: int) -> Plan:
+    """Measure ``params``' stages with the threads each task will run with (``runtime.threads``),
+    schedule the grid on its workers, and stretch it by the cores other work holds (``idle``)."""
+    from psaq.device import resolve_device
+
+    device = resolve_device(params.runtime.device)
+    threads, workers = params.runtime.threads or 1, params.grid.max_concurrency
+    work = work_of(params, points)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        speeds = measure(params, work, device)
+    finally:
+        torch.set_num_threads(before)
+    # the probes took CPU seconds (all threads of a task together): a task's wall time is those
+    # over its threads, stretched by what shares the cores; a GPU's were timed in wall time
+    factor = slowdown(workers, threads, idle, cores) / threads if device.type == "cpu" else 1.0
+    return Plan(work, speeds, makespan(params, points, work, speeds, workers) * factor, factor)

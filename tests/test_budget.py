@@ -108,3 +108,15 @@ def test_makespan_schedules_tasks_as_the_flow_submits_them():
     assert one == pytest.approx(2 * 10 + 4 * 1 + 4 * 2 + tasks * TASK_OVERHEAD_S + REPORT_S)
     # two workers run the two syntheses side by side, then the rest two at a time
     assert two < one and two == pytest.approx(10 + 2 * 1 + 2 * 2 + REPORT_S, abs=20 * TASK_OVERHEAD_S)
+
+
+def test_a_plan_measures_schedules_and_weights_each_task():
+    from psaq.budget import plan
+
+    params = digits_params(train_seeds=[0], seeds=[0], bits=["W8A8"], methods=["psaq", "gaussian"])
+    params = dataclasses.replace(params, grid=dataclasses.replace(params.grid, export=False),
+                                 runtime=dataclasses.replace(params.runtime, threads=1))
+    quiet = plan(params, grid_points(params), idle=2.0, cores=2)
+    busy = plan(params, grid_points(params), idle=1.0, cores=2)
+    assert quiet.factor == 1.0 and busy.factor == 1.5 and quiet.wall_s > 0
+    assert quiet.task_seconds("samples", "psaq") > quiet.task_seconds("samples", "gaussian") == 0.0
