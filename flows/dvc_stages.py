@@ -39,7 +39,7 @@ from psaq.stages.graph import GRAPH, POINT_STEM
 from psaq.stages.common import Weights
 from psaq.codehash import source_hash
 from psaq.content import file_sha256
-from psaq.store import Artifact, Store
+from psaq.store import Artifact, NotInStore, Store
 from psaq.synth.methods import SYNTH_METHODS
 
 
@@ -139,26 +139,6 @@ def run_report(params: Params, store: Store, args) -> None:
 
 # --- sync: record what the store already holds, in one process ----------------------------------
 
-class _NotStored(Exception):
-    pass
-
-
-class StoredOnly(Store):
-    """A store that builds nothing: each stage function finds its artifact or stops."""
-
-    def publish(self, path, write):
-        found = self.lookup(path)
-        if found is None:
-            raise _NotStored(path)
-        return found, False
-
-    def publish_dir(self, path, write):
-        found = self.lookup_dir(path)
-        if found is None:
-            raise _NotStored(path)
-        return found, False
-
-
 def dvc_items(params: Params) -> list[tuple[str, argparse.Namespace]]:
     """Every stage of ``dvc.yaml`` for this grid, in graph order: (DVC's stage name, the stage
     command's arguments). DVC names a matrix stage ``stage@v1-v2-…`` in the matrix's key order."""
@@ -232,12 +212,12 @@ def sync(params: Params, progress: bool = True) -> tuple[list[str], list[str]]:
     locked = locked_stages()
     if all(name in locked for name, _ in items) and _lock_is_newest():
         return [], []
-    store, found = StoredOnly("."), []
+    store, found = Store(".", read_only=True), []  # finds each stage's artifact, or stops: builds nothing
     for name, args in tqdm(items, desc="sync with the store", unit="stage", disable=not progress, leave=False):
         try:
             with contextlib.redirect_stdout(io.StringIO()):
                 POINT_STAGES[name.partition("@")[0]](params, store, args)
-        except (_NotStored, ArtifactError):
+        except (NotInStore, ArtifactError):
             continue  # not built yet (or its upstream is not): dvc repro runs it
         found.append(name)
     if len(found) == len(items):
