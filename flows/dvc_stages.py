@@ -279,6 +279,15 @@ HEADER = """\
 """
 
 
+# the report's files DVC reads as metrics or plots (the rest are plain outputs); plots of data
+# name their axes and template (`dvc plots show` draws them; the PNGs are the report's own figures)
+REPORT_KINDS = {"metrics.json": ("metrics", {}),
+                "accuracy.json": ("plots", {"x": "top1", "y": "bar", "template": "bar_horizontal",
+                                            "title": "top-1 (%), mean over runs"}),
+                "differences.json": ("plots", {"x": "difference", "y": "bar", "template": "bar_horizontal",
+                                               "title": "paired top-1 difference (points)"}),
+                **{f"{name}.png": ("plots", {}) for name in ("samples", "similarity", "accuracy", "differences")}}
+
 RUNNER = "flows/run-stage.sh"  # finds the project's interpreter: DVC runs commands with the shell's PATH
 # what every stage command runs beside its own stage's code: the command itself, this runner, and
 # the code that turns params.yaml into the stage's config
@@ -312,10 +321,12 @@ def dvc_yaml(params: Params) -> str:
         outs = [v.format(model="${model.name}", **{k: item[k] for k in stage.matrix}) for v in stage.views]
         if stage.kind == "metrics":  # its full metrics as an out, its scores as DVC metrics
             spec["outs"] = [{o: {"cache": False}} for o in outs]
-            spec["metrics"] = [{SCORES[name][0].format(**{k: item[k] for k in stage.matrix}): {"cache": False}}]
-        elif name == "report":
-            spec["outs"] = [{o: {"cache": False}} for o in outs if not o.endswith(".png")]
-            spec["plots"] = [{o: {"cache": False}} for o in outs if o.endswith(".png")]
+            # in DVC's cache, so that each experiment keeps its points' scores (pipeline/ is not git's)
+            spec["metrics"] = [{SCORES[name][0].format(**{k: item[k] for k in stage.matrix}): {"cache": True}}]
+        elif name == "report":  # metrics.json and the plots' data are git-tracked: each experiment commits its own
+            kinds = {o: REPORT_KINDS.get(Path(o).name, ("outs", {})) for o in outs}
+            for kind in ("outs", "metrics", "plots"):
+                spec[kind] = [{o: {"cache": False, **props}} for o, (k, props) in kinds.items() if k == kind]
         elif name in ("data", "model"):
             spec["outs"] = [{o: {"cache": False}} for o in outs]
         else:

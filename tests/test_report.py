@@ -2,7 +2,7 @@
 
 import pytest
 
-from psaq.report import findings, headline, range_ratios
+from psaq.report import findings, headline, plot_rows, range_ratios, tracked_metrics
 
 
 def _cmp(b, column, mean, low, high, runs=3):
@@ -86,3 +86,21 @@ def test_no_range_reason_is_given_for_a_difference_the_runs_do_not_show():
     summary["comparisons"][0] = _cmp("gaussian", "W8A8", 0.05, -0.16, 0.25)
     summary["range_vs_real"] = {"gaussian": {"W8A8": 0.7}, "psaq": {"W8A8": 0.95}}
     assert "activation ranges" not in findings(summary)["W8A8"]
+
+
+def test_tracked_metrics_are_the_printed_means_per_setting_and_nothing_wider():
+    m = tracked_metrics(_summary())
+    assert m["fp32_top1"] == 87.54
+    assert list(m) == ["fp32_top1", "W8A8", "W4A4+repq"]
+    assert m["W4A4+repq"]["gaussian"] == 73.4 and m["W8A8"]["psaq_vs_gaussian"] == 0.84
+    assert m["W4A4+repq"]["psaq_vs_real"] == -0.67
+    # one number per key: a row of `dvc exp show` per experiment, no intervals flattened into columns
+    assert all(isinstance(v, float) for setting in ("W8A8", "W4A4+repq") for v in m[setting].values())
+    assert len(m["W8A8"]) == 4 + 3
+
+
+def test_plot_rows_carry_one_bar_each_with_its_interval():
+    accuracy, differences = plot_rows(_summary())
+    assert len(accuracy) == 8 and len({r["bar"] for r in accuracy}) == 8
+    row = next(r for r in differences if r["bar"] == "psaq - gaussian W4A4+repq")
+    assert (row["difference"], row["low"], row["high"]) == (11.17, -0.84, 18.2)

@@ -21,14 +21,17 @@ from psaq.models import ModelConfig
 from psaq.plots import accuracy_vs_bits, paired_differences, sample_grid, similarity_histograms
 from psaq.quant.serialize import activation_scales
 from psaq.report import (accuracy_table, column_of, comparison_table, findings, headline, markdown_table, mean_std,
-                         paired_comparisons, pivot, range_ratios)
+                         paired_comparisons, pivot, plot_rows, range_ratios, tracked_metrics)
 from psaq.stages.stage import Stage
 from psaq.stages.common import Weights, identity, load
 from psaq.store import Artifact, Store, stable_hash
 from psaq.synth.analysis import entropy_per_block, patch_similarities
 from psaq.sources import model_data
 
-FILES = ("benchmark.md", "summary.json", "samples.png", "similarity.png", "accuracy.png", "differences.png")
+# metrics.json: the figures DVC experiments compare (git-tracked, so each experiment keeps its own);
+# accuracy.json and differences.json: the data of the two bar figures, which `dvc plots` draws
+FILES = ("benchmark.md", "summary.json", "metrics.json", "accuracy.json", "differences.json", "samples.png",
+         "similarity.png", "accuracy.png", "differences.png")
 NOTATION = """\
 Notation. WxAy: x-bit weights (symmetric, per output channel) and y-bit activations (asymmetric,
 per tensor, at the quantizer sites of the run's site set). Observer: how an activation's range
@@ -41,8 +44,7 @@ mean ± std over runs (a run: one trained model × one synthesis seed)."""
 
 
 STAGE = Stage("report", __name__, ("grid",), ("model", "data", "samples", "evaluate"), (),
-              tuple(f"reports/{{model}}/{name}" for name in ("benchmark.md", "summary.json", "samples.png", "similarity.png",
-                                                             "accuracy.png", "differences.png")), "reports/runs", "report")
+              tuple(f"reports/{{model}}/{name}" for name in FILES), "reports/runs", "report")
 
 
 def summarize(records: list[dict]) -> dict:
@@ -149,6 +151,10 @@ def run(store: Store, model: ModelConfig, weights: Weights, records: list[dict],
         (folder / "benchmark.md").write_text(text)
         write_json(folder / "summary.json", {**summary, "entropy_per_block": entropies, "models": models,
                                              "seeds": seeds, "points": len(records), "images": data.eval_desc})
+        write_json(folder / "metrics.json", tracked_metrics(summary))
+        accuracy, differences = plot_rows(summary)
+        write_json(folder / "accuracy.json", accuracy)
+        write_json(folder / "differences.json", differences)
 
     return store.publish_dir(out, write)
 

@@ -40,7 +40,7 @@ def stale(status: str) -> set[str]:
 def test_dvc_repro_shares_the_flows_artifacts_and_reruns_only_what_changed(tmp_path, monkeypatch, prefect_server):
     work = tmp_path / "repo"
     skip_top = {".venv", ".git", "data", "models", "metrics", "reports", "pipeline", ".prefect", "mlruns",
-                "mlflow.db", ".psaq-cache", ".pytest_cache", "benchmarks", "tests", "exports"}
+                "mlflow.db", ".psaq-cache", ".pytest_cache", "benchmarks", "tests", "exports", "dvc.lock"}
 
     def ignore(folder, names):
         skip = {n for n in names if n == "__pycache__" or n.endswith(".egg-info")}
