@@ -8,11 +8,13 @@ HOST   ?= 127.0.0.1
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
+# the project's own Prefect database (.prefect/home/prefect.db), for make run's temporary server and make prefect-server
+export PREFECT_HOME ?= $(abspath .prefect/home)
 export PREFECT_LOCAL_STORAGE_PATH ?= $(abspath .prefect/storage)
 export DVC_NO_ANALYTICS ?= 1
 export PYTHONUNBUFFERED ?= 1
 
-.PHONY: setup run test test-fast benchmark benchmark-table repro mlflow-ui prefect-server serve clean
+.PHONY: setup run test test-fast benchmark benchmark-table repro mlflow-ui prefect-server serve worker exps clean
 
 # Fashion-MNIST (the benchmark's data) from Debian's package; root installs it, others are told how.
 FASHION := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
@@ -70,6 +72,12 @@ benchmark: setup
 benchmark-table: setup
 	$(PY) benchmarks/digits_table.py
 
+# DVC experiments, one row each, in a terminal's width: FP32, psaq's top-1 and its differences from
+# noise and real images per setting, and the grid (`dvc exp show` alone lists ~100 dependency hashes)
+EXP_COLUMNS := Experiment|Created|fp32$$|W\d.*\.psaq$$|W\d.*_vs_(gaussian|real)$$|grid\.(bits|seeds|methods)
+exps: setup
+	$(VENV)/bin/dvc exp show --no-pager --drop '.*' --keep '$(EXP_COLUMNS)'
+
 repro: setup
 	$(PY) -m flows.dvc_stages sync
 	$(VENV)/bin/dvc repro
@@ -88,6 +96,15 @@ prefect-server: setup
 serve: setup
 	PREFECT_API_URL=http://$(HOST):4200/api PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL=WARNING \
 	$(PY) -m flows.serve
+
+# The deployments on a process work pool, and its worker in the foreground: a flow run per
+# deployment run or schedule, one at a time, with no `make serve` process. Kept alive past the
+# terminal, e.g. under systemd (README: "A schedule that survives the terminal").
+POOL ?= psaq
+worker: setup
+	PREFECT_API_URL=http://$(HOST):4200/api $(PY) -m flows.serve --pool $(POOL)
+	PREFECT_API_URL=http://$(HOST):4200/api PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL=WARNING \
+	$(VENV)/bin/prefect worker start --pool $(POOL) --type process
 
 clean:
 	rm -rf data models metrics reports pipeline exports .prefect mlflow.db mlruns .psaq-cache

@@ -10,6 +10,7 @@ Each params file's report goes to ``reports/<model>/`` (benchmark.md, summary.js
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -29,39 +30,72 @@ from psaq.params import Params, load_params
 from psaq.pipeline import grid_points, report_inputs, resolve
 from psaq.stages.report import publish_view
 from tasks import stages
+from tasks.baseline import baselines
 from tasks.settings import project_root
-from tasks.tracking import attach, runs_page, tracking_uri
+from tasks.tracking import attach, register_best, runs_page, summarize_parent, tracking_uri
 
 
 @flow(name="benchmark", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=2))
 @one_line_failures
 @one_at_a_time
-def benchmark(params_path: str = "params.yaml", allow_large_grid: bool = False) -> dict:
+def benchmark(params_path: str = "params.yaml", allow_large_grid: bool = False, compare: bool = True) -> dict:
     """A params file's grid and its report; the report goes to reports/, MLflow and Prefect.
 
     Args:
         params_path: Settings file with the grid, relative to the project
             (benchmarks/fashion-vit.yaml, benchmarks/fashion-swin.yaml, params.yaml).
         allow_large_grid: Run a grid of more than 500 points.
+        compare: Compare the results with the last committed ones (else the previous run's) and
+            flag figures that left their intervals (reports/<model>/changes.md).
     """
     params = share_cores(load_params(params_path))
     points = grid_points(params, allow_large_grid)
+    folder = project_root() / "reports" / params.model.name
+    before = baselines(folder) if compare else []  # read before this run's report replaces them
     with tracked(params, "benchmark") as parent:
-        records, jobs = run_points(params, points, parent)
+        records, jobs, runs = run_points(params, points, parent)
         report = resolve(stages.submit("report", **report_inputs(params, jobs, records), title=report_title(params)))
-        files = publish_view(report, project_root() / "reports" / params.model.name)
+        files = publish_view(report, folder)
         table = headline_of(files)
+        changes = compare_with(before, files, params.model.name) if compare else None
+        registered = []
         if parent:
-            attach(tracking_uri(params.tracking.mlflow_uri), parent, [str(p) for p in files.values()],
-                   tags={"psaq.report": report.path})
+            uri = tracking_uri(params.tracking.mlflow_uri)
+            attach(uri, parent, [str(p) for p in files.values()] + ([str(folder / "changes.md")] if changes else []),
+                   tags={"psaq.report": report.path, **({"psaq.changes": changes["line"]} if changes else {})},
+                   metrics={"changes.flagged": changes["flagged"], "changes.moved": changes["moved"]} if changes else {})
+            summarize_parent(uri, parent, json.loads(files["summary.json"].read_text()), table, records, runs)
+            if params.tracking.register:
+                registered = register_best(uri, params.model.name, records, runs)
     publish_artifact("benchmark", params.model.name, f"{table}\n\nFull report: `{report.path}`",
                      f"psaq benchmark {params.model.name}: top-1 per calibration mode and bit setting")
-    result = {"records": records, "table": table, "report": str(files["benchmark.md"]),
+    result = {"records": records, "table": table, "changes": changes["line"] if changes else None, "report": str(files["benchmark.md"]),
               "report_artifact": report.path, "figures": {k: str(v) for k, v in files.items() if k.endswith(".png")},
               "tracking_uri": tracking_uri(params.tracking.mlflow_uri),
               "runs_page": runs_page(tracking_uri(params.tracking.mlflow_uri), params.tracking.experiment)
-              if params.tracking.enabled else "tracking off"}
+              if params.tracking.enabled else "tracking off", "registered": registered}
     return Completed(message=grid_summary(params.model.name, records, str(files["benchmark.md"])), data=result)
+
+
+def compare_with(before: list, files: dict[str, Path], model: str, artifact: bool = True) -> dict | None:
+    """This run's figures against the first baseline that shares figures with it: writes
+    changes.md and changes.json beside the report and a Prefect artifact; None without one."""
+    from psaq.drift import compare, summary_line, table
+
+    now = tuple(json.loads(files[name].read_text()) for name in ("accuracy.json", "differences.json"))
+    for label, rows in before:
+        result = compare(rows, now)
+        if result["rows"]:
+            break
+    else:
+        return None
+    line = summary_line(result, label)
+    folder = files["accuracy.json"].parent
+    (folder / "changes.json").write_text(json.dumps({**result, "against": label}, indent=1) + "\n")
+    (folder / "changes.md").write_text(f"# {model}: this run against {label}\n\n{line}\n\n{table(result)}\n")
+    if artifact:
+        publish_artifact("changes", model, f"{line}\n\n{table(result)}", f"psaq {model}: results against {label}")
+    return {"line": line, "flagged": result["flagged"], "moved": result["moved"]}
 
 
 def report_title(params: Params) -> str:
@@ -70,8 +104,6 @@ def report_title(params: Params) -> str:
 
 def headline_of(files: dict[str, Path]) -> str:
     """What a run prints first: the paired differences, a paragraph per setting, top-1 per method."""
-    import json
-
     from psaq.report import headline
     from psaq.stages.report import setting_notes
 
@@ -79,7 +111,7 @@ def headline_of(files: dict[str, Path]) -> str:
     return headline(summary, setting_notes(summary["columns"]))
 
 
-def stored_report(params: Params, allow_large_grid: bool) -> dict[str, Path] | None:
+def stored_report(params: Params, allow_large_grid: bool) -> dict | None:
     """The report of a grid whose every stage the store already holds, verified, and copied to
     reports/; None when anything is missing. No Prefect server, no task: seconds, not a minute."""
     from psaq.pipeline import inline_runner, record, submit_points
@@ -92,13 +124,16 @@ def stored_report(params: Params, allow_large_grid: bool) -> dict[str, Path] | N
         report = resolve(submit("report", **report_inputs(params, jobs, records), title=report_title(params)))
     except NotInStore:
         return None
-    return publish_view(report, project_root() / "reports" / params.model.name)
+    folder = project_root() / "reports" / params.model.name
+    before = baselines(folder)
+    files = publish_view(report, folder)
+    changes = compare_with(before, files, params.model.name, artifact=False)
+    return {**files, "changes": changes["line"] if changes else None}
 
 
 def _record_run(files: list[str], estimated: float, wall: float) -> None:
     """What this run took against its estimate, for the README (``benchmarks/readme_tables.py``)."""
     import datetime
-    import json
     import os
 
     out = project_root() / "reports" / "benchmark-run.json"
@@ -162,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
             stored = None if args.rerun_flow else [stored_report(p, args.allow_large_grid) for p in all_params]
             if stored and all(stored):
                 for path, params, views in zip(files, all_params, stored):
-                    _print_result(path, params, headline_of(views), views["benchmark.md"], views)
+                    _print_result(path, params, headline_of(views), views["benchmark.md"], views,
+                                  changes=views["changes"])
                 print(f"every stage's result was already in the store (each file re-hashed before use): nothing to "
                       f"compute, no flow run; --rerun-flow runs and logs it again. Done in "
                       f"{time.perf_counter() - started:.1f} s")
@@ -175,9 +211,11 @@ def main(argv: list[str] | None = None) -> int:
                     result = benchmark.with_options(task_runner=task_runner(params, args.dask))(path,
                                                                                                 args.allow_large_grid)
                     _print_result(path, params, result["table"], result["report"], result["figures"],
-                                  result["report_artifact"])
+                                  result["report_artifact"], result["changes"])
                 cancel.work_done()  # every run recorded FINISHED: a later signal is not an interruption
         print(f"MLflow:   {result['tracking_uri']}  (browse: make mlflow-ui → {result['runs_page']})")
+        for line in result["registered"]:
+            print(f"model registry: {line}")
         print(f"log:      {log} (every task run's lines; --verbose prints them here)")
         wall = time.perf_counter() - started
         print(f"done in {wall:.0f} s (estimated cold time: {estimated:.0f} s)")
@@ -187,9 +225,12 @@ def main(argv: list[str] | None = None) -> int:
     return run_entry(run, args.debug)
 
 
-def _print_result(path: str, params: Params, headline: str, report, figures: dict, artifact: str | None = None) -> None:
+def _print_result(path: str, params: Params, headline: str, report, figures: dict, artifact: str | None = None,
+                  changes: str | None = None) -> None:
     print(f"\n{params.model.name} ({path}):\n\n{headline}\n")
     print(f"report:   {report}" + (f"  (this run's: {artifact})" if artifact else ""))
+    if changes:
+        print(f"changes:  {changes} ({Path(report).parent / 'changes.md'})")
     print(f"figures:  {', '.join(str(v) for k, v in figures.items() if str(k).endswith('.png'))}")
 
 

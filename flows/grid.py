@@ -30,9 +30,9 @@ from tasks.services import check_mlflow, check_prefect, check_sources
 from tasks.tracking import REUSED_TAG, attach, log_point, parent_run, tracking_uri
 
 
-def run_points(params: Params, points: list[Point], parent: str | None) -> tuple[list[dict], list[dict]]:
+def run_points(params: Params, points: list[Point], parent: str | None) -> tuple[list[dict], list[dict], list]:
     """Submit every stage of every point, then gather the records and log each point to MLflow
-    once; returns (records, jobs)."""
+    once; returns (records, jobs, each record's MLflow run id or None)."""
     stages.set_threads(params.runtime.threads)
     keep_freed_memory(params.runtime.keep_freed_memory)
     progress = GridProgress(params.model.name, f"{params.model.name} grid ({len(points)} points)")
@@ -44,19 +44,21 @@ def run_points(params: Params, points: list[Point], parent: str | None) -> tuple
 
     try:
         jobs = submit_points(submit, params, points)
-        records, reused = [], []
+        records, runs, reused = [], [], []
         for job in jobs:
             rec = record(job)
             records.append(rec)
+            run_id = None
             if parent:
                 run_id, was_logged = log_nested(params, parent, job["point"], rec)
                 if was_logged:
                     reused.append(run_id)
+            runs.append(run_id)
     finally:
         progress.close()
     if parent and reused:
         attach(tracking_uri(params.tracking.mlflow_uri), parent, [], tags={REUSED_TAG: ",".join(reused)})
-    return records, jobs
+    return records, jobs, runs
 
 
 def point_params(params: Params, point: Point) -> dict:
@@ -79,9 +81,10 @@ def log_nested(params: Params, parent: str, point: Point, rec: dict) -> tuple[st
     for k, v in reconstruct_history(rec["quantized"]).items():  # V2's rounds (adaptive.…) and the block losses
         if not k.endswith("wall_s"):
             history[k if k.startswith(ADAPTIVE_PREFIX) else f"reconstruct.loss.{k}"] = v
-    files = [rec["metrics"]]
+    files = {"metrics.json": rec["metrics"]}
     if params.tracking.artifacts:
-        files += [f for f in (rec["quantized"], rec["integer"], rec["onnx"]) if f]
+        files |= {name: rec[key] for key, name in (("quantized", "quantized.safetensors"),
+                                                   ("integer", "integer.safetensors"), ("onnx", "model.onnx")) if rec[key]}
     return log_point(tracking_uri(params.tracking.mlflow_uri), params.tracking.experiment, parent,
                      f"{params.model.name} {point.name}", point_params(params, point), rec, history, files)
 
@@ -118,7 +121,7 @@ def grid(params_path: str = "params.yaml", threads: int | None = None, allow_lar
     params = share_cores(with_threads(load_params(params_path), threads))
     points = grid_points(params, allow_large_grid)
     with tracked(params, "grid") as parent:
-        records, _ = run_points(params, points, parent)
+        records, _, _ = run_points(params, points, parent)
     print(f"grid: {len(records)} points done")
     return Completed(message=grid_summary(params.model.name, records), data=records)
 

@@ -89,7 +89,7 @@ def quantize(
                                  compile=compile, sites=sites)
     preflight(params)  # before the MLflow run and any task: a bad model name or folder fails here
     with tracked(params, f"quantize {params.model.name} {point.name}") as parent:
-        [record], _ = run_points(params, [point], parent)
+        [record], _, _ = run_points(params, [point], parent)
     summary = point_summary(params.model.name, record)
     print(summary)
     publish_artifact("quantize", params.model.name, f"{summary}\n", f"psaq quantize {params.model.name} {point.name}")

@@ -32,27 +32,72 @@ SCHEDULED = {
 }
 
 
-def deployments(params: str = "params.yaml"):
+def one_slot():
+    """Declared on each deployment: one run at a time, later ones queued in submission order and
+    shown as AwaitingConcurrencySlot (the deployment page shows "Concurrency Limit: 1")."""
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+
+    return ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
+
+
+def _specs(params: str) -> list[tuple[str, str, str, str | None, str]]:
+    """(entrypoint, name, params file, cron or None, description) of every deployment."""
+    out = [("flows/quantize.py:quantize", "quantize", params, None,
+            "One model × bits × calibration mode × seed; unset parameters come from params.yaml."),
+           ("flows/benchmark.py:benchmark", "digits", params, None,
+            "The params.yaml grid (what `make run` runs) and its report.")]
+    for name, (path, cron) in SCHEDULED.items():
+        out.append(("flows/benchmark.py:benchmark", name, path, cron,
+                    f"The Fashion-MNIST benchmark for {name}, regenerated on a schedule ({cron} {BENCHMARK_TZ}): "
+                    f"report in reports/{name}/, compared with the committed results (changes.md), runs in MLflow."))
+    return out
+
+
+def _options(path: str, cron: str | None) -> dict:
     from prefect.schedules import Cron
 
+    options = {"parameters": {"params_path": str(Path(path).resolve())}, "enforce_parameter_schema": True,
+               "concurrency_limit": one_slot()}
+    if cron:
+        options["schedule"] = Cron(cron, timezone=BENCHMARK_TZ)
+    return options
+
+
+def deployments(params: str = "params.yaml"):
+    """The deployments `serve` runs in this process."""
     from flows.benchmark import benchmark
     from flows.quantize import quantize
 
-    out = [
-        quantize.to_deployment(name="quantize", parameters={"params_path": str(Path(params).resolve())},
-                               description="One model × bits × calibration mode × seed; unset parameters come from "
-                                           "params.yaml.", enforce_parameter_schema=True),
-        benchmark.to_deployment(name="digits", parameters={"params_path": str(Path(params).resolve())},
-                                description="The params.yaml grid (what `make run` runs) and its report.",
-                                enforce_parameter_schema=True),
-    ]
-    for name, (path, cron) in SCHEDULED.items():
-        out.append(benchmark.to_deployment(
-            name=name, schedule=Cron(cron, timezone=BENCHMARK_TZ),
-            parameters={"params_path": str(Path(path).resolve())}, enforce_parameter_schema=True,
-            description=f"The Fashion-MNIST benchmark for {name}, regenerated on a schedule ({cron} "
-                        f"{BENCHMARK_TZ}): report in reports/{name}/, runs in MLflow."))
-    return out
+    flows = {"flows/quantize.py:quantize": quantize, "flows/benchmark.py:benchmark": benchmark}
+    return [flows[entry].to_deployment(name=name, description=description, **_options(path, cron))
+            for entry, name, path, cron, description in _specs(params)]
+
+
+POOL_CONCURRENCY = 1  # the pool's worker starts one flow run at a time: the cores are one slot
+
+
+def deploy_to_pool(pool: str, params: str = "params.yaml") -> list[str]:
+    """The same deployments on a process work pool, whose worker (``prefect worker start --pool
+    POOL``, e.g. under systemd) runs them and their schedules without this process. The pool is
+    created with a concurrency limit of one. Returns the deployments' names."""
+    from prefect import Flow, get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    from tasks.settings import PACKAGE_ROOT
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_work_pool(WorkPoolCreate(name=pool, type="process", concurrency_limit=POOL_CONCURRENCY))
+        except ObjectAlreadyExists:
+            pass
+    names = []
+    for entry, name, path, cron, description in _specs(params):
+        flow = Flow.from_source(source=str(PACKAGE_ROOT), entrypoint=entry)
+        flow.deploy(name=name, work_pool_name=pool, description=description, print_next_steps=False,
+                    **_options(path, cron))
+        names.append(f"{flow.name}/{name}")
+    return names
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml", help="settings of the quantize and digits deployments")
+    ap.add_argument("--pool", help="register the deployments on this process work pool (created if missing) and "
+                                   "exit; a worker runs them: prefect worker start --pool NAME (make worker)")
     ap.add_argument("--debug", action="store_true")
     args = ap.parse_args(argv)
 
@@ -76,6 +123,11 @@ def main(argv: list[str] | None = None) -> int:
                               "PREFECT_API_URL=http://127.0.0.1:4200/api (make serve does)")
         check_prefect()
         create_limit()
+        if args.pool:
+            for name in deploy_to_pool(args.pool, args.params):
+                print(f"deployed {name} on work pool '{args.pool}'")
+            print(f"start its worker: make worker (prefect worker start --pool {args.pool})")
+            return 0
         serve(*deployments(args.params))
         return 0
 

@@ -112,6 +112,7 @@ class TrackingConfig:
     experiment: str = "psaq"
     enabled: bool = True
     artifacts: bool = True  # log each point's files (weights, ONNX) too, not only its metrics
+    register: bool = False  # register each bit setting's best data-free ONNX in the Model Registry (alias best)
 
 
 SECTIONS: dict[str, type] = {

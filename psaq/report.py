@@ -223,10 +223,10 @@ def headline(summary: dict, setting_notes: dict[str, str] | None = None) -> str:
 
 def tracked_metrics(summary: dict) -> dict:
     """The few figures a grid is compared by across experiments (``dvc exp show``, ``dvc exp
-    diff``): FP32 top-1, then per setting each method's mean top-1 (``W8A8.psaq``) and each paired
+    diff``): FP32 top-1 (``fp32``), then per setting each method's mean top-1 (``W8A8.psaq``) and each paired
     difference's mean (``W8A8.psaq_vs_gaussian``), rounded as printed. The intervals stay in
     summary.json and differences.json: a table row per experiment must fit a terminal."""
-    out: dict = {"fp32_top1": round(summary["fp32_top1"], 2)}
+    out: dict = {"fp32": round(summary["fp32_top1"], 2)}
     for column in summary["columns"]:
         out[column] = {m: round(cols[column]["mean"], 2) for m, cols in summary["top1"].items() if column in cols}
         out[column].update({f"{r['a']}_vs_{r['b']}": round(r["mean"], 2) for r in summary["comparisons"]
@@ -236,8 +236,10 @@ def tracked_metrics(summary: dict) -> dict:
 
 def plot_rows(summary: dict) -> tuple[list[dict], list[dict]]:
     """The data behind the accuracy and difference figures, one row per bar (``dvc plots``)."""
-    accuracy = [{"bar": f"{m} {c}", "setting": c, "method": m, "top1": round(cols[c]["mean"], 2), "std": round(cols[c]["std"], 2)}
+    accuracy = [{"bar": f"{m} {c}", "setting": c, "method": m, "top1": round(cols[c]["mean"], 2),
+                 "std": round(cols[c]["std"], 2), "n": cols[c]["n"]}
                 for m, cols in summary["top1"].items() for c in summary["columns"] if c in cols]
     differences = [{"bar": f"{r['a']} - {r['b']} {r['column']}", "setting": r["column"], "comparison": f"{r['a']} - {r['b']}", "difference": round(r["mean"], 2),
-                    "low": round(r["low"], 2), "high": round(r["high"], 2)} for r in summary["comparisons"]]
+                    "low": round(r["low"], 2), "high": round(r["high"], 2), "runs": r["runs"]}
+                   for r in summary["comparisons"]]
     return accuracy, differences

@@ -17,6 +17,9 @@ def configure_environment(root: Path | None = None) -> None:
     """Defaults only: anything the user exported wins."""
     root = root or project_root()
     defaults = {
+        # the project's own Prefect database: runs, deployments and artifacts of another checkout
+        # never show here (make run's temporary server and make prefect-server both use it)
+        "PREFECT_HOME": str(root / ".prefect" / "home"),
         "PREFECT_LOCAL_STORAGE_PATH": str(root / ".prefect" / "storage"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",

@@ -11,6 +11,8 @@ when the next flow starts.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import socket
@@ -28,6 +30,7 @@ RESULT_TAG = "psaq.result"  # content hash of a point's metrics artifact
 POINT_TAG = "psaq.point"  # the point's identity: its metrics artifact's name, <stem>-<evaluate key>.json
 REUSED_TAG = "psaq.reused_runs"
 PID_TAG, HOST_TAG = "psaq.pid", "psaq.host"
+MODEL_TAG = "psaq.model_uri"  # the point's ONNX, logged as an MLflow model
 
 
 def tracking_uri(configured: str | None = None) -> str:
@@ -146,10 +149,52 @@ def fail_stale_runs(uri: str, experiment: str) -> list[str]:
 
 @task(name="mlflow-log-point", retries=2, retry_delay_seconds=2)
 def log_point(uri: str, experiment: str, parent_id: str, name: str, params: dict, record: dict,
-              history: dict[str, list[float]], files: list[str]) -> tuple[str, bool]:
-    """(run id, reused): a nested run for a grid point, unless its result is already logged."""
+              history: dict[str, list[float]], files: dict[str, str]) -> tuple[str, bool]:
+    """(run id, reused): a nested run for a grid point, unless its result is already logged.
+    ``files``: {the name it has in MLflow: its path in the store}; an ``.onnx`` file is logged as
+    an MLflow model (ONNX flavour, with its signature and an input example)."""
     with _store_errors(uri, f"logging {name}"):
         return _log_point(uri, experiment, parent_id, name, params, record, history, files)
+
+
+def log_files(client, run_id: str, files: dict[str, str]) -> None:
+    """Each file under a readable name (the store's names are content hashes, alike at a glance)."""
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="psaq-mlflow-") as tmp:
+        for name, path in files.items():
+            if not Path(path).exists():
+                continue
+            target = Path(tmp) / name
+            try:
+                os.link(path, target)  # no copy of a large file where the file system allows
+            except OSError:
+                shutil.copyfile(path, target)
+            client.log_artifact(run_id, str(target))
+
+
+def log_onnx_model(uri: str, run_id: str, path: str, name: str) -> str:
+    """The exported model as an MLflow model: ONNX flavour, a signature and an input example of
+    the input's shape, so that `mlflow models serve` and the registry can take it. Returns its URI."""
+    import mlflow
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from mlflow.models import infer_signature
+
+    ort.set_default_logger_severity(3)  # its graph-cleaning notes are not news to the user
+    graph = onnx.load(path, load_external_data=False).graph
+    dims = [d.dim_value or 1 for d in graph.input[0].type.tensor_type.shape.dim]  # the batch axis is symbolic
+    example = np.random.default_rng(0).standard_normal(dims).astype(np.float32)
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    output = session.run(None, {session.get_inputs()[0].name: example})[0]
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.onnx.log_model(onnx.load(path), name=name, signature=infer_signature(example, output),
+                                     input_example=example, save_as_external_data=False,
+                                     onnx_execution_providers=["CPUExecutionProvider"])
+    return info.model_uri
 
 
 def _log_point(uri, experiment, parent_id, name, params, record, history, files) -> tuple[str, bool]:
@@ -174,9 +219,11 @@ def _log_point(uri, experiment, parent_id, name, params, record, history, files)
         batch += [Metric(curve, float(v), now, step) for step, v in enumerate(values)]
     for i in range(0, len(batch), 1000):
         client.log_batch(run_id, metrics=batch[i : i + 1000])
-    for path in files:
-        if Path(path).exists():
-            client.log_artifact(run_id, path)
+    log_files(client, run_id, {k: v for k, v in files.items() if not k.endswith(".onnx")})
+    for file_name, path in files.items():
+        if file_name.endswith(".onnx") and Path(path).exists():
+            model_uri = log_onnx_model(uri, run_id, path, name.replace(" ", "-").replace("+", "-"))
+            client.set_tag(run_id, MODEL_TAG, model_uri)
     client.set_terminated(run_id, "FINISHED")
     return run_id, False
 
@@ -214,3 +261,87 @@ def parent_run(enabled: bool, uri: str, experiment: str, name: str, params: dict
         raise
     with _store_errors(uri, "finishing the run"):
         client.set_terminated(run_id, "FINISHED")
+
+
+@contextmanager
+def _quiet(logger: str):
+    import logging
+
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def metric_name(name: str) -> str:
+    """MLflow refuses ``+`` in a metric name: ``W4A4+repq.psaq`` → ``W4A4-repq.psaq``."""
+    return name.replace("+", "-")
+
+
+@task(name="mlflow-summarize", retries=2, retry_delay_seconds=2)
+def summarize_parent(uri: str, run_id: str, summary: dict, headline: str, records: list[dict],
+                     runs: list[str | None]) -> None:
+    """What a flow run's parent shows, whether its points were computed now or logged before: the
+    report's headline as the run's description, the tracked figures (mean top-1 per method and
+    setting, the paired differences) as metrics, and a table of its points with their runs."""
+    from mlflow.entities import Metric
+
+    from psaq.report import tracked_metrics
+
+    with _store_errors(uri, "summarizing the run"):
+        client, now = _client(uri), int(time.time() * 1000)
+        metrics = flatten("summary", tracked_metrics(summary))
+        client.log_batch(run_id, metrics=[Metric(metric_name(k), float(v), now, 0) for k, v in metrics.items()])
+        client.set_tag(run_id, "mlflow.note.content", headline)
+        client.set_tag(run_id, "psaq.points", str(len(records)))
+        columns = ("method", "seed", "bits", "observer", "train_seed", "top1", "agreement")
+        table = {c: [r.get(c) for r in records] for c in columns}
+        table["run"] = list(runs)
+        client.log_table(run_id, data=table, artifact_file="points.json")
+
+
+# calibration modes that read training images: never registered as a data-free model
+NEEDS_DATA = frozenset({"real"})
+
+
+@task(name="mlflow-register", retries=2, retry_delay_seconds=2)
+def register_best(uri: str, model: str, records: list[dict], runs: list[str | None]) -> list[str]:
+    """Per bit setting, the data-free point with the best top-1 (ties: the first in grid order)
+    whose ONNX was logged, registered as ``<model>-<setting>`` with the alias ``best``. A rerun
+    whose best point is the registered one adds no version. Returns one line per model."""
+    import mlflow
+
+    from psaq.report import column_of
+
+    said = []
+    with _store_errors(uri, "registering the best models"):
+        client = _client(uri)
+        best: dict[str, tuple[dict, str]] = {}
+        for rec, run in zip(records, runs):
+            if run is None or rec["method"] in NEEDS_DATA or not rec.get("onnx"):
+                continue
+            column = column_of(rec)
+            if column not in best or rec["top1"] > best[column][0]["top1"]:
+                best[column] = (rec, run)
+        mlflow.set_tracking_uri(uri)
+        for column, (rec, run) in best.items():
+            name = metric_name(f"{model}-{column}").replace(" ", "-")
+            model_uri = client.get_run(run).data.tags.get(MODEL_TAG)
+            if not model_uri:
+                continue
+            try:
+                current = client.get_model_version_by_alias(name, "best")
+            except Exception:  # noqa: BLE001 - no such model or alias yet
+                current = None
+            if current is not None and current.run_id == run:
+                version, new = current.version, False
+            else:
+                with _quiet("mlflow"), contextlib.redirect_stdout(io.StringIO()):  # its "Created version" lines
+                    version, new = mlflow.register_model(model_uri, name, await_registration_for=0).version, True
+                client.set_registered_model_alias(name, "best", version)
+            said.append(f"{name} v{version} @best: {rec['method']} seed {rec['seed']}, top-1 {rec['top1']:.2f}"
+                        + ("" if new else " (already registered)"))
+    return said

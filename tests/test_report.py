@@ -11,10 +11,10 @@ def _cmp(b, column, mean, low, high, runs=3):
 
 
 def _summary():
-    top1 = {"psaq": {"W8A8": {"mean": 87.4, "std": 0.1}, "W4A4+repq": {"mean": 84.6, "std": 0.5}},
-            "gaussian": {"W8A8": {"mean": 86.6, "std": 0.2}, "W4A4+repq": {"mean": 73.4, "std": 9.9}},
-            "real": {"W8A8": {"mean": 87.5, "std": 0.0}, "W4A4+repq": {"mean": 85.3, "std": 0.3}},
-            "psaq-noent": {"W8A8": {"mean": 87.4, "std": 0.1}, "W4A4+repq": {"mean": 85.4, "std": 0.3}}}
+    top1 = {"psaq": {"W8A8": {"mean": 87.4, "std": 0.1, "n": 3}, "W4A4+repq": {"mean": 84.6, "std": 0.5, "n": 3}},
+            "gaussian": {"W8A8": {"mean": 86.6, "std": 0.2, "n": 3}, "W4A4+repq": {"mean": 73.4, "std": 9.9, "n": 3}},
+            "real": {"W8A8": {"mean": 87.5, "std": 0.0, "n": 3}, "W4A4+repq": {"mean": 85.3, "std": 0.3, "n": 3}},
+            "psaq-noent": {"W8A8": {"mean": 87.4, "std": 0.1, "n": 3}, "W4A4+repq": {"mean": 85.4, "std": 0.3, "n": 3}}}
     return {"top1": top1, "fp32_top1": 87.54, "methods": ["psaq", "psaq-noent", "gaussian", "real"],
             "columns": ["W8A8", "W4A4+repq"],
             "comparisons": [_cmp("gaussian", "W8A8", 0.84, 0.57, 1.13), _cmp("real", "W8A8", -0.08, -0.28, 0.12),
@@ -90,8 +90,8 @@ def test_no_range_reason_is_given_for_a_difference_the_runs_do_not_show():
 
 def test_tracked_metrics_are_the_printed_means_per_setting_and_nothing_wider():
     m = tracked_metrics(_summary())
-    assert m["fp32_top1"] == 87.54
-    assert list(m) == ["fp32_top1", "W8A8", "W4A4+repq"]
+    assert m["fp32"] == 87.54
+    assert list(m) == ["fp32", "W8A8", "W4A4+repq"]
     assert m["W4A4+repq"]["gaussian"] == 73.4 and m["W8A8"]["psaq_vs_gaussian"] == 0.84
     assert m["W4A4+repq"]["psaq_vs_real"] == -0.67
     # one number per key: a row of `dvc exp show` per experiment, no intervals flattened into columns

@@ -26,3 +26,17 @@ def test_a_deployment_run_holds_the_slot_while_it_runs_and_frees_it(prefect_serv
     monkeypatch.setenv("PREFECT__RUNTIME__DEPLOYMENT__ID", str(uuid.uuid4()))
     assert run() == "done" and seen == [0, 1]
     assert _active_slots() == 0
+
+
+def test_a_direct_run_on_a_shared_server_takes_the_slot_too(prefect_server, monkeypatch):
+    """`make run` with PREFECT_API_URL set shares the cores with the deployment runs on that server."""
+    seen = []
+
+    @one_at_a_time
+    def run():
+        seen.append(_active_slots())
+        return "done"
+
+    monkeypatch.setenv("PREFECT_API_URL", prefect_server)
+    assert run() == "done" and seen == [1]
+    assert _active_slots() == 0
