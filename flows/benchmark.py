@@ -38,7 +38,8 @@ from tasks.tracking import attach, register_best, runs_page, summarize_parent, t
 @flow(name="benchmark", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=2))
 @one_line_failures
 @one_at_a_time
-def benchmark(params_path: str = "params.yaml", allow_large_grid: bool = False, compare: bool = True) -> dict:
+def benchmark(params_path: str = "params.yaml", allow_large_grid: bool = False, compare: bool = True,
+              recheck: bool = False) -> dict:
     """A params file's grid and its report; the report goes to reports/, MLflow and Prefect.
 
     Args:
@@ -47,6 +48,8 @@ def benchmark(params_path: str = "params.yaml", allow_large_grid: bool = False, 
         allow_large_grid: Run a grid of more than 500 points.
         compare: Compare the results with the last committed ones (else the previous run's) and
             flag figures that left their intervals (reports/<model>/changes.md).
+        recheck: Evaluate every point again under today's code and libraries, even when the
+            store holds its result, and say which differ (reports/<model>/recheck.json).
     """
     params = share_cores(load_params(params_path))
     points = grid_points(params, allow_large_grid)
@@ -58,18 +61,23 @@ def benchmark(params_path: str = "params.yaml", allow_large_grid: bool = False, 
         files = publish_view(report, folder)
         table = headline_of(files)
         changes = compare_with(before, files, params.model.name) if compare else None
+        rechecked = recheck_points(params, points, folder) if recheck else None
         registered = []
         if parent:
             uri = tracking_uri(params.tracking.mlflow_uri)
             attach(uri, parent, [str(p) for p in files.values()] + ([str(folder / "changes.md")] if changes else []),
                    tags={"psaq.report": report.path, **({"psaq.changes": changes["line"]} if changes else {})},
                    metrics={"changes.flagged": changes["flagged"], "changes.moved": changes["moved"]} if changes else {})
+            if rechecked:
+                attach(uri, parent, [str(folder / "recheck.json")], tags={"psaq.recheck": rechecked["line"]},
+                       metrics={"recheck.differ": rechecked["differ"]})
             summarize_parent(uri, parent, json.loads(files["summary.json"].read_text()), table, records, runs)
             if params.tracking.register:
                 registered = register_best(uri, params.model.name, records, runs)
     publish_artifact("benchmark", params.model.name, f"{table}\n\nFull report: `{report.path}`",
                      f"psaq benchmark {params.model.name}: top-1 per calibration mode and bit setting")
-    result = {"records": records, "table": table, "changes": changes["line"] if changes else None, "report": str(files["benchmark.md"]),
+    result = {"records": records, "table": table,
+              "changes": "; ".join(x["line"] for x in (changes, rechecked) if x) or None, "report": str(files["benchmark.md"]),
               "report_artifact": report.path, "figures": {k: str(v) for k, v in files.items() if k.endswith(".png")},
               "tracking_uri": tracking_uri(params.tracking.mlflow_uri),
               "runs_page": runs_page(tracking_uri(params.tracking.mlflow_uri), params.tracking.experiment)
@@ -96,6 +104,23 @@ def compare_with(before: list, files: dict[str, Path], model: str, artifact: boo
     if artifact:
         publish_artifact("changes", model, f"{line}\n\n{table(result)}", f"psaq {model}: results against {label}")
     return {"line": line, "flagged": result["flagged"], "moved": result["moved"]}
+
+
+def recheck_points(params: Params, points, folder: Path) -> dict:
+    """Every point evaluated again (``psaq.recheck``): recheck.json, a Prefect artifact, one line."""
+    import torch
+
+    from psaq import recheck
+    from tasks.settings import store
+
+    torch.set_num_threads(params.runtime.threads * params.grid.max_concurrency)  # one evaluation at a time: all cores
+    result = recheck.recheck(params, points, store(), progress=False)
+    recheck.write(result, folder)
+    line = recheck.summary_line(result)
+    env = ", ".join(f"{k} {v}" for k, v in result["environment"].items())
+    publish_artifact("recheck", params.model.name, f"{line}\n\nEnvironment: {env}",
+                     f"psaq {params.model.name}: stored results evaluated again")
+    return {"line": line, "differ": result["differ"]}
 
 
 def report_title(params: Params) -> str:
@@ -182,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rerun-flow", action="store_true",
                     help="run the Prefect flow (a flow run, an MLflow parent run) even when the store holds every "
                          "result; without it such a run prints the stored results in seconds")
+    ap.add_argument("--recheck", action="store_true",
+                    help="evaluate every point again under today's code and libraries (stored results included) "
+                         "and say which differ: what the scheduled deployments do")
     ap.add_argument("--verbose", action="store_true",
                     help=f"print Prefect's log line of every task run too (otherwise they go to {RUN_LOG})")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -194,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         for params in all_params:  # every file is checked before any work
             preflight(params, args.allow_large_grid)
         with console(args.verbose) as log:
-            stored = None if args.rerun_flow else [stored_report(p, args.allow_large_grid) for p in all_params]
+            stored = None if args.rerun_flow or args.recheck else [stored_report(p, args.allow_large_grid) for p in all_params]
             if stored and all(stored):
                 for path, params, views in zip(files, all_params, stored):
                     _print_result(path, params, headline_of(views), views["benchmark.md"], views,
@@ -208,8 +236,8 @@ def main(argv: list[str] | None = None) -> int:
                 estimated = print_plan(all_params, args.allow_large_grid, idle)
                 ready()
                 for path, params in zip(files, all_params):
-                    result = benchmark.with_options(task_runner=task_runner(params, args.dask))(path,
-                                                                                                args.allow_large_grid)
+                    result = benchmark.with_options(task_runner=task_runner(params, args.dask))(
+                        path, args.allow_large_grid, recheck=args.recheck)
                     _print_result(path, params, result["table"], result["report"], result["figures"],
                                   result["report_artifact"], result["changes"])
                 cancel.work_done()  # every run recorded FINISHED: a later signal is not an interruption

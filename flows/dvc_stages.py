@@ -133,8 +133,34 @@ def run_report(params: Params, store: Store, args) -> None:
         records.append(record(job))
     art, built = report.run(store, **report_inputs(params, jobs, records), title=f"psaq benchmark: {params.model.name}")
     folder = Path(view("report", model=params.model.name)).parent
-    report.publish_view(art, folder)
+    files = report.publish_view(art, folder)
     print(f"report: {'built' if built else 'reused'} {art.path} → {folder}/")
+    if params.tracking.enabled and not store.read_only:  # sync only records what the store holds
+        track(params, jobs, records, files)
+
+
+def track(params: Params, jobs: list[dict], records: list[dict], files: dict[str, Path]) -> None:
+    """The points `dvc repro` computed reach MLflow as the flows' do: a parent run "dvc repro"
+    with its summary, a nested run per point not logged before (the rest are linked in the
+    parent's points table), the best data-free models registered where params.yaml says so."""
+    from flows.benchmark import headline_of
+    from flows.grid import grid_description, log_nested
+    from tasks.services import check_mlflow
+    from tasks.tracking import attach, log_point, parent_run, register_best, summarize_parent, tracking_uri
+
+    uri = tracking_uri(params.tracking.mlflow_uri)
+    check_mlflow(uri)
+    with parent_run(True, uri, params.tracking.experiment, "dvc repro", grid_description(params),
+                    tags={"psaq.flow": "dvc repro"}) as parent:
+        logged = [log_nested(params, parent, job["point"], rec, log=log_point.fn) for job, rec in zip(jobs, records)]
+        runs = [run_id for run_id, _ in logged]
+        attach.fn(uri, parent, [str(p) for p in files.values()])
+        summarize_parent.fn(uri, parent, read_json(files["summary.json"]), headline_of(files), records, runs)
+        registered = register_best.fn(uri, params.model.name, records, runs) if params.tracking.register else []
+    new = sum(not reused for _, reused in logged)
+    print(f"report: MLflow run 'dvc repro' ({parent}) with {len(runs)} points, {new} logged now; {uri}")
+    for line in registered:
+        print(f"report: model registry: {line}")
 
 
 # --- sync: record what the store already holds, in one process ----------------------------------

@@ -72,8 +72,9 @@ def point_params(params: Params, point: Point) -> dict:
             "eval": dataclasses.asdict(params.eval), "point": {"bits": point.bits, "observer": point.observer}}
 
 
-def log_nested(params: Params, parent: str, point: Point, rec: dict) -> tuple[str, bool]:
-    """(run id, logged before) of the point's nested run."""
+def log_nested(params: Params, parent: str, point: Point, rec: dict, log=log_point) -> tuple[str, bool]:
+    """(run id, logged before) of the point's nested run. ``log``: the Prefect task, or its
+    function (``log_point.fn``) where no flow runs (the DVC report stage)."""
     from psaq.io import read_samples
     from psaq.stages.reconstruct import ADAPTIVE_PREFIX, history as reconstruct_history
 
@@ -85,8 +86,8 @@ def log_nested(params: Params, parent: str, point: Point, rec: dict) -> tuple[st
     if params.tracking.artifacts:
         files |= {name: rec[key] for key, name in (("quantized", "quantized.safetensors"),
                                                    ("integer", "integer.safetensors"), ("onnx", "model.onnx")) if rec[key]}
-    return log_point(tracking_uri(params.tracking.mlflow_uri), params.tracking.experiment, parent,
-                     f"{params.model.name} {point.name}", point_params(params, point), rec, history, files)
+    return log(tracking_uri(params.tracking.mlflow_uri), params.tracking.experiment, parent,
+               f"{params.model.name} {point.name}", point_params(params, point), rec, history, files)
 
 
 def grid_description(params: Params) -> dict:

@@ -17,6 +17,8 @@ with its result (or the one-line reason it failed) as its state message.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import sys
 from pathlib import Path
@@ -58,8 +60,9 @@ def _options(path: str, cron: str | None) -> dict:
 
     options = {"parameters": {"params_path": str(Path(path).resolve())}, "enforce_parameter_schema": True,
                "concurrency_limit": one_slot()}
-    if cron:
+    if cron:  # a scheduled run evaluates again even when nothing changed, so a dependency's drift shows
         options["schedule"] = Cron(cron, timezone=BENCHMARK_TZ)
+        options["parameters"]["recheck"] = True
     return options
 
 
@@ -73,13 +76,11 @@ def deployments(params: str = "params.yaml"):
             for entry, name, path, cron, description in _specs(params)]
 
 
-POOL_CONCURRENCY = 1  # the pool's worker starts one flow run at a time: the cores are one slot
-
-
 def deploy_to_pool(pool: str, params: str = "params.yaml") -> list[str]:
     """The same deployments on a process work pool, whose worker (``prefect worker start --pool
-    POOL``, e.g. under systemd) runs them and their schedules without this process. The pool is
-    created with a concurrency limit of one. Returns the deployments' names."""
+    POOL``, e.g. under systemd) runs them and their schedules without this process. The pool
+    has no limit of its own: a pool limit keeps later runs Scheduled, then Late, where each
+    deployment's limit shows them AwaitingConcurrencySlot, in order. Returns the names."""
     from prefect import Flow, get_client
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectAlreadyExists
@@ -88,14 +89,15 @@ def deploy_to_pool(pool: str, params: str = "params.yaml") -> list[str]:
 
     with get_client(sync_client=True) as client:
         try:
-            client.create_work_pool(WorkPoolCreate(name=pool, type="process", concurrency_limit=POOL_CONCURRENCY))
+            client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
         except ObjectAlreadyExists:
             pass
     names = []
     for entry, name, path, cron, description in _specs(params):
         flow = Flow.from_source(source=str(PACKAGE_ROOT), entrypoint=entry)
-        flow.deploy(name=name, work_pool_name=pool, description=description, print_next_steps=False,
-                    **_options(path, cron))
+        with contextlib.redirect_stdout(io.StringIO()):  # Prefect's table per deployment; one line each below
+            flow.deploy(name=name, work_pool_name=pool, description=description, print_next_steps=False,
+                        ignore_warnings=True, **_options(path, cron))
         names.append(f"{flow.name}/{name}")
     return names
 

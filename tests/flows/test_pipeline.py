@@ -65,8 +65,14 @@ def test_benchmark_caches_reruns_only_what_changed_and_logs_each_result_once(pro
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
     assert parent.data.params["grid.bits"] == '["W8A8", "W4A8"]' and "quant.w_bits" not in parent.data.params
 
+    assert result["changes"] is None  # the first run: nothing to compare with (no commit, no earlier run)
+
     # unchanged: every stage comes from the store, and MLflow gets no new nested runs
-    second = stage_states(benchmark(str(params), return_state=True))
+    second_state = benchmark(str(params), return_state=True)
+    second = stage_states(second_state)
+    # compared with the previous run's figures (the project is no git repository): all equal
+    assert second_state.result()["changes"] == "all 6 figures equal the previous run's"  # 2 methods × 2 settings + 2 differences
+    assert "| top-1 psaq | W8A8 |" in (project / "reports" / "digits-vit" / "changes.md").read_text()
     for stage in STAGES:
         assert set(second[stage]) == {"Cached"}, (stage, second[stage])
     assert set(second["reconstruct"]) == {"Skipped"}  # off: it hands the calibrated model on
@@ -75,6 +81,10 @@ def test_benchmark_caches_reruns_only_what_changed_and_logs_each_result_once(pro
     assert len(nested_ids) == 4
     newest_parent = max((r for r in runs if "mlflow.parentRunId" not in r.data.tags), key=lambda r: r.info.start_time)
     assert set(newest_parent.data.tags["psaq.reused_runs"].split(",")) == nested_ids  # it says which runs hold its points
+    # and shows them: the headline, the tracked figures, the comparison (never an empty parent)
+    assert newest_parent.data.tags["mlflow.note.content"] == result["table"]
+    assert {"summary.fp32", "summary.W8A8.psaq", "summary.W4A8.psaq_vs_gaussian", "changes.moved"} <= set(
+        newest_parent.data.metrics)
 
     # what `make run` does when nothing changed: the stored report, verified, with no flow run
     from flows.benchmark import headline_of, main, stored_report

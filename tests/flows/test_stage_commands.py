@@ -72,3 +72,32 @@ def test_dvcs_own_reason_reaches_the_one_line():
     assert dvc_reason("Committing\nERROR: lock is held by another process\n", "", 255) == "lock is held by another process"
     assert dvc_reason("something went wrong\n", "", 1) == "something went wrong"
     assert dvc_reason("", "", 3) == "exit status 3, nothing printed"
+
+
+@pytest.mark.cost(40)
+def test_points_dvc_computes_reach_mlflow_with_a_parent_that_shows_them(project, monkeypatch, capsys):
+    import mlflow
+
+    (project / "params.yaml").write_text(
+        "model:\n  model_args: {depth: 1}\ntrain: {epochs: 1}\nsynthesis: {num_samples: 4}\n"
+        "grid: {methods: [gaussian], seeds: [0], bits: [W8A8], export: true}\nruntime: {device: cpu}\n"
+        "tracking: {register: true}\n")
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("PSAQ_PROJECT", str(project))
+    point = ["--method", "gaussian", "--seed", "0", "--bits", "W8A8", "--observer", "minmax"]
+    for argv in (["model"], ["data"], ["fp32"], ["samples", "--method", "gaussian", "--seed", "0"],
+                 ["calibrate", *point], ["reconstruct", *point], ["evaluate", *point], ["export", *point], ["report"]):
+        assert main(argv) == 0, argv
+    out = capsys.readouterr().out
+    assert "report: MLflow run 'dvc repro'" in out and "with 1 points, 1 logged now" in out, out
+    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("psaq").experiment_id
+    [parent] = client.search_runs([exp], "tags.`psaq.flow` = 'dvc repro'")
+    assert parent.info.status == "FINISHED" and "summary.W8A8.gaussian" in parent.data.metrics
+    [child] = client.search_runs([exp], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert round(child.data.metrics["eval.top1"], 2) == parent.data.metrics["summary.W8A8.gaussian"]
+    assert client.get_model_version_by_alias("digits-vit-W8A8", "best").run_id == child.info.run_id
+    # the report again (dvc repro --force): a second parent, its point linked, not logged again
+    assert main(["report"]) == 0
+    assert "with 1 points, 0 logged now" in capsys.readouterr().out
