@@ -74,14 +74,19 @@ def benchmark(params_path: str = "params.yaml", allow_large_grid: bool = False, 
             summarize_parent(uri, parent, json.loads(files["summary.json"].read_text()), table, records, runs)
             if params.tracking.register:
                 registered = register_best(uri, params.model.name, records, runs)
-    publish_artifact("benchmark", params.model.name, f"{table}\n\nFull report: `{report.path}`",
-                     f"psaq benchmark {params.model.name}: top-1 per calibration mode and bit setting")
-    result = {"records": records, "table": table,
-              "changes": "; ".join(x["line"] for x in (changes, rechecked) if x) or None, "report": str(files["benchmark.md"]),
+    page = runs_page(tracking_uri(params.tracking.mlflow_uri), params.tracking.experiment) \
+        if params.tracking.enabled else None
+    said = "; ".join(x["line"] for x in (changes, rechecked) if x) or None
+    links = [f"- Report: [{files['benchmark.md']}]({files['benchmark.md'].as_uri()}) (this run's: `{report.path}`)",
+             *([f"- Against earlier results: {said} ([changes.md]({(folder / 'changes.md').as_uri()}))"] if said else []),
+             *([f"- MLflow: [the runs table]({page}) (`make mlflow-ui` serves it), parent run `{parent}`"] if page else []),
+             *[f"- Model Registry: {line}" for line in registered]]
+    publish_artifact("benchmark", params.model.name, table + "\n\n" + "\n".join(links),
+                     f"psaq benchmark {params.model.name}: what psaq's images change, top-1, links")
+    result = {"records": records, "table": table, "changes": said, "report": str(files["benchmark.md"]),
               "report_artifact": report.path, "figures": {k: str(v) for k, v in files.items() if k.endswith(".png")},
-              "tracking_uri": tracking_uri(params.tracking.mlflow_uri),
-              "runs_page": runs_page(tracking_uri(params.tracking.mlflow_uri), params.tracking.experiment)
-              if params.tracking.enabled else "tracking off", "registered": registered}
+              "tracking_uri": tracking_uri(params.tracking.mlflow_uri), "runs_page": page or "tracking off",
+              "registered": registered}
     return Completed(message=grid_summary(params.model.name, records, str(files["benchmark.md"])), data=result)
 
 

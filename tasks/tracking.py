@@ -177,6 +177,8 @@ def log_files(client, run_id: str, files: dict[str, str]) -> None:
 def log_onnx_model(uri: str, run_id: str, path: str, name: str) -> str:
     """The exported model as an MLflow model: ONNX flavour, a signature and an input example of
     the input's shape, so that `mlflow models serve` and the registry can take it. Returns its URI."""
+    from importlib import metadata
+
     import mlflow
     import numpy as np
     import onnx
@@ -193,7 +195,10 @@ def log_onnx_model(uri: str, run_id: str, path: str, name: str) -> str:
     with mlflow.start_run(run_id=run_id):
         info = mlflow.onnx.log_model(onnx.load(path), name=name, signature=infer_signature(example, output),
                                      input_example=example, save_as_external_data=False,
-                                     onnx_execution_providers=["CPUExecutionProvider"])
+                                     onnx_execution_providers=["CPUExecutionProvider"],
+                                     # what running it needs, stated: MLflow's inference starts a
+                                     # subprocess per model (1.8 of its 2 s here)
+                                     pip_requirements=[f"{p}=={metadata.version(p)}" for p in ("onnx", "onnxruntime", "numpy")])
     return info.model_uri
 
 

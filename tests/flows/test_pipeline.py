@@ -66,6 +66,15 @@ def test_benchmark_caches_reruns_only_what_changed_and_logs_each_result_once(pro
     assert parent.data.params["grid.bits"] == '["W8A8", "W4A8"]' and "quant.w_bits" not in parent.data.params
 
     assert result["changes"] is None  # the first run: nothing to compare with (no commit, no earlier run)
+    # the Prefect artifact: the headline, then links to the report and the MLflow runs table
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        [artifact] = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+    assert artifact.key == "benchmark-digits-vit" and artifact.data.startswith("What psaq's images change")
+    assert "- Report: [" in artifact.data and "- MLflow: [the runs table](http://127.0.0.1:5000/#/experiments/" in artifact.data
 
     # unchanged: every stage comes from the store, and MLflow gets no new nested runs
     second_state = benchmark(str(params), return_state=True)
