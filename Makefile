@@ -88,6 +88,7 @@ mlflow-ui: setup
 
 # the run's log lines stream to `prefect deployment run --watch` (the server's default streams events only)
 prefect-server: setup
+	mkdir -p $(PREFECT_HOME)
 	PREFECT_SERVER_LOGS_STREAM_OUT_ENABLED=true PREFECT_SERVER_LOGS_STREAM_PUBLISHING_ENABLED=true \
 	$(VENV)/bin/prefect server start --host $(HOST)
 

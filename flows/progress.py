@@ -38,8 +38,8 @@ class GridProgress:
         weight = self._weight(stage, method)
         with self._lock:
             self._total[stage] += 1
-            self._bar.total += weight
-            self._bar.refresh()
+            self._bar.total += weight  # drawn at the next finish: while stages are still being submitted
+            # the total grows under a rate of almost nothing, and the remaining time would climb
         add = getattr(future, "add_done_callback", None)
         if add is None:  # already a result (an inline run)
             self._finished(stage, weight)

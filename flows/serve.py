@@ -1,17 +1,20 @@
-"""Serve the deployments from this process (needs a Prefect server, e.g. `make prefect-server`).
+"""Serve the deployments from this process, or register them on a work pool (``--pool``).
 
     PREFECT_API_URL=http://127.0.0.1:4200/api python -m flows.serve
     prefect deployment run 'quantize/quantize' -p model=digits-vit -p w_bits=4 --watch
-    prefect deployment run 'benchmark/digits'            # the make-run grid on demand
+    prefect deployment run 'benchmark/default'           # the make-run grid on demand
     prefect deployment run 'benchmark/fashion-vit'       # one model of the Fashion-MNIST benchmark
+    PREFECT_API_URL=… python -m flows.serve --pool psaq  # the same on a work pool (make worker)
 
 ``benchmark/fashion-vit`` and ``benchmark/fashion-swin`` carry a cron schedule: the scheduled
 regeneration of the Fashion-MNIST benchmark, staggered (default Mondays 03:00 and 06:00 UTC;
-``PSAQ_BENCHMARK_CRON``, ``PSAQ_BENCHMARK_CRON_SWIN`` and ``PSAQ_BENCHMARK_TZ`` change them). Every
-deployment run holds the one slot of the ``psaq-cores`` concurrency limit, which this command
-creates, so runs never share the cores: a run started while another holds it waits. Deployment
-parameters are checked against their types and allowed values before a run starts; a run ends
-with its result (or the one-line reason it failed) as its state message.
+``PSAQ_BENCHMARK_CRON``, ``PSAQ_BENCHMARK_CRON_SWIN`` and ``PSAQ_BENCHMARK_TZ`` change them), with
+``recheck: true``: every evaluation is computed again and compared with the stored one. Each
+deployment has a concurrency limit of one (later runs wait as AwaitingConcurrencySlot), and every
+run holds the one slot of the global ``psaq-cores`` limit, which this command creates, so runs of
+different deployments never share the cores either. Deployment parameters are checked against
+their types and allowed values before a run starts; a run ends with its result (or the one-line
+reason it failed) as its state message.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ def _specs(params: str) -> list[tuple[str, str, str, str | None, str]]:
     """(entrypoint, name, params file, cron or None, description) of every deployment."""
     out = [("flows/quantize.py:quantize", "quantize", params, None,
             "One model × bits × calibration mode × seed; unset parameters come from params.yaml."),
-           ("flows/benchmark.py:benchmark", "digits", params, None,
+           ("flows/benchmark.py:benchmark", "default", params, None,
             "The params.yaml grid (what `make run` runs) and its report.")]
     for name, (path, cron) in SCHEDULED.items():
         out.append(("flows/benchmark.py:benchmark", name, path, cron,
@@ -107,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     from tasks.services import check_prefect
 
     ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--params", default="params.yaml", help="settings of the quantize and digits deployments")
+    ap.add_argument("--params", default="params.yaml", help="settings of the quantize and default deployments")
     ap.add_argument("--pool", help="register the deployments on this process work pool (created if missing) and "
                                    "exit; a worker runs them: prefect worker start --pool NAME (make worker)")
     ap.add_argument("--debug", action="store_true")

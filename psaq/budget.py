@@ -30,7 +30,7 @@ from psaq.pipeline import model_config, synthesis_config
 from psaq.quant import QuantConfig, quantized_copy
 from psaq.quant.adaptive import AdaptiveConfig, adapt
 from psaq.synth import synthesize
-from psaq.synth.methods import LOOP_METHODS, V2
+from psaq.synth.methods import method_of
 
 _PROBE_BATCH = 128  # images per timed evaluation batch
 
@@ -97,7 +97,7 @@ def work_of(params, points: list) -> Work:
     return Work(name, len(seeds) if trains else 0,
                 cfg.epochs * math.ceil(train_images / cfg.batch_size) if trains else 0,
                 cfg.batch_size if trains else 0, sets, steps, len(points), len(data.eval_set),
-                sum(p.method == V2 for p in points), a.rounds * (a.sample_steps + a.student_steps))
+                sum(method_of(p.method).co_evolves for p in points), a.rounds * (a.sample_steps + a.student_steps))
 
 
 def _clock(device: torch.device):
@@ -144,7 +144,7 @@ def measure(params, work: Work, device: str | torch.device = "cpu") -> Speeds:
         train_step_s = _median_time(train_step, 5, device)
     synthesis: dict[str, float] = {}
     for method in work.sample_sets:
-        if method not in LOOP_METHODS:
+        if not method_of(method).iterates:
             continue
         base = dataclasses.replace(params.synthesis, method=method, rounds=1, warmup_steps=0,
                                    jitter_px=params.synthesis.jitter[:1])
@@ -225,7 +225,7 @@ def task_seconds(stage: str, method: str | None, work: Work, speeds: Speeds) -> 
     if stage == "calibrate":
         return speeds.calibrate_s
     if stage == "reconstruct":
-        return work.adaptive_steps * speeds.adaptive_step_s if method == V2 else 0.0
+        return work.adaptive_steps * speeds.adaptive_step_s if method and method_of(method).co_evolves else 0.0
     if stage == "evaluate":
         return work.eval_images * speeds.quantized_image_s
     if stage == "export":

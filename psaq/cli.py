@@ -240,7 +240,9 @@ def _run(args: argparse.Namespace, export: bool = False):
     print(f"threads       {threads.reason}")
     print(f"memory        {memory.reason}")
     print(f"evaluate on   {evaluate_on}")
-    print("calibrate on  " + (f"real images from {calibrate_on}" if point.method == "real"
+    from psaq.synth.methods import method_of
+
+    print("calibrate on  " + (f"real images from {calibrate_on}" if method_of(point.method).needs_data
                                else f"{point.method} images synthesized from the model (no data)"))
     log = None if args.quiet else (lambda line: print(f"stage         {line}"))
     [job] = submit_points(inline_runner(store, progress=not args.quiet, log=log), params, [point])
@@ -258,7 +260,9 @@ def _print_result(params, point, rec: dict) -> None:
 
     synth = params.synthesis
     print(f"model         {params.model.name}  ({int(rec['count'])} test images, device {resolve_device(params.runtime.device)})")
-    source = ("real training images" if point.method == "real"
+    from psaq.synth.methods import method_of
+
+    source = ("real training images" if method_of(point.method).needs_data
               else f"{point.method} images synthesized from the model (no data)")
     steps = f", {rec['synthesis_steps']} steps at {rec['steps_per_s']:.1f} steps/s" if rec.get("steps_per_s") else ""
     print(f"calibrated on {synth.num_samples} {source}, seed {point.seed}{steps}")

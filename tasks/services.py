@@ -81,9 +81,12 @@ def check_sources(params) -> None:
     if params.model.checkpoint and not Path(params.model.checkpoint).expanduser().is_file():
         raise ConfigError(f"checkpoint '{params.model.checkpoint}' does not exist (model.checkpoint in params.yaml)")
     describe(params.model, params.runtime.dataset, params.runtime.calib_dataset)  # refuses a missing folder
-    if "real" in params.grid.methods and params.runtime.calib_dataset is None:
+    from psaq.synth.methods import method_of
+
+    reading = [m for m in params.grid.methods if method_of(m).needs_data]
+    if reading and params.runtime.calib_dataset is None:
         _, calib = describe(params.model, params.runtime.dataset, None)
         if calib.startswith("nothing"):
-            raise ConfigError("grid.methods has 'real', which needs training images: set runtime.calib_dataset, or "
+            raise ConfigError(f"grid.methods has '{reading[0]}', which needs training images: set runtime.calib_dataset, or "
                               "runtime.dataset to a root holding train/ and val/")
 

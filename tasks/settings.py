@@ -28,6 +28,11 @@ def configure_environment(root: Path | None = None) -> None:
     }
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
+    # Prefect makes its home folder on import, but not the folders above it (.prefect/ in a fresh clone)
+    try:
+        Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
+    except OSError:
+        pass  # an unwritable home of the user's choosing: Prefect says so itself
 
 
 def store():

@@ -308,10 +308,6 @@ def summarize_parent(uri: str, run_id: str, summary: dict, headline: str, record
         client.log_table(run_id, data=table, artifact_file="points.json")
 
 
-# calibration modes that read training images: never registered as a data-free model
-NEEDS_DATA = frozenset({"real"})
-
-
 @task(name="mlflow-register", retries=2, retry_delay_seconds=2)
 def register_best(uri: str, model: str, records: list[dict], runs: list[str | None]) -> list[str]:
     """Per bit setting, the data-free point with the best top-1 (ties: the first in grid order)
@@ -320,13 +316,14 @@ def register_best(uri: str, model: str, records: list[dict], runs: list[str | No
     import mlflow
 
     from psaq.report import column_of
+    from psaq.synth.methods import method_of
 
     said = []
     with _store_errors(uri, "registering the best models"):
         client = _client(uri)
         best: dict[str, tuple[dict, str]] = {}
         for rec, run in zip(records, runs):
-            if run is None or rec["method"] in NEEDS_DATA or not rec.get("onnx"):
+            if run is None or method_of(rec["method"]).needs_data or not rec.get("onnx"):
                 continue
             column = column_of(rec)
             if column not in best or rec["top1"] > best[column][0]["top1"]:

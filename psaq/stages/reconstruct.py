@@ -23,7 +23,7 @@ from psaq.stages.stage import POINT, POINT_STEM, Stage
 from psaq.stages.common import Weights, artifact_path, device_kind, identity, load
 from psaq.store import Artifact, Store
 from psaq.synth import SynthesisConfig
-from psaq.synth.methods import V2
+from psaq.synth.methods import method_of
 
 HISTORY_KEY = "psaq_reconstruct_history"  # safetensors metadata: each block's loss every 10 iterations
 ADAPTIVE_PREFIX = "adaptive."  # V2's per-round figures in that history
@@ -36,7 +36,7 @@ STAGE = Stage("reconstruct", __name__, ("reconstruct", "adaptive", "synthesis", 
 def run(store: Store, model: ModelConfig, weights: Weights, samples: Artifact, quantized: Artifact,
         recon: ReconstructConfig, stem: str, device: str = "auto", progress: bool = True,
         synth: SynthesisConfig | None = None, adaptive: AdaptiveConfig = AdaptiveConfig()) -> tuple[Artifact, bool]:
-    v2 = synth is not None and synth.method == V2
+    v2 = synth is not None and method_of(synth.method).co_evolves
     if not recon.enabled and not v2:
         return quantized, False
     # V2 reads the synthesis settings (its prior) and its own; they key only the points it runs on

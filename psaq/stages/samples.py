@@ -12,6 +12,7 @@ from psaq.stages.stage import Stage
 from psaq.stages.common import Weights, artifact_path, device_kind, identity, load
 from psaq.store import Artifact, Store
 from psaq.synth import SynthesisConfig, synthesize
+from psaq.synth.methods import method_of
 from psaq.sources import model_data, real_source, require_unchanged
 
 
@@ -21,18 +22,19 @@ STAGE = Stage("samples", __name__, ("synthesis", "runtime"), ("model", "data"), 
 
 def run(store: Store, model: ModelConfig, weights: Weights, synth: SynthesisConfig, data_fp: dict, dataset: str | None,
         calib_dataset: str | None, device: str = "auto", progress: bool = True) -> tuple[Artifact, bool]:
-    # only `real` reads data; it is keyed by the evaluation images too, because whether its draw
+    # only a mode that reads data (`real`) is keyed by the evaluation images too, because whether its draw
     # holds test images (refused, see psaq.sources.real_source) depends on them
-    calib = (data_fp["calib"], data_fp["eval"]) if synth.method == "real" else None
+    needs_data = method_of(synth.method).needs_data
+    calib = (data_fp["calib"], data_fp["eval"]) if needs_data else None
     out = artifact_path(store, STAGE, f"{model.name}-{synth.method}-s{synth.seed}", ".parquet",
                         identity(model, weights), dataclasses.asdict(synth), calib, device_kind(device))
 
     def write(tmp):
         dev = resolve_device(device)
         loaded = load(model, weights, dev)
-        source = real_source(model_data(loaded, dataset, calib_dataset)) if synth.method == "real" else None
+        source = real_source(model_data(loaded, dataset, calib_dataset)) if needs_data else None
         result = synthesize(loaded.model, synth, loaded.spec, dev, source, progress)
-        if synth.method == "real":
+        if needs_data:
             require_unchanged(model, dataset, calib_dataset, data_fp, ("calib", "eval"))
         metadata = {
             "model": loaded.name,

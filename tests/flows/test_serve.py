@@ -10,7 +10,7 @@ def test_deployments_on_a_pool_declare_one_queued_slot_and_the_scheduled_ones_re
 
     pool = f"psaq-test-{uuid.uuid4().hex[:8]}"
     names = deploy_to_pool(pool)
-    assert names == ["quantize/quantize", "benchmark/digits", *(f"benchmark/{n}" for n in SCHEDULED)]
+    assert names == ["quantize/quantize", "benchmark/default", *(f"benchmark/{n}" for n in SCHEDULED)]
     with get_client(sync_client=True) as client:
         assert client.read_work_pool(pool).type == "process"
         for name in names:
