@@ -173,15 +173,16 @@ GPU_LEVERS = [
 SEEDS_IN_BATCH = 3  # several seeds' images in one batch: per-seed steps/s = steps/s × seeds
 
 
-def build(name: str):
+def build(name: str, img_size: int = 224):
     if name == "digits-vit":
         loaded = model_stage.load(".", ModelConfig("digits-vit"), "cpu", progress=False)
         return loaded.model, loaded.spec
     timm_names = {"deit_tiny": "deit_tiny_patch16_224", "deit_base": "deit_base_patch16_224",
                   "swin_tiny": "swin_tiny_patch4_window7_224"}
     torch.manual_seed(0)
-    model = timm.create_model(timm_names[name]).eval()
-    return model, InputSpec((3, 224, 224), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 1000)
+    sized = {} if img_size == 224 else {"img_size": img_size}
+    model = timm.create_model(timm_names[name], **sized).eval()
+    return model, InputSpec((3, img_size, img_size), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 1000)
 
 
 def speed(model, spec, device, levers, steps: int, repeats: int) -> list[dict]:
@@ -338,19 +339,25 @@ def main() -> None:
     ap.add_argument("--quality-seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--skip-breakdown", action="store_true")
+    ap.add_argument("--skip-compiled", action="store_true",
+                    help="leave out the torch.compile levers (gpu_check.sh's CPU dry run: compiling takes minutes there)")
+    ap.add_argument("--img-size", type=int, default=224,
+                    help="input side of the timm models (gpu_check.sh's CPU dry run: 64, 16 tokens)")
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args()
     device = torch.device(args.device)
     gpu = device.type == "cuda"
     # on a GPU every model compilation takes tens of seconds: skip the fp32 compiled-model row there
     levers = [lv for lv in LEVERS if not (gpu and lv[0] == "  + compiled model")] + (GPU_LEVERS if gpu else [])
+    if args.skip_compiled:
+        levers = [lv for lv in levers if "compile" not in lv[2]]
     torch._dynamo.config.cache_size_limit = 64  # many models and shapes in one process
     results: dict = {"device": str(device), "threads": torch.get_num_threads(), "speed": [], "quality": []}
     if gpu:
         results["card"] = torch.cuda.get_device_name()
     speed_rows = []
     for k, name in enumerate(args.models):
-        model, spec = build(name)
+        model, spec = build(name, args.img_size)
         steps = args.steps[k] if args.steps else (40 if name == "digits-vit" or gpu else 3)
         print(f"{name}: {steps} timed steps per lever, {args.repeats} turns", flush=True)
         records = speed(model, spec, device, levers, steps, args.repeats)

@@ -102,6 +102,17 @@ def _publish(store: Store, artifact: Artifact, built: bool, stage: str, index: i
     print(f"{stage}: {'built' if built else 'reused'} {artifact.path}")
 
 
+def _portable(weights: Weights) -> Weights:
+    """Weights inside the project by their path from it: the view (and so dvc.lock, which records
+    its hash) is then the same in every checkout; stage commands run in the project folder."""
+    if weights.path:
+        try:
+            return dataclasses.replace(weights, path=Path(weights.path).resolve().relative_to(Path.cwd()).as_posix())
+        except ValueError:
+            pass  # a checkpoint or timm's cache outside the project: its own place
+    return weights
+
+
 def run_point_stage(name: str, params: Params, store: Store, args) -> None:
     """One stage for one item of its grid dimensions: the same settings and upstream outputs as the
     flows and the command line give it (``psaq.pipeline``), read from the upstream views; then its
@@ -115,7 +126,7 @@ def run_point_stage(name: str, params: Params, store: Store, args) -> None:
         if name in SCORES:
             _write_scores(name, out, **item)
     elif isinstance(out, Weights):
-        write_json(view(name, **item), dataclasses.asdict(out))
+        write_json(view(name, **item), dataclasses.asdict(_portable(out)))
         print(f"{name}: {'built' if built else 'reused'} {out.path or out.source}")
     elif out and all(isinstance(v, Artifact) for v in out.values()):  # several files, one view each, in order
         for index, artifact in enumerate(out.values()):

@@ -341,7 +341,9 @@ def register_best(uri: str, model: str, records: list[dict], runs: list[str | No
             if current is not None and current.run_id == run:
                 version, new = current.version, False
             else:
-                with _quiet("mlflow"), contextlib.redirect_stdout(io.StringIO()):  # its "Created version" lines
+                # its "Successfully registered" and "Created version" lines (on stderr): said once below
+                with _quiet("mlflow"), contextlib.redirect_stdout(io.StringIO()), \
+                        contextlib.redirect_stderr(io.StringIO()):
                     version, new = mlflow.register_model(model_uri, name, await_registration_for=0).version, True
                 client.set_registered_model_alias(name, "best", version)
             said.append(f"{name} v{version} @best: {rec['method']} seed {rec['seed']}, top-1 {rec['top1']:.2f}"

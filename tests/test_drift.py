@@ -47,3 +47,10 @@ def test_figures_of_another_grid_are_listed_not_compared():
     result = compare(BEFORE, other)  # W8A8 gaussian over 6 runs: another grid's figure
     assert result["rows"] == [] and "psaq W4A8" in result["only_now"] and "psaq W8A8" in result["only_before"]
     assert "nothing to compare" in summary_line(result, "the last commit")
+
+
+def test_the_t_quantiles_are_students():
+    from psaq.drift import _t95
+
+    for n in (2, 3, 4, 10, 31, 32, 60, 200):
+        assert abs(_t95(n) - t.ppf(0.975, n - 1)) < 2e-3, n
