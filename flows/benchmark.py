@@ -96,14 +96,16 @@ def compare_with(before: list, files: dict[str, Path], model: str, artifact: boo
     from psaq.drift import compare, summary_line, table
 
     now = tuple(json.loads(files[name].read_text()) for name in ("accuracy.json", "differences.json"))
+    folder = files["accuracy.json"].parent
     for label, rows in before:
         result = compare(rows, now)
         if result["rows"]:
             break
     else:
+        for name in ("changes.md", "changes.json"):  # an earlier run's comparison is not this run's
+            (folder / name).unlink(missing_ok=True)
         return None
     line = summary_line(result, label)
-    folder = files["accuracy.json"].parent
     (folder / "changes.json").write_text(json.dumps({**result, "against": label}, indent=1) + "\n")
     (folder / "changes.md").write_text(f"# {model}: this run against {label}\n\n{line}\n\n{table(result)}\n")
     if artifact:

@@ -198,7 +198,8 @@ def log_onnx_model(uri: str, run_id: str, path: str, name: str) -> str:
                                      onnx_execution_providers=["CPUExecutionProvider"],
                                      # what running it needs, stated: MLflow's inference starts a
                                      # subprocess per model (1.8 of its 2 s here)
-                                     pip_requirements=[f"{p}=={metadata.version(p)}" for p in ("onnx", "onnxruntime", "numpy")])
+                                     pip_requirements=[f"{p}=={metadata.version(p)}"
+                                                       for p in ("onnx", "onnxruntime", "numpy")])
     return info.model_uri
 
 
