@@ -121,6 +121,7 @@ def test_benchmark_caches_reruns_only_what_changed_and_logs_each_result_once(pro
     assert third["report"] == ["Completed"]
 
 
+@pytest.mark.cost(30)  # trains its own digits-vit: started early, it does not end the run alone
 def test_a_deleted_artifact_is_rebuilt(project):
     from flows.quantize import quantize
 
