@@ -34,7 +34,7 @@ from psaq import cancel
 from psaq.data import InputSpec
 from psaq.errors import ConfigError, SynthesisDivergedError, check_seed
 from psaq.quant.layers import QuantConv2d, QuantLinear
-from psaq.quant.quantizers import ActQuantizer, Log2Quantizer, learning, round_ste
+from psaq.quant.quantizers import ActQuantizer, learning, round_ste
 from psaq.synth.config import SynthesisConfig
 from psaq.synth.entropy import KdeSettings, block_entropies
 from psaq.synth.hooks import AttentionOutputHooks
@@ -111,7 +111,7 @@ def _student_parameters(student: nn.Module, parts: str) -> Iterator[tuple[list[_
     latents = [] if parts == "scales" else [_LatentWeights(m) for m in student.modules()
                                             if isinstance(m, (QuantLinear, QuantConv2d))]
     acts = [] if parts == "weights" else [m for m in student.modules() if isinstance(m, ActQuantizer)
-                                         and not isinstance(m, Log2Quantizer) and bool(m.calibrated)]
+                                         and m.learnable_scale and bool(m.calibrated)]
     # every activation quantizer passes gradients straight through, so the images in (a) and the
     # weights in (b) see the whole student (the official rounding has no gradient)
     every_act = [m for m in student.modules() if isinstance(m, ActQuantizer)]

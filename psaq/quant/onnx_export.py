@@ -62,9 +62,20 @@ class ExportConfig:
         WEIGHT_TYPES.get(self.weight_type)
 
 
+def require_onnx_path(quantizers) -> None:
+    """Every activation quantizer kind with a forward of its own declares how it exports."""
+    for q in quantizers:
+        kind = type(q)
+        if isinstance(q, ActQuantizer) and kind.forward is not ActQuantizer.forward and not any(
+                "onnx_export" in vars(c) for c in kind.__mro__[:kind.__mro__.index(ActQuantizer)]):
+            raise ConfigError(f"quantizer kind {kind.__name__} has a forward of its own but declares no onnx_export: "
+                              "say how it reaches ONNX (\"qdq\" or \"float-ops\"), or it would export as the uniform one")
+
+
 @contextmanager
 def qdq_mode(model: nn.Module):
     quantizers = [m for m in model.modules() if isinstance(m, (ActQuantizer, WeightQuantizer))]
+    require_onnx_path(quantizers)
     for q in quantizers:
         q.export_qdq = True
     try:

@@ -30,7 +30,16 @@ class ActQuantizer(nn.Module):
 
     Inside ``learning(...)`` (below) its scale can be a parameter (LSQ: straight-through rounding),
     its gradient pass straight through round(), and its quantization be dropped at random (QDrop).
+
+    What a kind can do, declared on its class (callers ask these, never the class):
+    ``learnable_scale`` (reconstruction and V2 may learn its step size), ``onnx_export`` (how
+    it reaches ONNX: ``"qdq"``, QuantizeLinear/DequantizeLinear; ``"float-ops"``, the same float
+    ops as its forward). A kind with a forward of its own must declare its export: inheriting
+    ``"qdq"`` silently would export it as the uniform quantizer it is not.
     """
+
+    learnable_scale = True
+    onnx_export = "qdq"
 
     def __init__(self, bits: int, observer: str = "minmax", site: str = "", axis: int | None = None,
                  folded: bool = False, **observer_options):
@@ -114,15 +123,21 @@ class ActQuantizer(nn.Module):
             x = torch.clamp(x, (self.qmin - zp) * scale, (self.qmax - zp) * scale)
         return torch.fake_quantize_per_tensor_affine(x, scale, zp, 0, 255)
 
+    @property
+    def granularity(self) -> str:
+        return "per tensor" if self.scale.numel() == 1 and self.axis is None else "per channel"
+
     def extra_repr(self) -> str:
         state = "observing" if self.observing else ("calibrated" if bool(self.calibrated) else "pass-through")
-        granularity = "per tensor" if self.scale.numel() == 1 and self.axis is None else "per channel"
-        return f"site={self.site}, bits={self.bits}, {granularity}, observer={self.observer_name}, {state}"
+        return f"site={self.site}, bits={self.bits}, {self.granularity}, observer={self.observer_name}, {state}"
 
 
 class Log2Quantizer(ActQuantizer):
     """Probabilities in [0, 1] onto powers of two: p → 2^−q with q = round(−log2 p) in
     [0, 2^b − 1], and p below 2^−(2^b − 1) → 0. Needs no range (FQ-ViT's log-int softmax)."""
+
+    learnable_scale = False  # no step size: the grid is the powers of two
+    onnx_export = "float-ops"  # ONNX has no integer kernel for it: Log, Round, Clip, Pow, Where
 
     def start_observing(self) -> None:
         self.observer = _Seen()

@@ -26,7 +26,7 @@ from psaq import cancel
 from psaq.errors import ConfigError, check_seed
 from psaq.families import family_of
 from psaq.quant.layers import QuantConv2d, QuantLinear
-from psaq.quant.quantizers import ActQuantizer, Log2Quantizer, learning
+from psaq.quant.quantizers import ActQuantizer, learning
 
 ZETA, GAMMA = 1.1, -0.1  # the rectified sigmoid's stretch (AdaRound)
 
@@ -149,9 +149,8 @@ def reconstruct(qmodel: nn.Module, float_model: nn.Module, images: torch.Tensor,
 
 def _tune_block(block: nn.Module, x: torch.Tensor, target: torch.Tensor, cfg: ReconstructConfig, bar) -> list[float]:
     rounders = [_AdaRound(m) for m in block.modules() if isinstance(m, (QuantLinear, QuantConv2d))]
-    acts = [m for m in block.modules() if isinstance(m, ActQuantizer) and not isinstance(m, Log2Quantizer)
-            and bool(m.calibrated)]
-    dropped = [m for m in block.modules() if isinstance(m, ActQuantizer)]  # log2 ones too: no scale to learn
+    acts = [m for m in block.modules() if isinstance(m, ActQuantizer) and m.learnable_scale and bool(m.calibrated)]
+    dropped = [m for m in block.modules() if isinstance(m, ActQuantizer)]  # those without a scale to learn too
     losses: list[float] = []
     with learning(dropped, scales=acts, drop_prob=cfg.drop_prob,
                   rounding={r.layer.weight_quantizer: r.soft for r in rounders}) as learned_scales:
