@@ -14,7 +14,7 @@ export PREFECT_LOCAL_STORAGE_PATH ?= $(abspath .prefect/storage)
 export DVC_NO_ANALYTICS ?= 1
 export PYTHONUNBUFFERED ?= 1
 
-.PHONY: setup run test test-fast benchmark benchmark-table repro mlflow-ui prefect-server serve worker exps clean
+.PHONY: setup run test test-fast benchmark benchmark-table repro mlflow-ui prefect-server serve worker exps lint clean
 
 # Fashion-MNIST (the benchmark's data) from Debian's package; root installs it, others are told how.
 FASHION := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
@@ -54,8 +54,12 @@ run: setup
 # Two pytest workers with one torch thread each: on 2 cores this beats one worker with two threads
 # (much of the suite is Python start-up and imports in subprocesses), and never oversubscribes.
 TEST_WORKERS ?= 2
-test: setup
+test: setup lint
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
+
+# ruff with the rules in pyproject.toml (under a second); `make test` runs it first
+lint: setup
+	$(VENV)/bin/ruff check psaq flows tasks tests benchmarks
 
 test-fast: setup
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not slow"

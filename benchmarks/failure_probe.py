@@ -50,7 +50,6 @@ def classify(code, out, err, expect_error: bool, expect: str | None = None) -> s
 
 def make_fixtures(root: Path) -> dict:
     """Folders, checkpoints and params files the cases point at."""
-    import numpy as np
     import torch
     from PIL import Image
 

@@ -121,7 +121,7 @@ def official_step_seconds(snapshot: Path, model: str = "deit_tiny", batch: int =
             generate_data = importlib.import_module("generate_data")
             build = generate_data.build_model
 
-            def seeded_random_model(name, Pretrained=True):  # noqa: N803 - the official signature
+            def seeded_random_model(name, Pretrained=True):  # the official signature
                 torch.manual_seed(seed)
                 return _accept_new_keywords(build(name, Pretrained=False))
 

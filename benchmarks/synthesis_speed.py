@@ -42,19 +42,19 @@ from torch.utils.data import TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from official_loop import DEFAULT_SNAPSHOT, official_step_seconds  # noqa: E402
+from official_loop import DEFAULT_SNAPSHOT, official_step_seconds
 
 import psaq.families.builtin  # noqa: F401 - registers the ViT/DeiT and Swin families
-from psaq.allocator import keep_freed_memory  # noqa: E402
-from psaq.cores import choose_threads  # noqa: E402
-from psaq.data import loader  # noqa: E402
-from psaq.evaluation import evaluate  # noqa: E402
-from psaq.models import ModelConfig  # noqa: E402
-from psaq.stages import model as model_stage  # noqa: E402
-from psaq.quant import QuantConfig, quantized_copy  # noqa: E402
-from psaq.report import markdown_table  # noqa: E402
-from psaq.sources import model_data  # noqa: E402
-from psaq.synth import SynthesisConfig, synthesize  # noqa: E402
+from psaq.allocator import keep_freed_memory
+from psaq.cores import choose_threads
+from psaq.data import loader
+from psaq.evaluation import evaluate
+from psaq.models import ModelConfig
+from psaq.stages import model as model_stage
+from psaq.quant import QuantConfig, quantized_copy
+from psaq.report import markdown_table
+from psaq.sources import model_data
+from psaq.synth import SynthesisConfig, synthesize
 
 BATCH = 32  # the paper's synthesis batch
 EVAL_BATCH = 128  # psaq's eval.batch_size default

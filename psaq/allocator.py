@@ -41,7 +41,7 @@ def _glibc():
         return None
     try:
         libc = ctypes.CDLL(name)
-        libc.gnu_get_libc_version  # noqa: B018 — present in glibc only (musl and macOS lack it)
+        libc.gnu_get_libc_version  # present in glibc only (musl and macOS lack it)
     except (OSError, AttributeError):
         return None
     return libc

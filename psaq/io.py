@@ -55,7 +55,7 @@ def read_samples(path: str | Path, expect: dict | None = None) -> SampleSet:
         meta = json.loads(table.schema.metadata[META_KEY])
         images = torch.from_numpy(table.column("image").combine_chunks().to_numpy_ndarray().copy())
         labels = torch.from_numpy(table.column("label").to_numpy().copy())
-    except Exception as exc:  # noqa: BLE001 - any parse failure means a damaged file
+    except Exception as exc:  # any parse failure means a damaged file
         raise SampleSetError(f"sample set '{path}' is truncated or corrupt ({type(exc).__name__}); delete it and rerun") from exc
     if list(images.shape) != meta.get("shape") or tensor_sha256(images) != meta.get("content_sha256"):
         raise SampleSetError(f"sample set '{path}' fails its content hash; delete it and rerun")

@@ -52,7 +52,7 @@ def _store_errors(uri: str, doing: str):
         yield
     except PsaqError:
         raise
-    except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds
+    except Exception as exc:  # MLflow raises many kinds
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise TrackingError(f"MLflow store {uri} failed while {doing} ({type(exc).__name__}: {reason}); "
                             "the results are in the store: rerun to log them, or set tracking.enabled: false") from exc

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 class NotAService(BaseHTTPRequestHandler):
     """A web page on every path."""
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         self.send_response(200)
         self.end_headers()
         self.wfile.write(b"<html>hello</html>")
@@ -21,7 +21,7 @@ class NotAService(BaseHTTPRequestHandler):
 class HealthOnly(BaseHTTPRequestHandler):
     """A service that happens to answer /health with `true`, as Prefect does, and 404 elsewhere."""
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         ok = self.path.rstrip("/").endswith("/health")
         self.send_response(200 if ok else 404)
         self.end_headers()

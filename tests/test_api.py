@@ -57,4 +57,4 @@ def test_the_front_door_lists_its_verbs_and_none_is_shadowed():
         assert not type(value).__name__ == "module", f"psaq.{name} is a module, not the API's {name}"
     assert {"load_model", "synthesize", "quantize", "evaluate", "export_onnx"} <= set(dir(psaq))
     with pytest.raises(AttributeError):
-        psaq.nosuch  # noqa: B018
+        psaq.nosuch

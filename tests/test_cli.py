@@ -195,7 +195,7 @@ def test_the_printed_program_runs_the_onnx_file_with_psaqs_top1(checkpoint, tmp_
     from psaq.models import ModelConfig, load_model
 
     namespace: dict = {}
-    exec(compile(program, "printed", "exec"), namespace)  # noqa: S102 - the program under test
+    exec(compile(program, "printed", "exec"), namespace)  # the program under test
     model = load_model(ModelConfig(VIT_ARGS[1], checkpoint=str(checkpoint), model_args={
         "img_size": 32, "patch_size": 8, "embed_dim": 48, "depth": 2, "num_heads": 3, "num_classes": 3}))
     transform = eval_transform(model.spec)

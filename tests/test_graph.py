@@ -114,7 +114,7 @@ def test_every_stage_argument_is_wired_from_params_or_upstream():
 def test_an_argument_nobody_provides_is_refused(monkeypatch):
     from psaq import pipeline
 
-    def run(store, model, mystery):  # noqa: ARG001
+    def run(store, model, mystery):
         return None, False
 
     monkeypatch.setitem(pipeline.RUN, "fp32", run)

@@ -124,7 +124,7 @@ def read_checkpoint(path: str | Path) -> CheckpointContent:
             metadata = header.get("__metadata__") or {}
             return CheckpointContent(load_bytes(raw), sha, metadata)
         obj = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any parse failure means a corrupt file
+    except Exception as exc:  # any parse failure means a corrupt file
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"checkpoint '{path}' is corrupt or not a weights file: {reason[:200]}") from exc
     for key in STATE_DICT_KEYS:

@@ -137,7 +137,7 @@ def _create_timm(name: str, pretrained: bool, args: dict) -> nn.Module:
         return timm.create_model(name, pretrained=pretrained, **args)
     except TypeError as exc:
         raise ConfigError(f"timm model '{name}' rejected its arguments {args}: {_first_line(exc)}") from exc
-    except Exception as exc:  # noqa: BLE001 - timm raises anything from a bad argument value
+    except Exception as exc:  # timm raises anything from a bad argument value
         if pretrained and isinstance(exc, (OSError, RuntimeError, ValueError)):
             raise CheckpointError(
                 f"could not load pretrained weights for '{name}' from the timm cache or hub "
@@ -172,7 +172,7 @@ def create_architecture(config: ModelConfig) -> nn.Module:
     if config.name in MODELS:
         try:
             return MODELS.get(config.name).factory(**config.model_args)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise ConfigError(f"model '{config.name}' rejected its arguments {config.model_args}: "
                               f"{type(exc).__name__}: {_first_line(exc)}") from exc
     return _create_timm(config.name, False, config.model_args)

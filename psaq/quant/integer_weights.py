@@ -88,7 +88,7 @@ def load_integer_model(path: str | Path) -> nn.Module:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             raw = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise CheckpointError(f"integer model '{path}' is missing, corrupt or not safetensors: {exc}") from exc
     if meta.get("format") != "psaq-integer-v1":
         raise CheckpointError(f"'{path}' is not a psaq integer model file")

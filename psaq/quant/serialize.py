@@ -28,7 +28,7 @@ def read_quant_config(path: str | Path) -> QuantConfig:
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise CheckpointError(f"quantized model '{path}' is corrupt or not safetensors: {exc}") from exc
     if CONFIG_KEY not in meta:
         raise CheckpointError(f"'{path}' is not a psaq quantized model (no quantization config in its metadata)")

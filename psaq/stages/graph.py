@@ -32,7 +32,7 @@ GRAPH: dict[str, Stage] = {m.STAGE.name: m.STAGE for m in MODULES}
 # process runs, even if a file is edited while a long run goes on (a hash read at the end would
 # key the old code's results under the new code)
 for _stage in GRAPH.values():
-    _stage.code  # noqa: B018 - fills code_hash's cache
+    _stage.code  # fills code_hash's cache
 RUN = {m.STAGE.name: m.run for m in MODULES}  # stage name → (store?, **inputs) → output (data) or (output, built)
 # stage name → (**settings) → what it reads outside the project under these settings, in words, or None
 READS_OUTSIDE = {m.STAGE.name: m.reads_outside for m in MODULES if hasattr(m, "reads_outside")}
