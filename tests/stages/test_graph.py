@@ -7,7 +7,7 @@ import pytest
 from psaq import codehash
 from psaq.stages.graph import GRAPH
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_committed_dvc_yaml_is_what_the_graph_generates():
