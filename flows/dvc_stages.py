@@ -35,7 +35,7 @@ from psaq.params import Params, load_params
 from psaq.pipeline import (GRID_STAGES, Inline, Point, grid_points, reads_outside, record, report_inputs, run_stage,
                            settings, uses_store)
 from psaq.stages import report
-from psaq.stages.graph import GRAPH, POINT_STEM
+from psaq.stages.graph import GRAPH, POINT_STEM, producer
 from psaq.stages.common import Weights
 from psaq.codehash import source_hash
 from psaq.content import file_sha256
@@ -138,7 +138,8 @@ def run_point_stage(name: str, params: Params, store: Store, args) -> None:
 def run_report(params: Params, store: Store, args) -> None:
     jobs, records = [], []
     for p in grid_points(params, allow_large=True):
-        job = {"point": p, **{stage: Inline(read_output(stage, p)) for stage in ("model", "samples", "reconstruct", "evaluate")},
+        read = ("model", "samples", producer("quantized"), "evaluate")  # what a record reads, by role
+        job = {"point": p, **{stage: Inline(read_output(stage, p)) for stage in read},
                "export": Inline({"integer": read_view("export", 0, **p.coords), "onnx": read_view("export", 1, **p.coords)})}
         jobs.append(job)
         records.append(record(job))

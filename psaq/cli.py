@@ -336,7 +336,10 @@ def _export(args: argparse.Namespace) -> int:
     for src, dst in ((exported["onnx"], onnx_path), (exported["integer"], int_path)):
         atomic_write(dst, lambda tmp, src=src: shutil.copyfile(src.verify(), tmp))
     loaded = load(params.model, weights, "cpu")
-    qmodel = load_quantized(__import__("copy").deepcopy(loaded.model), resolve(job["reconstruct"]).verify()).cpu()
+    from psaq.stages.graph import producer
+
+    exported_model = resolve(job[producer("quantized", "export")])  # what the export stage read
+    qmodel = load_quantized(__import__("copy").deepcopy(loaded.model), exported_model.verify()).cpu()
     example = torch.zeros((1, *loaded.spec.input_size))
     fp32_path = export_fp32_onnx(loaded.model.cpu(), example, out / f"{params.model.name}-fp32-{weights.sha256[:16]}.onnx")
     session = ort_session(onnx_path)

@@ -26,7 +26,7 @@ from psaq.io import read_json, read_samples
 from psaq.models import ModelConfig
 from psaq.params import SECTIONS, Params, parse_setting
 from psaq.quant import QuantConfig
-from psaq.stages.graph import GRAPH, READS_OUTSIDE, RUN
+from psaq.stages.graph import GRAPH, READS_OUTSIDE, RUN, producer
 from psaq.store import Store
 from psaq.synth import SynthesisConfig
 
@@ -214,7 +214,7 @@ def submit_points(submit, params: Params, points: list[Point], progress: bool = 
 def record(job: dict) -> dict:
     """A finished point as a flat record: coordinates, metrics, synthesis figures, artifact paths."""
     samples_art, metrics_art = resolve(job["samples"]), resolve(job["evaluate"])
-    exported, quantized = resolve(job.get("export")) or {}, resolve(job["reconstruct"])
+    exported, quantized = resolve(job.get("export")) or {}, resolve(job[producer("quantized")])
     meta = read_samples(samples_art.verify()).metadata
     metrics = read_json(metrics_art.verify())
     return {**job["point"].coords, **metrics, "synthesis_wall_s": meta.get("wall_s"), "steps_per_s": meta.get("steps_per_s"),

@@ -37,4 +37,16 @@ RUN = {m.STAGE.name: m.run for m in MODULES}  # stage name → (store?, **inputs
 # stage name → (**settings) → what it reads outside the project under these settings, in words, or None
 READS_OUTSIDE = {m.STAGE.name: m.reads_outside for m in MODULES if hasattr(m, "reads_outside")}
 
-__all__ = ["GRAPH", "MODULES", "POINT", "POINT_STEM", "READS_OUTSIDE", "RUN", "Stage"]
+
+
+def producer(role: str, consumer: str = "evaluate") -> str:
+    """The stage whose output ``consumer`` receives as ``role`` (``quantized``: the model it
+    scores, whichever stage made it last). Readers of a finished point ask this, never a name, so a
+    stage added before ``consumer`` is what they read."""
+    found = [up for up in GRAPH[consumer].needs if GRAPH[up].passes_as == role]
+    if len(found) != 1:
+        raise LookupError(f"stage '{consumer}' reads {len(found)} stages as '{role}' ({found}); it must read one")
+    return found[0]
+
+
+__all__ = ["GRAPH", "MODULES", "POINT", "POINT_STEM", "READS_OUTSIDE", "RUN", "Stage", "producer"]
