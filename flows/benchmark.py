@@ -32,7 +32,7 @@ from psaq.stages.report import publish_view
 from tasks import stages
 from tasks.baseline import baselines
 from tasks.settings import project_root
-from tasks.tracking import attach, register_best, runs_page, summarize_parent, tracking_uri
+from tasks.tracking import attach, log_report, runs_page, tracking_uri
 
 
 @flow(name="benchmark", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=2))
@@ -65,15 +65,14 @@ def benchmark(params_path: str = "params.yaml", allow_large_grid: bool = False, 
         registered = []
         if parent:
             uri = tracking_uri(params.tracking.mlflow_uri)
-            attach(uri, parent, [str(p) for p in files.values()] + ([str(folder / "changes.md")] if changes else []),
+            registered = log_report(uri, parent, files, table, records, runs, params.model.name,
+                                    params.tracking.register)
+            attach(uri, parent, [str(folder / "changes.md")] if changes else [],
                    tags={"psaq.report": report.path, **({"psaq.changes": changes["line"]} if changes else {})},
                    metrics={"changes.flagged": changes["flagged"], "changes.moved": changes["moved"]} if changes else {})
             if rechecked:
                 attach(uri, parent, [str(folder / "recheck.json")], tags={"psaq.recheck": rechecked["line"]},
                        metrics={"recheck.differ": rechecked["differ"]})
-            summarize_parent(uri, parent, json.loads(files["summary.json"].read_text()), table, records, runs)
-            if params.tracking.register:
-                registered = register_best(uri, params.model.name, records, runs)
     page = runs_page(tracking_uri(params.tracking.mlflow_uri), params.tracking.experiment) \
         if params.tracking.enabled else None
     said = "; ".join(x["line"] for x in (changes, rechecked) if x) or None

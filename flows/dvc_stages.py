@@ -158,7 +158,7 @@ def track(params: Params, jobs: list[dict], records: list[dict], files: dict[str
     from flows.benchmark import headline_of
     from flows.grid import grid_description, log_nested
     from tasks.services import check_mlflow
-    from tasks.tracking import attach, log_point, parent_run, register_best, summarize_parent, tracking_uri
+    from tasks.tracking import log_point, log_report, parent_run, tracking_uri
 
     uri = tracking_uri(params.tracking.mlflow_uri)
     check_mlflow(uri)
@@ -166,9 +166,8 @@ def track(params: Params, jobs: list[dict], records: list[dict], files: dict[str
                     tags={"psaq.flow": "dvc repro"}) as parent:
         logged = [log_nested(params, parent, job["point"], rec, log=log_point.fn) for job, rec in zip(jobs, records)]
         runs = [run_id for run_id, _ in logged]
-        attach.fn(uri, parent, [str(p) for p in files.values()])
-        summarize_parent.fn(uri, parent, read_json(files["summary.json"]), headline_of(files), records, runs)
-        registered = register_best.fn(uri, params.model.name, records, runs) if params.tracking.register else []
+        registered = log_report.fn(uri, parent, files, headline_of(files), records, runs, params.model.name,
+                                   params.tracking.register)
     new = sum(not reused for _, reused in logged)
     print(f"report: MLflow run 'dvc repro' ({parent}) with {len(runs)} points, {new} logged now; {uri}")
     for line in registered:

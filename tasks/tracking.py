@@ -186,14 +186,14 @@ def log_onnx_model(uri: str, run_id: str, path: str, name: str) -> str:
     from mlflow.models import infer_signature
 
     ort.set_default_logger_severity(3)  # its graph-cleaning notes are not news to the user
-    graph = onnx.load(path, load_external_data=False).graph
-    dims = [d.dim_value or 1 for d in graph.input[0].type.tensor_type.shape.dim]  # the batch axis is symbolic
+    model = onnx.load(path)
+    dims = [d.dim_value or 1 for d in model.graph.input[0].type.tensor_type.shape.dim]  # the batch axis is symbolic
     example = np.random.default_rng(0).standard_normal(dims).astype(np.float32)
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     output = session.run(None, {session.get_inputs()[0].name: example})[0]
     mlflow.set_tracking_uri(uri)
     with mlflow.start_run(run_id=run_id):
-        info = mlflow.onnx.log_model(onnx.load(path), name=name, signature=infer_signature(example, output),
+        info = mlflow.onnx.log_model(model, name=name, signature=infer_signature(example, output),
                                      input_example=example, save_as_external_data=False,
                                      onnx_execution_providers=["CPUExecutionProvider"],
                                      # what running it needs, stated: MLflow's inference starts a
@@ -307,6 +307,19 @@ def summarize_parent(uri: str, run_id: str, summary: dict, headline: str, record
         table = {c: [r.get(c) for r in records] for c in columns}
         table["run"] = list(runs)
         client.log_table(run_id, data=table, artifact_file="points.json")
+
+
+@task(name="mlflow-report", retries=2, retry_delay_seconds=2)
+def log_report(uri: str, run_id: str, files: dict[str, Path], headline: str, records: list[dict],
+               runs: list[str | None], model: str, register: bool) -> list[str]:
+    """A grid's report on its parent run, the same for a flow and for ``dvc repro``: the report's
+    files, the summary (``summarize_parent``) and, where asked, the registered best models (their
+    lines). Each part may run twice under a retry: files replace themselves, a registered best adds
+    no version."""
+    attach.fn(uri, run_id, [str(p) for p in files.values()])
+    summary = json.loads(Path(files["summary.json"]).read_text())
+    summarize_parent.fn(uri, run_id, summary, headline, records, runs)
+    return register_best.fn(uri, model, records, runs) if register else []
 
 
 @task(name="mlflow-register", retries=2, retry_delay_seconds=2)
