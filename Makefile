@@ -55,6 +55,7 @@ run: setup
 # (much of the suite is Python start-up and imports in subprocesses), and never oversubscribes.
 TEST_WORKERS ?= 2
 test: setup lint
+	mkdir -p $(PREFECT_HOME)
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 # ruff with the rules in pyproject.toml (under a second); `make test` runs it first
@@ -62,6 +63,7 @@ lint: setup
 	$(VENV)/bin/ruff check psaq flows tasks tests benchmarks
 
 test-fast: setup
+	mkdir -p $(PREFECT_HOME)
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not slow"
 
 # The Fashion-MNIST benchmark (fashion-vit, 2 training seeds, and fashion-swin, 1; 108 points): it

@@ -28,15 +28,22 @@ def create_limit() -> None:
 
 
 def ensure_limit() -> None:
-    """The limit, created with one slot where the server lacks it (an existing one is kept as is)."""
+    """The limit, created with one slot where the server lacks it (an existing one is kept as is).
+
+    Two runs that start together may both find no limit; the second create is then refused as
+    already existing, which is what it wanted.
+    """
     from prefect import get_client
-    from prefect.exceptions import ObjectNotFound
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
     with get_client(sync_client=True) as client:
         try:
             client.read_global_concurrency_limit_by_name(CORES_LIMIT)
         except ObjectNotFound:
-            client.upsert_global_concurrency_limit_by_name(CORES_LIMIT, 1)
+            try:
+                client.upsert_global_concurrency_limit_by_name(CORES_LIMIT, 1)
+            except ObjectAlreadyExists:
+                pass  # created by a run that started at the same moment
 
 
 def on_shared_server() -> bool:

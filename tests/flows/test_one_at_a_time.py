@@ -2,7 +2,7 @@
 
 import uuid
 
-from flows.one_at_a_time import CORES_LIMIT, create_limit, one_at_a_time
+from flows.one_at_a_time import CORES_LIMIT, create_limit, ensure_limit, one_at_a_time
 
 
 def _active_slots() -> int:
@@ -39,4 +39,20 @@ def test_a_direct_run_on_a_shared_server_takes_the_slot_too(prefect_server, monk
 
     monkeypatch.setenv("PREFECT_API_URL", prefect_server)
     assert run() == "done" and seen == [1]
+    assert _active_slots() == 0
+
+
+def test_two_runs_that_both_find_no_limit_both_go_on(prefect_server, monkeypatch):
+    """The race two runs started together meet: each reads "no limit", the other creates it first."""
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.exceptions import ObjectNotFound
+
+    create_limit()  # the other run's create, landed between this run's read and its own create
+
+    def not_there_yet(self, name):
+        raise ObjectNotFound(http_exc=Exception(name))
+
+    monkeypatch.setattr(SyncPrefectClient, "read_global_concurrency_limit_by_name", not_there_yet)
+    ensure_limit()  # refused as already existing, which is what it wanted
+    monkeypatch.undo()
     assert _active_slots() == 0
