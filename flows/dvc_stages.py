@@ -37,7 +37,7 @@ from psaq.pipeline import (GRID_STAGES, Inline, Point, grid_points, reads_outsid
 from psaq.stages import report
 from psaq.stages.graph import GRAPH, POINT_STEM, producer
 from psaq.stages.common import Weights
-from psaq.codehash import source_hash
+from psaq.codehash import plugin_files, source_hash
 from psaq.content import file_sha256
 from psaq.store import Artifact, NotInStore, Store
 from psaq.synth.methods import SYNTH_METHODS
@@ -279,9 +279,11 @@ CODE_VIEW = "pipeline/code/{stage}.json"
 
 
 def code_files(name: str) -> list[str]:
-    """The files a stage's DVC command runs: its import closure, and the code that turns
-    params.yaml into its config and runs it."""
-    return list(dict.fromkeys([*GRAPH[name].code_files(), *CONFIG_FILES]))
+    """The files a stage's DVC command runs: its import closure, the code that turns params.yaml
+    into its config and runs it, and every plug-in (family, dataset) file: a stage's store key
+    holds only its own model's plug-ins, so after an edit to one family DVC reruns the stages
+    and the store hands back the other families' results unchanged."""
+    return list(dict.fromkeys([*GRAPH[name].code_files(), *CONFIG_FILES, *plugin_files()]))
 
 
 def write_code_views(params: Params | None = None, store: Store | None = None, args=None) -> None:

@@ -16,6 +16,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent  # the folder holding the psaq package
 PACKAGES = ("psaq",)
+# Plug-ins: one file per model family or built-in dataset. A stage's closure stops at them; each
+# point's key adds the code of its own model's family and dataset (``psaq.stages.common.identity``),
+# so an edit to the Swin family re-keys Swin points only, and a new family re-keys nothing.
+PLUGIN_PACKAGES = ("psaq.families", "psaq.datasets")
+
+
+def is_plugin(name: str) -> bool:
+    return any(name.startswith(package + ".") for package in PLUGIN_PACKAGES)
 
 
 def module_file(name: str) -> Path | None:
@@ -54,7 +62,8 @@ _PARSE_LOCK = threading.Lock()  # CPython's parser is not safe from several thre
 
 @lru_cache(maxsize=None)
 def closure(module: str) -> tuple[Path, ...]:
-    """Every psaq source file that importing ``module`` can run, sorted."""
+    """Every psaq source file that importing ``module`` can run, sorted; plug-in files only when
+    ``module`` is itself a plug-in."""
     with _PARSE_LOCK:
         return _closure(module)
 
@@ -62,9 +71,10 @@ def closure(module: str) -> tuple[Path, ...]:
 def _closure(module: str) -> tuple[Path, ...]:
     seen: dict[str, Path] = {}
     stack = [module]
+    cut = not is_plugin(module)
     while stack:
         name = stack.pop()
-        if name in seen:
+        if name in seen or (cut and is_plugin(name)):
             continue
         path = module_file(name)
         if path is None:
@@ -90,6 +100,13 @@ def source_hash(path: str | Path) -> str:
                 and isinstance(body[0].value.value, str)):
             node.body = body[1:] or [ast.Pass()]
     return hashlib.sha256(ast.dump(tree, include_attributes=False).encode()).hexdigest()
+
+
+def plugin_files() -> list[str]:
+    """Every plug-in source file, relative to ROOT (what DVC compares besides the stages' own code)."""
+    files = (p for package in PLUGIN_PACKAGES for p in ROOT.joinpath(*package.split(".")).glob("*.py")
+             if p.name != "__init__.py")
+    return sorted(p.relative_to(ROOT).as_posix() for p in files)
 
 
 @lru_cache(maxsize=None)

@@ -26,7 +26,20 @@ def tiny_swin(**kw):
     return timm.create_model("swin_tiny_patch4_window7_224", **{**args, **kw}).eval()
 
 
-TINY_MODELS = {"vit": tiny_vit, "deit": tiny_deit, "swin": tiny_swin}
+def tiny_beit(**kw):
+    # per-block relative-position bias, q/v biases outside the qkv linear, layer scale (gamma)
+    args = dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3, num_classes=10, init_values=0.1,
+                head_init_scale=1.0)
+    model = timm.create_model("beit_base_patch16_224", **{**args, **kw}).eval()
+    with torch.no_grad():  # timm starts the q/v biases at zero and the bias table near it: make them count
+        for block in model.blocks:
+            for p in (block.attn.q_bias, block.attn.v_bias, block.attn.relative_position_bias_table):
+                if p is not None:
+                    p.normal_(std=0.5)
+    return model
+
+
+TINY_MODELS = {"vit": tiny_vit, "deit": tiny_deit, "swin": tiny_swin, "beit": tiny_beit}
 
 
 @pytest.fixture(params=sorted(TINY_MODELS))

@@ -24,6 +24,11 @@ class BuiltinDataset:
     spec: InputSpec
     description: str
 
+    @property
+    def module(self) -> str:
+        """The module that reads this dataset: its code keys the results of models trained on it."""
+        return self.split.__module__
+
 
 DATASETS: Registry[BuiltinDataset] = Registry("dataset")  # filled by each dataset's own file
 

@@ -8,7 +8,9 @@ rate. ``psaq.quant`` and ``psaq.synth`` look a model's family up here and import
 The built-in families (``vit.py``: ViT/DeiT, ``swin.py``: Swin) register themselves when
 ``psaq.families.builtin`` is imported, which the first lookup (``families``, ``family_of``) does.
 A new family is one file that builds a ``Family`` and calls ``register``, plus one line in
-``builtin.py``.
+``builtin.py`` (``beit.py`` is one such). A family declares the sites it has beyond the core ones,
+and which of them ``repq`` reads; a stage is keyed on the file of its model's family only, so a
+new or edited family re-keys no other family's results.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from torch import nn
 
 from psaq.errors import ConfigError
 from psaq.registry import Registry
+from psaq.site_names import CORE_SITES, MATMUL_INPUTS
 
 # A wrapper takes the float module, the QuantConfig and the site plan, and returns the module
 # that takes its place (itself, for a wrapper that only adds taps around it).
@@ -37,14 +40,29 @@ class Family:
     block_types: tuple[type[nn.Module], ...]  # the float blocks reconstruction matches, by exact type
     wrappers: Mapping[type[nn.Module], Wrapper]  # by exact type: a subclass may change forward()
     roles: Mapping[tuple[type[nn.Module], str], Role]
-    # the site names of the paper's set, of psaq's compact set, and the matrix-product inputs
-    # beyond the common ones (``psaq.quant.sites`` builds every set from these)
+    # the site names of the paper's set and of psaq's compact set (``psaq.quant.sites`` builds every
+    # set from what the family declares)
     official_sites: tuple[str, ...]
     compact_sites: tuple[str, ...]
     synthesis_lr: float  # the paper's Adam rate for this family
-    extra_matmul_inputs: tuple[str, ...] = ()
-    # site → (the LayerNorm's path in the block wrapper, the paths of the linear layers reading it)
+    # the sites this family has beyond the core ones (``psaq.quant.sites.CORE_SITES``), with the tensor each is
+    site_names: Mapping[str, str] = field(default_factory=dict)
+    # the inputs of every matrix product (what ``repq`` quantizes; integer kernels read them)
+    matmul_inputs: tuple[str, ...] = MATMUL_INPUTS
+    # site → (the LayerNorm's path in the block wrapper, the paths of the linear layers reading it):
+    # the norms ``repq`` calibrates per channel and folds
     fold_paths: Mapping[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+
+    def sites(self) -> tuple[str, ...]:
+        """Every site name this family's declarations use."""
+        roles = (site for inputs, outputs in self.roles.values() for site in (*inputs, *outputs))
+        return tuple(dict.fromkeys((*self.official_sites, *self.compact_sites, *self.matmul_inputs,
+                                    *self.fold_paths, *roles)))
+
+    @property
+    def module(self) -> str:
+        """The module that defines this family (its wrappers): its code keys the family's results."""
+        return next(iter(self.wrappers.values())).__module__
 
     @property
     def quantized_block_types(self) -> tuple[type[nn.Module], ...]:
@@ -62,6 +80,10 @@ def register(family: Family) -> Family:
     missing = [t.__name__ for t in family.block_types if t not in family.wrappers]
     if missing:
         raise ValueError(f"family '{family.name}': no wrapper for its block type(s) {', '.join(missing)}")
+    undeclared = [s for s in family.sites() if s not in CORE_SITES and s not in family.site_names]
+    if undeclared:
+        raise ValueError(f"family '{family.name}' uses site(s) {', '.join(undeclared)} that are neither core "
+                         "sites nor in its site_names")
     return FAMILIES.register(family.name)(family)
 
 

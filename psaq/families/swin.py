@@ -16,6 +16,7 @@ from torch import nn
 
 from psaq.families import Family, register
 from psaq.families.common import BLOCK_OFFICIAL, BLOCK_TAPS, COMMON_ROLES, FOLD_PATHS
+from psaq.site_names import MATMUL_INPUTS
 
 
 class QuantWindowAttention(nn.Module):
@@ -90,7 +91,14 @@ SWIN = register(Family(
     official_sites=("input", "patch_embed.proj", "patch_embed", *BLOCK_OFFICIAL, "attn.rel_pos_table",
                     "attn.biased_scores", "merge.norm", "merge.reduction", "final_norm", "head_input", "logits"),
     compact_sites=("input", "linear.input", "attn.qkv", "attn.scores", "block.residual1", "block.residual2"),
-    extra_matmul_inputs=("merge.norm",),
     synthesis_lr=0.25,
+    site_names={
+        "attn.rel_pos_table": "the relative-position-bias table",
+        "attn.biased_scores": "the scores after adding the relative-position bias, before the shift mask",
+        "merge.norm": "the patch-merging LayerNorm output (the reduction's input)",
+        "merge.reduction": "the patch-merging output",
+        "final_norm": "the final LayerNorm output",
+    },
+    matmul_inputs=(*MATMUL_INPUTS, "merge.norm"),
     fold_paths=FOLD_PATHS,
 ))

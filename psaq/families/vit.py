@@ -129,5 +129,10 @@ VIT = register(Family(
     compact_sites=("input", "linear.input", "attn.qkv", "attn.scores", "block.residual1", "block.residual2",
                    "pos_sum"),
     synthesis_lr=0.20,
+    site_names={
+        "prefix_concat": "the tokens after the class/distillation/register tokens are prepended",
+        "pos_embed": "the positional-embedding parameter",
+        "pos_sum": "the tokens after the positional embedding is added",
+    },
     fold_paths=FOLD_PATHS,
 ))

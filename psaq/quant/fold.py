@@ -20,6 +20,28 @@ from psaq.families import family_of
 from psaq.quant.quantizers import ActQuantizer
 
 
+def give_fold_targets_a_bias(model: nn.Module, folded_sites) -> int:
+    """Folding moves −W·(s·r₂) into the bias of each linear layer reading a folded LayerNorm. A layer
+    without a bias (BEiT's qkv, a ViT built with ``qkv_bias=False``) gets a zero one when it is
+    wrapped, which changes no output, so that the shift is not dropped and a saved model loads
+    into the same structure. Returns how many were given one."""
+    family = family_of(model)
+    count = 0
+    for block in model.modules():
+        if not isinstance(block, family.quantized_block_types):
+            continue
+        for site, (_, linear_paths) in family.fold_paths.items():
+            if site not in folded_sites:
+                continue
+            for path in linear_paths:
+                linear = block.get_submodule(path).linear
+                if linear.bias is None:
+                    w = linear.weight
+                    linear.bias = nn.Parameter(torch.zeros(w.shape[0], dtype=w.dtype, device=w.device))
+                    count += 1
+    return count
+
+
 def folding_pending(model: nn.Module) -> bool:
     return any(isinstance(m, ActQuantizer) and m.folded and m.scale.numel() > 1 for m in model.modules())
 
@@ -56,8 +78,7 @@ def _fold(q: ActQuantizer, norm: nn.LayerNorm, linears) -> None:
     norm.bias.copy_(((beta + s * r2) / r1).to(norm.bias.dtype))
     for lin in linears:
         w = lin.linear.weight.double()
-        if lin.linear.bias is not None:
-            lin.linear.bias.copy_((lin.linear.bias.double() - w @ (s * r2)).to(lin.linear.bias.dtype))
+        lin.linear.bias.copy_((lin.linear.bias.double() - w @ (s * r2)).to(lin.linear.bias.dtype))
         lin.linear.weight.copy_((w * r1[None, :]).to(lin.linear.weight.dtype))
         lin.weight_quantizer.recompute(lin.linear.weight)
     q.set_qparams(s_tilde.reshape(1), z_tilde.reshape(1))

@@ -16,7 +16,7 @@ from psaq import cancel
 from psaq.errors import ConfigError, NotCalibratedError
 from psaq.families import Family, family_of
 from psaq.quant.config import QuantConfig
-from psaq.quant.fold import fold_norm_scales, folding_pending
+from psaq.quant.fold import fold_norm_scales, folding_pending, give_fold_targets_a_bias
 from psaq.quant.layers import QuantConv2d, QuantLinear, QuantOutput
 from psaq.quant.quantizers import ActQuantizer, WeightQuantizer
 from psaq.quant.sites import SitePlan, Taps
@@ -77,6 +77,7 @@ def quantize_(
         raise ConfigError(f"the top-level {type(model).__name__} cannot be wrapped in place; wrap its parent instead")
     if filter_fn is None:
         plan.check_complete(type(model).__name__)
+    give_fold_targets_a_bias(model, {s.site for s in plan.specs.values() if s.granularity == "folded-channel"})
     # quantizer buffers (scales, zero points) in the model's float type, as the official code keeps them
     dtype = next(model.parameters()).dtype
     for m in model.modules():

@@ -1,6 +1,7 @@
 """Quantizer sites as data: which activations are quantized, and how, is a value.
 
-A *site* is one named tensor of a ViT or Swin forward pass (``SITE_NAMES`` says which). A
+A *site* is one named tensor of a model's forward pass: the core ones every family has
+(``CORE_SITES``) and those a family declares itself (``Family.site_names``). A
 ``SiteSpec`` puts a quantizer there: its kind, bits, granularity and observer (``None``
 takes the ``QuantConfig``'s activation bits and observer). A *site set* is a recipe that
 gives each model family (``psaq.families``) its specs from the site names the family declares;
@@ -33,38 +34,21 @@ from psaq.quant.observers import OBSERVERS
 from psaq.quant.primitives import check_bits
 from psaq.quant.quantizers import QUANTIZER_KINDS, ActQuantizer
 from psaq.registry import Registry
+from psaq.site_names import CORE_SITES
 
 if TYPE_CHECKING:
     from psaq.families import Family
 
-# Every site a wrapper can quantize, with the tensor it is.
-SITE_NAMES: dict[str, str] = {
-    "input": "the input image (input of the patch-embedding convolution)",
-    "patch_embed.proj": "the patch-embedding convolution's output, before its norm (Swin)",
-    "patch_embed": "the patch embedding's output",
-    "prefix_concat": "the tokens after the class/distillation/register tokens are prepended",
-    "pos_embed": "the positional-embedding parameter",
-    "pos_sum": "the tokens after the positional embedding is added",
-    "block.norm1": "each block's first LayerNorm output (the attention's input)",
-    "attn.qkv": "the qkv projection's output",
-    "attn.scores": "q·kᵀ·scale, before softmax (on Swin before the relative-position bias)",
-    "attn.rel_pos_table": "Swin's relative-position-bias table",
-    "attn.biased_scores": "Swin's scores after adding the relative-position bias, before the shift mask",
-    "attn.probs": "the attention probabilities, softmax(q·kᵀ) (left float by the paper's sets)",
-    "attn.context": "softmax(q·kᵀ)·v with heads concatenated (the output projection's input)",
-    "attn.proj": "the attention's output projection",
-    "block.residual1": "each block's first residual sum",
-    "block.norm2": "each block's second LayerNorm output (the MLP's input)",
-    "mlp.act": "the MLP's GELU output (the second MLP layer's input)",
-    "mlp.fc2": "the MLP's output",
-    "block.residual2": "each block's second residual sum",
-    "merge.norm": "Swin's patch-merging LayerNorm output (the reduction's input)",
-    "merge.reduction": "Swin's patch-merging output",
-    "final_norm": "the final LayerNorm output (Swin)",
-    "head_input": "the classifier's input (the class token after the final norm; Swin: the pooled features)",
-    "logits": "the classifier's output",
-    "linear.input": "the input of every linear layer",
-}
+
+def site_names() -> dict[str, str]:
+    """Every site some registered family can quantize: the core and each family's own."""
+    from psaq.families import families  # the registry, not a family file: no family is in this module's key
+
+    names = dict(CORE_SITES)
+    for family in families():
+        names.update(family.site_names)
+    return names
+
 
 # uniform: asymmetric affine (the paper's); log2: 2^-round(-log2 p), for probabilities in [0, 1]
 ACTIVATION_KINDS = tuple(QUANTIZER_KINDS)
@@ -85,8 +69,10 @@ class SiteSpec:
     observer: str | None = None
 
     def __post_init__(self) -> None:
-        if self.site not in SITE_NAMES:
-            raise ConfigError(f"unknown quantizer site '{self.site}'; known: {', '.join(SITE_NAMES)}")
+        if self.site not in CORE_SITES:
+            known = site_names()
+            if self.site not in known:
+                raise ConfigError(f"unknown quantizer site '{self.site}'; known: {', '.join(known)}")
         if self.kind not in ACTIVATION_KINDS:
             raise ConfigError(f"site '{self.site}': unknown quantizer kind '{self.kind}'; known: {', '.join(ACTIVATION_KINDS)}")
         if self.granularity not in GRANULARITIES:
@@ -118,8 +104,6 @@ SITE_SETS.register("compact")(lambda family: _specs(*family.compact_sites))
 # folded, the qkv output, the probabilities in log2, the attention output, the GELU output, the
 # classifier's input; the residual stream, the scores before softmax and the logits stay float.
 _LOG2 = SiteSpec("attn.probs", kind="log2")
-_FOLDED = (SiteSpec("block.norm1", granularity="folded-channel"), SiteSpec("block.norm2", granularity="folded-channel"))
-_MATMUL_INPUTS = ("input", "attn.qkv", "attn.context", "mlp.act", "head_input")
 
 
 def _replace(specs: tuple[SiteSpec, ...], *new: SiteSpec) -> tuple[SiteSpec, ...]:
@@ -128,7 +112,8 @@ def _replace(specs: tuple[SiteSpec, ...], *new: SiteSpec) -> tuple[SiteSpec, ...
 
 
 SITE_SETS.register("log2")(lambda family: _replace(_specs(*family.official_sites), _LOG2))
-SITE_SETS.register("repq")(lambda family: (*_specs(*_MATMUL_INPUTS, *family.extra_matmul_inputs), _LOG2, *_FOLDED))
+SITE_SETS.register("repq")(lambda family: (*_specs(*family.matmul_inputs), _LOG2,
+                                           *(SiteSpec(site, granularity="folded-channel") for site in family.fold_paths)))
 
 
 def _key(site: str) -> str:

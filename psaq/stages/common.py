@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,7 +13,8 @@ from torch import nn
 
 from psaq.device import resolve_device
 from psaq.errors import ArtifactError
-from psaq.models import LoadedModel, ModelConfig, load_model
+from psaq.codehash import code_hash
+from psaq.models import MODELS, LoadedModel, ModelConfig, load_model
 from psaq.store import Store, stable_hash
 
 
@@ -23,6 +25,40 @@ class Weights:
     source: str  # trained | shipped | checkpoint | pretrained | random
     sha256: str  # a user's checkpoint: the file's hash; otherwise the tensors' (``state_sha256``)
     path: str | None = None
+    family: str | None = None  # the model's family (``psaq.families``); None where none registered fits
+
+
+def family_name(model: nn.Module) -> str | None:
+    from psaq.errors import ConfigError
+    from psaq.families import family_of
+
+    try:
+        return family_of(model).name
+    except ConfigError:
+        return None  # a float model psaq cannot quantize: the stages that quantize say so
+
+
+def dataset_code(model: ModelConfig) -> dict:
+    """The code of the built-in dataset a psaq model is trained on and takes its input spec from."""
+    dataset = MODELS.get(model.name).dataset if model.name in MODELS else None
+    if dataset is None:
+        return {}
+    importlib.import_module("psaq.datasets.builtin")  # by name: no dataset file is in this module's key
+    from psaq.datasets import DATASETS
+
+    return {"dataset": code_hash(DATASETS.get(dataset).module)}
+
+
+def plugin_code(model: ModelConfig, weights: Weights) -> dict:
+    """The code of the plug-ins this model's results run: its family's file and its built-in
+    dataset's file (the stages' own code hashes leave plug-ins out, ``psaq.codehash``)."""
+    from psaq.families import FAMILIES, families
+
+    code = dataset_code(model)
+    if weights.family is not None:
+        list(families())  # the built-in families registered
+        code["family"] = code_hash(FAMILIES.get(weights.family).module)
+    return code
 
 
 def state_sha256(model: nn.Module) -> str:
@@ -35,8 +71,10 @@ def state_sha256(model: nn.Module) -> str:
 
 
 def identity(model: ModelConfig, weights: Weights) -> dict:
-    """What a stage's output depends on about the model: architecture and weight content."""
-    return {"name": model.name, "model_args": model.model_args, "weights": weights.sha256}
+    """What a stage's output depends on about the model: architecture, weight content, and the
+    code of its family and dataset."""
+    return {"name": model.name, "model_args": model.model_args, "weights": weights.sha256,
+            **plugin_code(model, weights)}
 
 
 def device_kind(device: str | torch.device | None) -> str:

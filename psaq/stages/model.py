@@ -19,7 +19,7 @@ from psaq.models.shipped import shipped_weights
 from psaq.models.train import TrainConfig
 from psaq.models.trainers import TRAINERS
 from psaq.stages.stage import Stage
-from psaq.stages.common import Weights, artifact_path, load as load_weights, state_sha256
+from psaq.stages.common import Weights, artifact_path, dataset_code, family_name, load as load_weights, state_sha256
 from psaq.store import Store
 
 TRAINING_LOG = ".training.json"  # beside a trained model: wall time, test top-1, losses
@@ -46,18 +46,19 @@ def run(store: Store, model: ModelConfig, train: TrainConfig, progress: bool = T
     if model.checkpoint:
         path = Path(model.checkpoint).expanduser().resolve()
         loaded = load_model(dataclasses.replace(model, checkpoint=str(path)))  # refuses a bad file now
-        return Weights("checkpoint", loaded.checkpoint_sha256, str(path)), False  # the hash of the bytes loaded
+        # the hash of the bytes loaded
+        return Weights("checkpoint", loaded.checkpoint_sha256, str(path), family_name(loaded.model)), False
     if model.pretrained and model.name in TRAINERS:  # the weights psaq ships for its own model, checked by hash
         path = shipped_weights(model.name, model.train_seed, model.model_args)
         loaded = load_model(dataclasses.replace(model, checkpoint=str(path)))
         # identity by tensors, as a model trained here: the same recipe's tensors key the same results
-        return Weights("shipped", state_sha256(loaded.model), str(path)), False
+        return Weights("shipped", state_sha256(loaded.model), str(path), family_name(loaded.model)), False
     trainer = TRAINERS.get(model.name) if model.name in TRAINERS else None
     if trainer is not None and not model.random_weights:
         check_supported(create_architecture(model), model.name)  # refuse bad model_args before training
         cfg = dataclasses.replace(train, seed=model.train_seed).resolved(trainer.defaults)
         out = artifact_path(store, STAGE, f"{model.name}-m{model.train_seed}", ".safetensors",
-                            model.name, model.model_args, dataclasses.asdict(cfg))
+                            model.name, model.model_args, dataclasses.asdict(cfg), dataset_code(model))
 
         def write(tmp: Path) -> None:
             result, metadata = trainer.train(cfg, model.model_args, progress)
@@ -70,9 +71,10 @@ def run(store: Store, model: ModelConfig, train: TrainConfig, progress: bool = T
         # identity by tensors: safetensors writes its metadata in no fixed order, so equal weights can
         # differ in file bytes (the store still verifies the file's bytes before every reuse)
         loaded = load_model(dataclasses.replace(model, checkpoint=artifact.path))
-        return Weights("trained", state_sha256(loaded.model), artifact.path), built
+        return Weights("trained", state_sha256(loaded.model), artifact.path, family_name(loaded.model)), built
     loaded = load_model(model)  # timm's cache, or a seeded random init; refuses no weights
-    return Weights("pretrained" if model.pretrained else "random", state_sha256(loaded.model)), False
+    return Weights("pretrained" if model.pretrained else "random", state_sha256(loaded.model), None,
+                   family_name(loaded.model)), False
 
 
 def load(store: Store | str, model: ModelConfig, device: str | torch.device = "cpu", progress: bool = True,

@@ -9,7 +9,7 @@ from psaq.families import FAMILIES, Family, family_of, register
 from psaq.families.vit import VIT
 from tests.tiny import tiny_deit, tiny_swin, tiny_vit
 
-FAMILY_FILES = {"psaq/families/vit.py", "psaq/families/swin.py", "psaq/families/builtin.py"}
+FAMILY_FILES = {"psaq/families/vit.py", "psaq/families/swin.py", "psaq/families/beit.py", "psaq/families/builtin.py"}
 
 
 def _files(module):
@@ -24,7 +24,7 @@ def test_the_library_imports_no_family(module):
 
 def test_the_family_files_import_no_quantization_code():
     # the samples stage runs them (it hooks the family's attention) and must not be keyed by quantizer code
-    for name in ("psaq.families.vit", "psaq.families.swin"):
+    for name in ("psaq.families.vit", "psaq.families.swin", "psaq.families.beit"):
         assert not {f for f in _files(name) if f.startswith("psaq/quant/")}, name
     assert not {f for f in _files("psaq.stages.samples") if f.startswith("psaq/quant/")}
 
@@ -37,7 +37,7 @@ def test_each_built_in_model_finds_its_family(factory, name):
 def test_a_model_of_no_family_is_one_line_naming_the_known_ones():
     with pytest.raises(ConfigError) as err:
         family_of(torch.nn.Linear(2, 2))
-    assert "Linear belongs to no psaq model family (known: swin, vit)" in str(err.value)
+    assert "Linear belongs to no psaq model family (known: beit, swin, vit)" in str(err.value)
     assert "\n" not in str(err.value)
 
 

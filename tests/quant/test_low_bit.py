@@ -12,7 +12,7 @@ from psaq.errors import ConfigError
 from psaq.quant import QuantConfig, calibrate, quantize_
 from psaq.quant.quantizers import ActQuantizer, Log2Quantizer, WeightQuantizer
 from psaq.quant.sites import SITE_SETS, SiteSpec, site_counts
-from tests.tiny import tiny_swin, tiny_vit
+from tests.tiny import tiny_beit, tiny_swin, tiny_vit
 
 
 def reference_log2(p: np.ndarray, bits: int) -> np.ndarray:
@@ -114,3 +114,21 @@ def test_a_folded_model_saves_and_loads(tmp_path):
     again = load_quantized(copy.deepcopy(base), path)
     torch.testing.assert_close(again(x), q(x))
     assert math.isfinite(float(q(x).detach().abs().max()))
+
+
+@pytest.mark.parametrize("factory", [tiny_vit, tiny_beit])
+def test_folding_into_a_linear_without_a_bias_keeps_the_shift(factory):
+    """The folded LayerNorm shifts its output by s·r₂; a qkv with no bias of its own (BEiT's, a ViT
+    built without one) gets a zero bias to take −W·(s·r₂), or the shift would be silently dropped."""
+    torch.manual_seed(0)
+    model = factory(qkv_bias=False).double() if factory is tiny_vit else factory().double()
+    assert all(m.attn.qkv.bias is None for m in model.blocks)
+    x = torch.randn(8, 3, 32, 32, dtype=torch.float64)
+    y = model(x)
+    folded = calibrate(quantize_(copy.deepcopy(model), QuantConfig(sites="repq")), x)
+    for mod in folded.modules():
+        if isinstance(mod, WeightQuantizer):
+            mod.enabled = False
+        if isinstance(mod, ActQuantizer):
+            mod.calibrated.fill_(False)
+    torch.testing.assert_close(folded(x), y, rtol=1e-9, atol=1e-9)

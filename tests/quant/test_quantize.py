@@ -11,8 +11,7 @@ from psaq.quant.layers import QuantLinear
 from psaq.quant.primitives import int_range
 from psaq.quant.quantize import act_quantizers
 from psaq.quant.sites import SitePlan
-from psaq.families.swin import QuantSwinBlock, QuantWindowAttention
-from psaq.families.vit import QuantViTAttention, QuantViTBlock
+from psaq.families import family_of
 from tests.tiny import tiny_model  # noqa: F401  (the fixture)
 
 
@@ -49,8 +48,9 @@ def test_quantize_wraps_every_site(tiny_model, images):
     linears = [m for m in tiny_model.modules() if isinstance(m, nn.Linear)]
     wrapped = [m for m in tiny_model.modules() if isinstance(m, QuantLinear)]
     assert len(linears) == len(wrapped) > 0
-    attn = [m for m in tiny_model.modules() if isinstance(m, (QuantViTAttention, QuantWindowAttention))]
-    blocks = [m for m in tiny_model.modules() if isinstance(m, (QuantViTBlock, QuantSwinBlock))]
+    family = family_of(tiny_model)
+    attn = [m for m in tiny_model.modules() if isinstance(m, tuple(family.wrappers[t] for t in family.attention_types))]
+    blocks = [m for m in tiny_model.modules() if isinstance(m, family.quantized_block_types)]
     assert len(attn) == len(blocks) >= 2
     # before calibration activations pass through; only weights are rounded
     y_weights_only = tiny_model(images)
