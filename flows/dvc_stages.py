@@ -84,7 +84,9 @@ def read_view(stage: str, index: int = 0, **item) -> Artifact:
 def _point(args) -> Point:
     if args.method is not None:
         SYNTH_METHODS.get(args.method)  # an unknown name is refused before anything is read
-    return Point(args.train_seed, args.method, args.seed, args.bits or "", args.observer or "")
+    if args.bits is None:  # a stage with no bits in its matrix (samples) reads neither bits nor sites
+        return Point(args.train_seed, args.method, args.seed, 0, 0, args.observer or "")
+    return Point.parse(args.train_seed, args.method, args.seed, args.bits, args.observer or "")
 
 
 def read_output(stage: str, point: Point):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,26 +21,16 @@ from psaq.quant.observers import OBSERVERS
 from psaq.quant.onnx_export import ExportConfig
 from psaq.quant.reconstruct import ReconstructConfig
 from psaq.quant.sites import SITE_SETS
+from psaq.setting import BitSetting
 from psaq.synth import SYNTH_METHODS, SynthesisConfig
 
-# the whole tag: fullmatch, so "W8A8\n" is refused; "+name" picks the activation site set. Not
-# "@": DVC names a grid stage `stage@value-value-…` and cannot find one whose value holds "@"
-BITS_PATTERN = re.compile(r"W([2-8])A([2-8])(?:\+([a-z0-9][a-z0-9_-]*))?")
-
-
-def parse_setting(tag: str) -> tuple[int, int, str | None]:
-    """``"W4A8"`` → (4, 8, None); ``"W4A4+repq"`` → (4, 4, "repq"): the bits and, where the tag
-    names one, the site set (``quant.sites`` otherwise)."""
-    match = BITS_PATTERN.fullmatch(str(tag))
-    if not match:
-        earlier = BITS_PATTERN.fullmatch(str(tag).replace("@", "+", 1))
-        hint = f" (write {str(tag).replace('@', '+', 1)}: a site set follows '+')" if earlier else ""
-        raise ConfigError(f"bit setting '{tag}' must look like W4A8 (weights then activations, 2..8 each), "
-                          f"optionally with a site set: W4A4+repq{hint}")
-    sites = match.group(3)
-    if sites is not None:
-        SITE_SETS.get(sites)
-    return int(match.group(1)), int(match.group(2)), sites
+def parse_setting(tag: str) -> BitSetting:
+    """``"W4A8"`` → W4 A8 with ``quant.sites``; ``"W4A4+repq"`` → W4 A4 on the site set ``repq`` (refused
+    where no such set is registered)."""
+    setting = BitSetting.parse(tag)
+    if setting.sites is not None:
+        SITE_SETS.get(setting.sites)
+    return setting
 
 
 @dataclass(frozen=True)

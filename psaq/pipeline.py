@@ -17,7 +17,6 @@ import dataclasses
 import inspect
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -27,38 +26,26 @@ from psaq.models import ModelConfig
 from psaq.params import SECTIONS, Params, parse_setting
 from psaq.quant import QuantConfig
 from psaq.stages.graph import GRAPH, READS_OUTSIDE, RUN, producer
+from psaq.stages.stage import Point
 from psaq.store import Store
 from psaq.synth import SynthesisConfig
 
 MAX_POINTS = 500  # a grid above this asks for an explicit go-ahead
 
 
-@dataclass(frozen=True)
-class Point:
-    train_seed: int
-    method: str
-    seed: int
-    bits: str
-    observer: str
-
-    @property
-    def name(self) -> str:
-        return f"{self.method}-s{self.seed}-{self.bits}-{self.observer}-m{self.train_seed}"
-
-    @property
-    def coords(self) -> dict:
-        return dataclasses.asdict(self)
-
-
 def point_of(params: Params) -> Point:
     """The one point that params.yaml's own sections name (what ``psaq quantize`` and the ``quantize`` flow run)."""
-    return Point(params.model.train_seed, params.synthesis.method, params.synthesis.seed, params.quant.tag,
-                 params.quant.act_observer)
+    q = params.quant
+    return Point(params.model.train_seed, params.synthesis.method, params.synthesis.seed, q.w_bits, q.a_bits,
+                 q.act_observer)
 
 
 def grid_points(params: Params, allow_large: bool = False) -> list[Point]:
     g = params.grid
-    pts = [Point(*p) for p in itertools.product(g.train_seeds, g.methods, g.seeds, g.bits, g.observers)]
+    settings = [parse_setting(tag) for tag in g.bits]
+    pts = [Point(train_seed, method, seed, s.w_bits, s.a_bits, observer, s.sites)
+           for train_seed, method, seed, s, observer in itertools.product(g.train_seeds, g.methods, g.seeds, settings,
+                                                                          g.observers)]
     if len(pts) > MAX_POINTS and not allow_large:
         raise ConfigError(f"the grid has {len(pts)} points (over {MAX_POINTS}); shrink grid: in params.yaml or pass "
                           "--allow-large-grid to run it")
@@ -74,9 +61,8 @@ def synthesis_config(params: Params, point: Point) -> SynthesisConfig:
 
 
 def quant_config(params: Params, point: Point) -> QuantConfig:
-    w_bits, a_bits, sites = parse_setting(point.bits)
-    return dataclasses.replace(params.quant, w_bits=w_bits, a_bits=a_bits, act_observer=point.observer,
-                               sites=sites or params.quant.sites)
+    return dataclasses.replace(params.quant, w_bits=point.w_bits, a_bits=point.a_bits, act_observer=point.observer,
+                               sites=point.sites or params.quant.sites)
 
 
 # A stage argument that is a setting → how params.yaml and the grid point make it. An argument

@@ -5,6 +5,7 @@ import yaml
 
 from psaq.errors import ConfigError, UnknownNameError
 from psaq.params import SECTIONS, load_params, params_from_dict, parse_setting
+from psaq.setting import BitSetting
 
 
 def test_repository_params_yaml_is_valid_and_maps_one_to_one():
@@ -97,8 +98,8 @@ def test_a_number_yaml_reads_as_text_says_how_to_write_it(tmp_path):
 
 
 def test_parse_setting():
-    assert parse_setting("W4A8") == (4, 8, None)
-    assert parse_setting("W4A4+repq") == (4, 4, "repq")
+    assert parse_setting("W4A8") == BitSetting(4, 8, None) and parse_setting("W4A8").tag == "W4A8"
+    assert parse_setting("W4A4+repq") == BitSetting(4, 4, "repq") and parse_setting("W4A4+repq").tag == "W4A4+repq"
     with pytest.raises(ConfigError):
         parse_setting("4/8")
     with pytest.raises(ConfigError):

@@ -30,7 +30,7 @@ def tiny(**sections):
 def run(store, params, points=None):
     log = []
     submit = inline_runner(store, progress=False, log=log.append)
-    points = points or [Point(0, "psaq", 0, "W8A8", "minmax")]
+    points = points or [Point.parse(0, "psaq", 0, "W8A8", "minmax")]
     jobs = submit_points(submit, params, points)
     return [record(j) for j in jobs], {line.split()[0]: line.split()[1] for line in log}, jobs
 
@@ -43,7 +43,7 @@ def test_rerun_reuses_every_stage_and_a_bit_change_reruns_only_what_follows(tmp_
     again, reused, _ = run(store, params)
     assert reused.pop("reconstruct") == "passed"
     assert set(reused.values()) == {"reused"} and again == first
-    _, changed, _ = run(store, params, [Point(0, "psaq", 0, "W4A8", "minmax")])
+    _, changed, _ = run(store, params, [Point.parse(0, "psaq", 0, "W4A8", "minmax")])
     assert changed == {"model": "reused", "fp32": "reused", "samples": "reused", "calibrate": "built",
                        "reconstruct": "passed", "evaluate": "built", "export": "built"}
 
@@ -105,7 +105,7 @@ def test_a_report_is_the_runs_own(tmp_path):
     texts = []
     for bits in ("W8A8", "W4A8", "W8A8"):
         params = tiny(grid={"bits": [bits]})
-        records, _, jobs = run(store, params, [Point(0, "psaq", 0, bits, "minmax")])
+        records, _, jobs = run(store, params, [Point.parse(0, "psaq", 0, bits, "minmax")])
         art, _ = report.run(store, **report_inputs(params, jobs, records), title=f"run {bits}")
         files = publish_view(art, tmp_path / "reports")
         texts.append(files["benchmark.md"].read_text())
@@ -152,7 +152,7 @@ def test_reconstruction_runs_between_calibrate_and_evaluate_and_is_reused(tmp_pa
     a reconstruction setting reruns only reconstruct onwards."""
     store = Store(tmp_path)
     params = tiny(quant={"sites": "repq"}, reconstruct={"enabled": True, "iters": 3})
-    point = [Point(0, "psaq", 0, "W4A4", "minmax")]
+    point = [Point.parse(0, "psaq", 0, "W4A4", "minmax")]
     first, built, jobs = run(store, params, point)
     assert built["reconstruct"] == "built" and built["evaluate"] == "built"
     assert jobs[0]["reconstruct"].result().path != jobs[0]["calibrate"].result().path
@@ -170,7 +170,7 @@ def test_psaq_v2_runs_its_loop_in_the_reconstruct_stage_and_is_reused(tmp_path):
     store = Store(tmp_path)
     adaptive = {"rounds": 1, "sample_steps": 2, "student_steps": 2}
     params = tiny(adaptive=adaptive)
-    points = [Point(0, "psaq-v2", 0, "W4A8", "minmax"), Point(0, "psaq", 0, "W4A8", "minmax")]
+    points = [Point.parse(0, "psaq-v2", 0, "W4A8", "minmax"), Point.parse(0, "psaq", 0, "W4A8", "minmax")]
     first, built, jobs = run(store, params, points[:1])
     assert built["reconstruct"] == "built"
     path = jobs[0]["reconstruct"].result().path
@@ -217,8 +217,8 @@ def test_grid_export_names_the_methods_whose_points_are_exported(tmp_path):
     from psaq.errors import ConfigError
 
     params = tiny(grid={"methods": ["psaq", "gaussian"], "export": ["gaussian"]})
-    records, _, jobs = run(Store(tmp_path), params, [Point(0, "psaq", 0, "W8A8", "minmax"),
-                                                     Point(0, "gaussian", 0, "W8A8", "minmax")])
+    records, _, jobs = run(Store(tmp_path), params, [Point.parse(0, "psaq", 0, "W8A8", "minmax"),
+                                                     Point.parse(0, "gaussian", 0, "W8A8", "minmax")])
     by_method = {r["method"]: r for r in records}
     assert by_method["psaq"]["onnx"] is None and by_method["psaq"]["integer"] is None
     assert Path(by_method["gaussian"]["onnx"]).is_file() and Path(by_method["gaussian"]["integer"]).is_file()
@@ -251,9 +251,9 @@ def test_a_folder_changed_while_a_run_reads_it_publishes_nothing(tmp_path, monke
     monkeypatch.setattr(data_module.FolderDataset, "__getitem__", edit_while_reading)
     store = Store(tmp_path / "store")
     with pytest.raises(DatasetError, match="changed while this run read them"):
-        run(store, params, [Point(0, "gaussian", 0, "W8A8", "minmax")])
+        run(store, params, [Point.parse(0, "gaussian", 0, "W8A8", "minmax")])
     assert not list((tmp_path / "store" / "metrics").rglob("*.json"))
     victim.write_bytes(original)  # restored: the run computes again from what the folder holds
     monkeypatch.setattr(data_module.FolderDataset, "__getitem__", read)
-    records, _, _ = run(store, params, [Point(0, "gaussian", 0, "W8A8", "minmax")])
+    records, _, _ = run(store, params, [Point.parse(0, "gaussian", 0, "W8A8", "minmax")])
     assert records[0]["count"] == 60

@@ -9,7 +9,7 @@ from tests.test_pipeline import run, tiny
 
 def test_a_recheck_reproduces_stored_evaluations_and_names_a_drift_the_keys_cannot_see(tmp_path, monkeypatch):
     store, params = Store(tmp_path), tiny()
-    points = [Point(0, "psaq", 0, "W8A8", "minmax")]
+    points = [Point.parse(0, "psaq", 0, "W8A8", "minmax")]
     [stored], _, _ = run(store, params, points)
     result = recheck(params, points, store, progress=False)
     assert result["differ"] == 0 and result["points"][0]["top1_now"] == stored["top1"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from psaq.codehash import ROOT, closure, code_hash
+from psaq.setting import BitSetting
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,43 @@ class Stage:
     def item(self, point) -> tuple:
         """The same as a key: points with equal items share the stage's run."""
         return tuple(self.coords(point).values())
+
+
+@dataclass(frozen=True)
+class Point:
+    """One grid point, typed: the bits are ints and the site set a field of its own. Its
+    coordinates (``POINT``: stage matrices, DVC views, records, tables) spell the setting as one
+    tag (``bits``: ``W4A4+repq``), derived here."""
+
+    train_seed: int
+    method: str
+    seed: int
+    w_bits: int
+    a_bits: int
+    observer: str
+    sites: str | None = None  # None: the run's ``quant.sites``
+
+    @classmethod
+    def parse(cls, train_seed: int, method: str, seed: int, bits: str, observer: str) -> Point:
+        """The point a grid's coordinates name, the setting given as its tag (``W4A8``, ``W4A4+repq``)."""
+        setting = BitSetting.parse(bits)
+        return cls(train_seed, method, seed, setting.w_bits, setting.a_bits, observer, setting.sites)
+
+    @property
+    def setting(self) -> BitSetting:
+        return BitSetting(self.w_bits, self.a_bits, self.sites)
+
+    @property
+    def bits(self) -> str:
+        return self.setting.tag
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}-s{self.seed}-{self.bits}-{self.observer}-m{self.train_seed}"
+
+    @property
+    def coords(self) -> dict:
+        return {k: getattr(self, k) for k in POINT}
 
 
 # a grid point's coordinates, and the file stem of a per-point stage's views

@@ -246,7 +246,7 @@ def test_a_sample_set_of_another_model_is_never_used(tmp_path):
     params = load_params(write_params(tmp_path))
     store = Store(tmp_path)
     weights, _ = model.run(store, model_config(params, 0), params.train, progress=False)
-    quant = quant_config(params, Point(0, "psaq", 0, "W8A8", "minmax"))
+    quant = quant_config(params, Point.parse(0, "psaq", 0, "W8A8", "minmax"))
     foreign = write_samples(tmp_path / "foreign.parquet",
                             SampleSet(torch.zeros(4, 3, 32, 32), torch.zeros(4), {"model": "deit"}))
     with pytest.raises(SampleSetError, match="made for model='deit'"):

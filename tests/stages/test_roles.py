@@ -58,7 +58,7 @@ def test_a_stage_between_calibrate_and_evaluate_is_what_every_reader_reads(tmp_p
     try:
         params = tiny(grid={"export": True})
         [job] = submit_points(inline_runner(Store(tmp_path), progress=False), params,
-                              [Point(0, "psaq", 0, "W8A8", "minmax")])
+                              [Point.parse(0, "psaq", 0, "W8A8", "minmax")])
     finally:
         graph.RUN["evaluate"], graph.RUN["export"] = run_evaluate, run_export
     toy_out = job["toy"].result().path
@@ -73,3 +73,17 @@ def test_a_reader_with_two_models_of_one_role_is_refused(toy_stage):
                                                   needs=(*graph.GRAPH["evaluate"].needs, "reconstruct"))
     with pytest.raises(LookupError, match="stage 'evaluate' reads 2 stages as 'quantized'"):
         graph.producer("quantized")
+
+
+def test_a_grid_point_carries_its_bits_as_ints_and_its_site_set_apart():
+    from psaq.params import params_from_dict
+    from psaq.pipeline import grid_points, quant_config
+
+    params = params_from_dict({"grid": {"bits": ["W4A8", "W4A4+repq"], "methods": ["psaq"], "seeds": [0]}})
+    points = grid_points(params)
+    assert [(p.w_bits, p.a_bits, p.sites) for p in points] == [(4, 8, None), (4, 4, "repq")]
+    assert [p.bits for p in points] == ["W4A8", "W4A4+repq"]  # the tag views, records and tables spell
+    assert Point.parse(*points[1].coords.values()) == points[1]
+    q = quant_config(params, points[1])
+    assert (q.w_bits, q.a_bits, q.sites) == (4, 4, "repq")
+    assert quant_config(params, points[0]).sites == params.quant.sites
