@@ -5,12 +5,12 @@ modules synthesis hooks, how quantization wraps and taps them, which sites each 
 where, the blocks reconstruction tunes and folding folds into, and the per-family synthesis
 rate. ``psaq.quant`` and ``psaq.synth`` look a model's family up here and import none.
 
-The built-in families (``vit.py``: ViT/DeiT, ``swin.py``: Swin) register themselves when
+The built-in families (one file each: ViT/DeiT, Swin, BEiT) register themselves when
 ``psaq.families.builtin`` is imported, which the first lookup (``families``, ``family_of``) does.
 A new family is one file that builds a ``Family`` and calls ``register``, plus one line in
-``builtin.py`` (``beit.py`` is one such). A family declares the sites it has beyond the core ones,
-and which of them ``repq`` reads; a stage is keyed on the file of its model's family only, so a
-new or edited family re-keys no other family's results.
+``builtin.py``. A family declares the sites it has beyond the core ones and which of them
+``repq`` reads. A stage is keyed on the file of its model's family only, so a new or edited
+family re-keys no other family's results.
 """
 
 from __future__ import annotations

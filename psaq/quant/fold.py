@@ -21,10 +21,10 @@ from psaq.quant.quantizers import ActQuantizer
 
 
 def give_fold_targets_a_bias(model: nn.Module, folded_sites) -> int:
-    """Folding moves −W·(s·r₂) into the bias of each linear layer reading a folded LayerNorm. A layer
-    without a bias (BEiT's qkv, a ViT built with ``qkv_bias=False``) gets a zero one when it is
-    wrapped, which changes no output, so that the shift is not dropped and a saved model loads
-    into the same structure. Returns how many were given one."""
+    """Folding moves −W·(s·r₂) into the bias of each linear layer reading a folded LayerNorm. A
+    layer without a bias (a qkv whose biases are added apart, a ViT built with ``qkv_bias=False``)
+    gets a zero one when it is wrapped, which changes no output, so that the shift is not dropped
+    and a saved model loads into the same structure. Returns how many were given one."""
     family = family_of(model)
     count = 0
     for block in model.modules():
