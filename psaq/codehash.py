@@ -87,12 +87,24 @@ def _closure(module: str) -> tuple[Path, ...]:
 def source_hash(path: str | Path) -> str:
     """sha256 of what a Python file computes: its syntax tree without docstrings, so comments,
     docstrings and layout change no key (an edit of a docstring re-keyed every export once); any
-    other file by its bytes."""
+    other file by its bytes. A Python file's tree is remembered by its bytes' hash: each stage's
+    closure shares most files, and parsing them once per stage cost seconds at every start."""
     path = Path(path)
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
     if path.suffix != ".py":
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return digest
+    if digest not in _TREES:
+        _TREES[digest] = _tree_hash(data, str(path))
+    return _TREES[digest]
+
+
+_TREES: dict[str, str] = {}  # a Python file's bytes (sha256) → the hash of its tree without docstrings
+
+
+def _tree_hash(data: bytes, name: str) -> str:
     with _PARSE_LOCK:
-        tree = ast.parse(path.read_text(), str(path))
+        tree = ast.parse(data.decode(), name)
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
         if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body

@@ -16,6 +16,8 @@ from psaq.quant.sites import SITE_SETS, site_counts
 from tests.tiny import TINY_MODELS
 
 SETS = sorted(SITE_SETS)
+# DeiT is the ViT family's second model: its wrapped forward is checked, its export is ViT's
+ONE_PER_FAMILY = [name for name in sorted(TINY_MODELS) if name != "deit"]
 
 
 def _model(name, dtype=torch.float32):
@@ -43,7 +45,7 @@ def test_the_wrapped_model_computes_the_float_models_function(name, sites):
 
 
 @pytest.mark.parametrize("sites", SETS)
-@pytest.mark.parametrize("name", sorted(TINY_MODELS))
+@pytest.mark.parametrize("name", ONE_PER_FAMILY)
 def test_every_site_set_calibrates_and_exports_with_the_simulated_outputs(tmp_path, name, sites):
     model = _model(name)
     x = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(2))
