@@ -273,6 +273,11 @@ def _print_result(params, point, rec: dict) -> None:
         kl = rounds["adaptive.discrepancy_start"][0], rounds["adaptive.discrepancy_after_student"][-1]
         print(f"psaq-v2       {len(rounds['adaptive.entropy'])} rounds in {rounds['adaptive.wall_s'][0]:.0f} s; "
               f"KL(teacher || student) on its samples {kl[0]:.4f} → {kl[1]:.4f}")
+        held, kept = rounds.get("adaptive.discrepancy_heldout"), rounds.get("adaptive.kept_round", [None])[0]
+        if held:
+            print(f"              on held-out samples {held[0]:.4f} → {held[-1]:.4f}" + (
+                f"; that is above its start: kept round {int(kept)}'s student ({held[int(kept)]:.4f}; round 0 is "
+                "the calibrated one)" if kept is not None and kept != len(rounds["adaptive.entropy"]) else ""))
     print(f"FP32          top-1 {rec['fp32_top1']:6.2f}  top-5 {rec['fp32_top5']:6.2f}")
     print(f"{point.bits:<13} top-1 {rec['top1']:6.2f}  top-5 {rec['top5']:6.2f}  agreement with FP32 {rec['agreement']:6.2f}"
           f"  ({point.observer} ranges, {params.quant.sites} sites)")

@@ -21,6 +21,7 @@ listed in the README's table of differences).
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -58,12 +59,18 @@ class AdaptiveConfig:
     scale_lr: float = 1e-3
     student: str = "weights+scales"  # which student parameters learn in (b)
     seed: int = 0  # the views' jitter and flips
+    # the share of the starting samples the rounds never touch: the student is checked on them
+    # after every round, and kept at its best there if its discrepancy ends above where it started
+    holdout: float = 0.25
 
     def __post_init__(self) -> None:
         for name in ("rounds", "sample_steps", "student_steps"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"adaptive.{name} must be a positive integer, got {value!r}")
+            least = 0 if name == "sample_steps" else 1  # 0: the student learns on fixed samples (no co-evolution)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ConfigError(f"adaptive.{name} must be an integer >= {least}, got {value!r}")
+        if isinstance(self.holdout, bool) or not isinstance(self.holdout, (int, float)) or not 0 <= self.holdout < 1:
+            raise ConfigError(f"adaptive.holdout must be a share in [0, 1), got {self.holdout!r}")
         for name in ("temperature", "weight_lr", "scale_lr"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"adaptive.{name} must be positive, got {getattr(self, name)}")
@@ -143,14 +150,25 @@ def adapt(student: nn.Module, teacher: nn.Module, images: torch.Tensor, synth: S
           spec: InputSpec, device: str | torch.device = "cpu", progress: bool = True
           ) -> tuple[torch.Tensor, dict[str, list[float]]]:
     """Run the loop on a calibrated ``student`` (changed in place) from ``images``; returns the final
-    samples (float32, CPU) and, per round, the discrepancy at its start, after (a) and after (b),
-    the teacher's summed block entropy after (a), and the wall time."""
+    samples (float32, CPU: the rounds' samples, then the held-out ones as they were) and, per round,
+    the discrepancy at its start, after (a) and after (b), the teacher's summed block entropy
+    after (a), the discrepancy on the held-out samples (before the first round, then after each),
+    the round whose student was kept (``kept_round``: 0 is the calibrated one), and the wall time.
+
+    The held-out samples (``cfg.holdout`` of ``images``) are never optimised or trained on. When the
+    student's discrepancy on them ends above where it started, the student of the round where it
+    was lowest is kept, and a warning says so: the rounds never hand back a student further from
+    the teacher than calibration left it, on images it did not learn from."""
     device = torch.device(device)
     student.eval().to(device)
     teacher.eval().to(device)
     dtype = next(teacher.parameters()).dtype
     g = torch.Generator().manual_seed(cfg.seed)
-    x = images.to(device=device, dtype=dtype).clone().requires_grad_(True)
+    n_hold = min(int(images.shape[0] * cfg.holdout), images.shape[0] - 1)
+    if cfg.holdout and n_hold < 1:
+        n_hold = 1 if images.shape[0] > 1 else 0
+    held = images[images.shape[0] - n_hold:].to(device=device, dtype=dtype)
+    x = images[: images.shape[0] - n_hold].to(device=device, dtype=dtype).clone().requires_grad_(True)
     lo, hi = spec.pixel_bounds(device=device, dtype=dtype)
     lo_tv, hi_tv = synth.tv_target_range
     tv_target = (lo_tv + (hi_tv - lo_tv) * float(torch.rand(1, generator=g))) * tv_target_scale(tuple(x.shape))
@@ -159,7 +177,8 @@ def adapt(student: nn.Module, teacher: nn.Module, images: torch.Tensor, synth: S
     prefix = int(getattr(teacher, "num_prefix_tokens", 0))
     sample_lr = cfg.sample_lr or default_lr(teacher)
     history: dict[str, list[float]] = {k: [] for k in ("discrepancy_start", "discrepancy_after_samples",
-                                                       "discrepancy_after_student", "entropy", "student_loss")}
+                                                       "discrepancy_after_student", "entropy", "student_loss",
+                                                       "discrepancy_heldout")}
     teacher_params = [p for p in teacher.parameters()]
     flags = [(p, p.requires_grad) for p in (*teacher_params, *student.parameters())]
     _requires_grad([p for p, _ in flags], False)
@@ -172,12 +191,16 @@ def adapt(student: nn.Module, teacher: nn.Module, images: torch.Tensor, synth: S
                       {"params": [a.learned_scale for a in acts], "lr": cfg.scale_lr}]
             student_params = [p for group in groups for p in group["params"]]
             student_opt = torch.optim.Adam([gr for gr in groups if gr["params"]])
+            checked = _HeldOut(teacher, student, held, cfg.temperature, student_params)
+            if checked.active:
+                history["discrepancy_heldout"].append(checked.start)
             for _ in range(cfg.rounds):
                 history["discrepancy_start"].append(measure(teacher, student, x.detach(), cfg.temperature))
                 # (a) hard samples under the patch-similarity prior; the student is fixed
                 _requires_grad(student_params, False)
                 # a fresh Adam each round: the student its moments were attacking has changed since
                 sample_opt = torch.optim.Adam([x], lr=sample_lr, betas=synth.betas, eps=synth.adam_eps)
+                entropy = torch.zeros(())
                 with AttentionOutputHooks(teacher) as hooks:
                     for _ in range(cfg.sample_steps):
                         cancel.check()
@@ -215,13 +238,56 @@ def adapt(student: nn.Module, teacher: nn.Module, images: torch.Tensor, synth: S
                 _requires_grad(student_params, False)
                 history["student_loss"].append(sum(losses) / len(losses))
                 history["discrepancy_after_student"].append(measure(teacher, student, fixed, cfg.temperature))
+                if checked.active:
+                    history["discrepancy_heldout"].append(checked.after_round())
                 bar.set_postfix(kl=f"{history['discrepancy_after_student'][-1]:.4f}")
+            history["kept_round"] = [checked.keep_best_if_worse(cfg.rounds)]
     finally:
         bar.close()
         for p, flag in flags:
             p.requires_grad_(flag)
     history["wall_s"] = [time.perf_counter() - started]
-    return x.detach().float().cpu(), history
+    if history["kept_round"][0] != cfg.rounds:
+        h = history["discrepancy_heldout"]
+        warnings.warn(f"psaq-v2: the student's discrepancy on held-out samples ended above its start "
+                      f"({h[0]:.4f} → {h[-1]:.4f}); kept round {history['kept_round'][0]}'s student "
+                      f"({min(h):.4f}, round 0 is the calibrated one)", stacklevel=2)
+    return torch.cat([x.detach(), held]).float().cpu(), history
+
+
+class _HeldOut:
+    """The student checked on samples the rounds never touch, and its best state by that check."""
+
+    def __init__(self, teacher: nn.Module, student: nn.Module, held: torch.Tensor, temperature: float,
+                 params: list[torch.Tensor]):
+        self.teacher, self.student, self.held, self.temperature, self.params = teacher, student, held, temperature, params
+        self.active = held.shape[0] > 0
+        self.start = self._measure() if self.active else float("nan")
+        self.best, self.best_round, self.last, self.round = self.start, 0, self.start, 0
+        self.state = self._snapshot()
+
+    def _measure(self) -> float:
+        return measure(self.teacher, self.student, self.held, self.temperature)
+
+    def _snapshot(self) -> list[torch.Tensor]:
+        return [p.detach().clone() for p in self.params]
+
+    def after_round(self) -> float:
+        self.round += 1
+        self.last = self._measure()
+        if self.last < self.best:
+            self.best, self.best_round, self.state = self.last, self.round, self._snapshot()
+        return self.last
+
+    @torch.no_grad()
+    def keep_best_if_worse(self, rounds: int) -> int:
+        """The round whose student the loop hands back: the last, unless the held-out discrepancy
+        ended above its start, then the best one (its latent weights and scales put back)."""
+        if not self.active or not self.last > self.start:
+            return rounds
+        for p, saved in zip(self.params, self.state):
+            p.copy_(saved)
+        return self.best_round
 
 
 def _check_finite(loss: torch.Tensor, part: str) -> None:

@@ -104,7 +104,14 @@ class ActQuantizer(nn.Module):
         else:
             out = fake_quantize(x, self.scale, self.zero_point, self.qmin, self.qmax).to(x.dtype)
             if self.straight_through:
-                out = x + (out - x).detach()
+                # the gradient passes where the grid reaches and stops where the forward clips, as
+                # LSQ's does: passed through a clipped value it pushes the weights that make it ever
+                # further past the range, which the forward never shows (V2's weights-only student
+                # left its teacher that way on a Swin at W4A4)
+                lo = ((self.qmin - self.zero_point) * self.scale).to(x.dtype)
+                hi = ((self.qmax - self.zero_point) * self.scale).to(x.dtype)
+                inside = torch.maximum(torch.minimum(x, hi), lo)
+                out = inside + (out - inside).detach()
         if self.drop_prob and self.training:
             keep = torch.rand_like(x) < self.drop_prob
             out = torch.where(keep, x, out)

@@ -2,6 +2,7 @@
 
 import copy
 import dataclasses
+import warnings
 
 import pytest
 import torch
@@ -53,7 +54,7 @@ def test_each_round_the_samples_raise_and_the_student_lowers_the_discrepancy(tra
     images = DIGITS_SPEC_noise(16)
     student = calibrate(quantize_(copy.deepcopy(teacher), QuantConfig(w_bits=4, a_bits=8)), images)
     synth = SynthesisConfig(entropy_weight=0.0, tv_weight=0.0, **STILL)  # (a): the discrepancy alone
-    cfg = AdaptiveConfig(rounds=2, sample_steps=5, student_steps=20, sample_lr=0.002, student="weights")
+    cfg = AdaptiveConfig(rounds=2, sample_steps=5, student_steps=20, sample_lr=0.002, student="weights", holdout=0)
     _, h = adapt(student, teacher, images, synth, cfg, DIGITS_SPEC, progress=False)
     for r in range(2):
         assert h["discrepancy_after_samples"][r] > h["discrepancy_start"][r], r
@@ -81,7 +82,7 @@ def test_with_the_entropy_prior_the_student_still_learns_its_samples(pair):
     teacher, calibrated, images = pair
     student = copy.deepcopy(calibrated)
     out, h = adapt(student, teacher, images, SynthesisConfig(**STILL), AdaptiveConfig(rounds=2, sample_steps=5,
-                   student_steps=20), DIGITS_SPEC, progress=False)
+                   student_steps=20, holdout=0), DIGITS_SPEC, progress=False)
     assert all(b < a for a, b in zip(h["discrepancy_after_samples"], h["discrepancy_after_student"]))
     assert out.shape == images.shape and not torch.equal(out, images)
     lo, hi = DIGITS_SPEC.pixel_bounds()
@@ -138,8 +139,10 @@ def test_swin_runs_the_loop():
 
 
 @pytest.mark.parametrize("change, message", [
-    (dict(rounds=0), "adaptive.rounds must be a positive integer"),
-    (dict(student_steps=2.5), "adaptive.student_steps must be a positive integer"),
+    (dict(rounds=0), "adaptive.rounds must be an integer >= 1"),
+    (dict(student_steps=2.5), "adaptive.student_steps must be an integer >= 1"),
+    (dict(sample_steps=-1), "adaptive.sample_steps must be an integer >= 0"),
+    (dict(holdout=1.0), "adaptive.holdout must be a share in \\[0, 1\\)"),
     (dict(weight_lr=0), "adaptive.weight_lr must be positive"),
     (dict(discrepancy_weight=-1), "adaptive.discrepancy_weight must be >= 0"),
     (dict(student="everything"), "adaptive.student must be one of weights\\+scales, weights, scales"),
@@ -160,3 +163,55 @@ def test_the_samples_loss_holds_the_patch_similarity_term(pair):
     without, _ = adapt(copy.deepcopy(calibrated), teacher, images, SynthesisConfig(**STILL, entropy_weight=0.0), cfg,
                        DIGITS_SPEC, progress=False)
     assert (with_prior - without).abs().max().item() > 1e-3
+
+
+def test_the_held_out_samples_are_never_touched_and_checked_every_round(pair):
+    teacher, calibrated, images = pair
+    out, h = adapt(copy.deepcopy(calibrated), teacher, images, SynthesisConfig(**STILL),
+                   AdaptiveConfig(rounds=2, sample_steps=3, student_steps=3), DIGITS_SPEC, progress=False)
+    assert out.shape == images.shape
+    assert torch.equal(out[-4:], images[-4:]) and not torch.equal(out[:-4], images[:-4])  # 25 % of 16 kept aside
+    assert len(h["discrepancy_heldout"]) == 3  # before the first round, then after each
+    assert h["discrepancy_heldout"][0] == pytest.approx(measure(teacher, calibrated, images[-4:]), rel=1e-6)
+
+
+def test_a_student_that_ends_further_from_the_teacher_is_kept_at_its_best_and_said(pair):
+    teacher, calibrated, images = pair
+    student = copy.deepcopy(calibrated)
+    wrecking = AdaptiveConfig(rounds=2, sample_steps=1, student_steps=10, weight_lr=0.5, scale_lr=0.5)
+    with pytest.warns(UserWarning, match="discrepancy on held-out samples ended above its start"):
+        _, h = adapt(student, teacher, images, SynthesisConfig(**STILL), wrecking, DIGITS_SPEC, progress=False)
+    held = h["discrepancy_heldout"]
+    assert held[-1] > held[0]  # the rounds made it worse on images they did not learn from ...
+    kept = int(h["kept_round"][0])
+    assert kept < 2 and held[kept] == min(held)  # ... so the best round's student is handed back
+    assert measure(teacher, student, images[-4:]) == pytest.approx(held[kept], rel=1e-4, abs=1e-6)
+
+
+@pytest.mark.parametrize("student_parts", ["weights+scales", "weights", "scales"])
+@pytest.mark.parametrize("factory", ["tiny_vit", "tiny_swin"])
+def test_no_student_setting_ends_further_from_the_teacher_than_calibration_left_it(factory, student_parts):
+    """At W4A4 with the paper's quantizers, on tiny ViT and Swin models: whatever the rounds do,
+    the student handed back is no further from the teacher on the held-out samples than at the start."""
+    import tests.tiny
+
+    torch.manual_seed(0)
+    teacher = getattr(tests.tiny, factory)()
+    images = torch.randn(8, 3, 32, 32).clamp(-1, 1)
+    student = calibrate(quantize_(copy.deepcopy(teacher), QuantConfig(w_bits=4, a_bits=4)), images)
+    start = measure(teacher, student, images[-2:])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, h = adapt(student, teacher, images, SynthesisConfig(**STILL), AdaptiveConfig(
+            rounds=2, sample_steps=2, student_steps=5, weight_lr=1e-2, student=student_parts), TINY_SPEC, progress=False)
+    assert h["discrepancy_heldout"][0] == pytest.approx(start, rel=1e-6)
+    assert measure(teacher, student, images[-2:]) <= start * (1 + 1e-4) + 1e-7
+
+
+def test_straight_through_gradients_stop_where_the_forward_clips():
+    q = ActQuantizer(4)
+    q.set_qparams(torch.tensor([0.1]), torch.tensor([8.0]))  # the grid covers [-0.8, 0.7]
+    q.straight_through = True
+    x = torch.tensor([-2.0, -0.5, 0.0, 0.3, 0.69, 5.0], requires_grad=True)
+    q(x).sum().backward()
+    assert x.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 1.0, 0.0]
