@@ -4,12 +4,20 @@
     .venv/bin/python benchmarks/v2.py --models digits-vit --seeds 0 --quick  # a look in a few minutes
 
 For each model, synthesis seed, bit setting and quantizer recipe (``paper``: the official sites
-with min/max ranges; ``repq``: psaq's 4-bit recipe), four ways to get the quantized model:
+with min/max ranges; ``repq``: psaq's 4-bit recipe), the ways to get the quantized model that
+``--ways`` names (its default separates V2's effects):
 
-    psaq        v1: PSAQ-ViT images, calibrate (the faithful default)
-    psaq+recon  v1, then block reconstruction (AdaRound + LSQ + QDrop) on the same images
-    psaq-v2     label-free PSAQ images, calibrate, then V2's teacher-student rounds
-    real        the training split's images, calibrate
+    psaq          v1: PSAQ-ViT images, calibrate (the faithful default)
+    psaq+recon    v1, then block reconstruction (AdaRound + LSQ + QDrop) on the same images
+    psaq+lsq      v1, then V2's student step on v1's fixed images, activation scales only (LSQ alone)
+    psaq+student  v1, then V2's student step on v1's fixed images, weights and scales (no co-evolution)
+    psaq-v2-w     label-free PSAQ images, calibrate, V2's rounds with a weights-only student
+    psaq-v2       label-free PSAQ images, calibrate, V2's rounds (weights and scales: psaq's default)
+    real          the training split's images, calibrate
+
+psaq-v2 − psaq+student is what the samples' co-evolution adds over training the same student on
+fixed images (it also holds the change from labelled to label-free starting images); psaq+lsq −
+psaq is the learned activation scales alone.
 
 Prints an estimate before it starts (from timed steps of each part on this machine), then top-1
 mean ± std over models' seeds, paired differences with 95 % bootstrap intervals (over runs and
@@ -39,10 +47,16 @@ from psaq.stages import model as model_stage
 from psaq.stats import pack_correct
 from psaq.synth import SynthesisConfig, synthesize
 
-WAYS = ["psaq", "psaq+recon", "psaq-v2", "real"]
+WAYS = ["psaq", "psaq+recon", "psaq+lsq", "psaq+student", "psaq-v2-w", "psaq-v2", "real"]
+DEFAULT_WAYS = ["psaq", "psaq+lsq", "psaq+student", "psaq-v2-w", "psaq-v2", "real"]
+# way → (which images, the student's parts, whether the samples co-evolve)
+STUDENTS = {"psaq+lsq": ("psaq", "scales", False), "psaq+student": ("psaq", "weights+scales", False),
+            "psaq-v2-w": ("psaq-v2", "weights", True), "psaq-v2": ("psaq-v2", "weights+scales", True)}
 SETTINGS = ["W4A8", "W4A4"]
 RECIPES = {"paper": dict(sites="official", act_observer="minmax"), "repq": dict(sites="repq", act_observer="minmax")}
-PAIRS = [("psaq-v2", "psaq"), ("psaq-v2", "psaq+recon"), ("psaq-v2", "real"), ("psaq+recon", "psaq")]
+PAIRS = [("psaq-v2", "psaq"), ("psaq-v2", "psaq+student"), ("psaq+student", "psaq"), ("psaq+lsq", "psaq"),
+         ("psaq-v2", "psaq-v2-w"), ("psaq-v2-w", "psaq"), ("psaq-v2", "psaq+recon"), ("psaq-v2", "real"),
+         ("psaq+recon", "psaq")]
 
 
 def bits(setting: str) -> tuple[int, int]:
@@ -78,9 +92,11 @@ def estimate(args, loaded, source, device) -> float:
     eval_s = time.perf_counter() - t
     a = AdaptiveConfig(**args.adaptive)
     combos = len(args.settings) * len(args.recipes)
-    per_seed = (2 * 2 * args.steps * synth_step
-                + combos * (a.rounds * (a.sample_steps + a.student_steps) * v2_step + args.iters * recon_iter
-                            + 4 * eval_s))
+    loop_steps = sum(a.rounds * ((a.sample_steps if STUDENTS[w][2] else 0) + a.student_steps)
+                     for w in args.ways if w in STUDENTS)
+    per_seed = (3 * 2 * args.steps * synth_step
+                + combos * (loop_steps * v2_step + ("psaq+recon" in args.ways) * args.iters * recon_iter
+                            + len(args.ways) * eval_s))
     print(f"  {loaded.name}: synthesis {synth_step * 1e3:.0f} ms/step, V2 {v2_step * 1e3:.0f} ms/step, "
           f"reconstruction {recon_iter * 1e3:.0f} ms/iteration, evaluation {eval_s:.1f} s → "
           f"{per_seed:.0f} s per seed", flush=True)
@@ -112,31 +128,40 @@ def run(args) -> dict:
                 return cfg, _timed(times, f"synthesize {method}", lambda: synthesize(
                     loaded.model, cfg, loaded.spec, device, source, progress=False).images)
 
-            (_, v1), (v2_cfg, v2_init), (_, real) = synth("psaq"), synth("psaq-v2"), synth("real")
+            (_, v1), (v2_cfg, v2_init) = synth("psaq"), synth("psaq-v2")
+            real = synth("real")[1] if "real" in args.ways else None
             for setting in args.settings:
                 w, a = bits(setting)
                 for recipe in args.recipes:
                     qcfg = QuantConfig(w_bits=w, a_bits=a, **RECIPES[recipe])
                     models = {}
+                    images = {"psaq": v1, "psaq-v2": v2_init}
                     models["psaq"] = _timed(times, "calibrate", lambda: quantized_copy(loaded.model, qcfg, v1, device))
-                    models["psaq+recon"] = copy.deepcopy(models["psaq"])
-                    _timed(times, "reconstruct", lambda: reconstruct(
-                        models["psaq+recon"], copy.deepcopy(loaded.model), v1,
-                        ReconstructConfig(enabled=True, iters=args.iters, seed=seed), device, progress=False))
-                    models["psaq-v2"] = quantized_copy(loaded.model, qcfg, v2_init, device)
-                    _timed(times, "psaq-v2 rounds", lambda: adapt(
-                        models["psaq-v2"], loaded.model, v2_init, v2_cfg,
-                        AdaptiveConfig(**{**args.adaptive, "seed": seed}), loaded.spec, device, progress=False))
-                    models["real"] = quantized_copy(loaded.model, qcfg, real, device)
+                    if "psaq+recon" in args.ways:
+                        models["psaq+recon"] = copy.deepcopy(models["psaq"])
+                        _timed(times, "reconstruct", lambda: reconstruct(
+                            models["psaq+recon"], copy.deepcopy(loaded.model), v1,
+                            ReconstructConfig(enabled=True, iters=args.iters, seed=seed), device, progress=False))
+                    for way, (start, parts, co_evolve) in STUDENTS.items():
+                        if way not in args.ways:
+                            continue
+                        models[way] = quantized_copy(loaded.model, qcfg, images[start], device)
+                        cfg = AdaptiveConfig(**{**args.adaptive, "seed": seed, "student": parts,
+                                                **({} if co_evolve else {"sample_steps": 0})})
+                        _timed(times, f"{way} rounds", lambda: adapt(
+                            models[way], loaded.model, images[start], v2_cfg, cfg, loaded.spec, device, progress=False))
+                    if "real" in args.ways:
+                        models["real"] = quantized_copy(loaded.model, qcfg, real, device)
+                    models = {w: models[w] for w in args.ways}
                     for way, q in models.items():
                         res = _timed(times, "evaluate", lambda: evaluate(q, batches, device, fp.predictions))
                         records.append(dict(model=name, seed=seed, way=way, recipe=recipe, column=setting,
                                             top1=res.top1, correct=pack_correct(res.correct.numpy()), count=res.count))
                     print(f"  {name} seed {seed} {setting} {recipe}: "
-                          + ", ".join(f"{r['way']} {r['top1']:.2f}" for r in records[-4:])
+                          + ", ".join(f"{r['way']} {r['top1']:.2f}" for r in records[-len(models):])
                           + f" ({time.perf_counter() - started:.0f} s)", flush=True)
     return dict(records=records, fp32=fp32, stage_s=dict(times), wall_s=time.perf_counter() - started,
-                estimate_s=total, models=args.models, seeds=args.seeds, steps=args.steps, iters=args.iters,
+                estimate_s=total, models=args.models, seeds=args.seeds, steps=args.steps, iters=args.iters, ways=args.ways,
                 adaptive=dataclasses.asdict(adaptive),
                 threads=torch.get_num_threads())
 
@@ -154,13 +179,14 @@ def render(result: dict) -> str:
     out = []
     for model in result["models"]:
         rows = [dict(r, calib=f"{r['way']} · {r['recipe']}") for r in records if r["model"] == model]
-        order = [f"{w} · {rc}" for rc in recipes for w in WAYS]
+        ways = result.get("ways", ["psaq", "psaq+recon", "psaq-v2", "real"])  # results written before --ways
+        order = [f"{w} · {rc}" for rc in recipes for w in ways]
         out += [f"#### {model} top-1 (%), mean ± std over {n} (synthesis {result['steps']} steps × 2 rounds, "
                 f"reconstruction {result['iters']} iterations per block, V2 {result['adaptive']})\n",
                 accuracy_table(rows, order, settings, fp32=[result["fp32"][model]]),
                 f"\n#### {model}: paired differences, top-1 points, 95 % interval (bootstrap over seeds and test images)\n"]
         table = [[f"{a} − {b} · {rc}"] + [str(paired(records, model, rc, a, b, c) or "–") for c in settings]
-                 for rc in recipes for a, b in PAIRS]
+                 for rc in recipes for a, b in PAIRS if a in ways and b in ways]
         out += [markdown_table(["difference", *settings], table), ""]
     out += [f"#### Time per part (s, this CPU, {result['threads']} thread(s); per bit setting and recipe except "
             f"synthesis; estimated beforehand {result['estimate_s'] / 60:.0f} min, took {result['wall_s'] / 60:.0f} min)\n",
@@ -177,6 +203,8 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=100, help="reconstruction iterations per block")
     ap.add_argument("--settings", nargs="+", default=SETTINGS, choices=SETTINGS)
     ap.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    ap.add_argument("--ways", nargs="+", default=DEFAULT_WAYS, choices=WAYS,
+                    help="the ways to compare (default: V2's effects apart; add psaq+recon for block reconstruction)")
     ap.add_argument("--checkpoint", action="append", default=[], metavar="NAME=FILE",
                     help="weights of a model to use as they are (e.g. the ones an earlier run trained)")
     ap.add_argument("--quick", action="store_true", help="50 steps, 20 iterations, 2 V2 rounds")

@@ -12,10 +12,19 @@ The full-precision model is the teacher, the calibrated quantized model the stud
     quantizers' scales (LSQ).
 
 At the end the weights are written onto their grid (w = s·clamp(round(w_latent/s)), exactly what
-the quantized forward computes) and the learned scales frozen. The paper fixes the alternation,
-the discrepancy-driven samples, the patch-similarity prior and the label-free priors; the step
-counts, rates, weights and which student parameters learn are psaq's choices (``AdaptiveConfig``,
-listed in the README's table of differences).
+the quantized forward computes) and the learned scales frozen. A share of the starting samples is
+held out: the student is checked on it after every round, and kept at its best round when its
+discrepancy there ends above where it started.
+
+This is psaq's reading of the paper's abstract; no code of V2 is public. The abstract fixes: the
+patch-similarity metric of v1, kept; an adaptive teacher-student strategy in which the samples and
+the quantized model evolve in turn, competitively, under the full-precision teacher; no category
+guidance; "task- and model-independent prior information", unnamed; the "naive quantization
+strategy". Everything else is psaq's choice (``AdaptiveConfig``, the README's table of
+differences): the KL between the logits as the discrepancy (it needs a classifier head, which the
+abstract's detection and segmentation results suggest V2 does not), v1's TV prior, jitter and flip
+as the priors, the round structure, step counts and rates, which student parameters learn (the
+default learns activation scales too, LSQ, beyond a naive quantizer), and the held-out check.
 """
 
 from __future__ import annotations
@@ -159,6 +168,10 @@ def adapt(student: nn.Module, teacher: nn.Module, images: torch.Tensor, synth: S
     student's discrepancy on them ends above where it started, the student of the round where it
     was lowest is kept, and a warning says so: the rounds never hand back a student further from
     the teacher than calibration left it, on images it did not learn from."""
+    if getattr(teacher, "num_classes", None) == 0:
+        raise ConfigError(f"psaq-v2's teacher-student discrepancy is a KL between classification logits, but "
+                          f"{type(teacher).__name__} has no classifier head (num_classes=0); quantize a headless "
+                          "backbone with psaq, gaussian or real images (psaq with synthesis.ce_weight: 0)")
     device = torch.device(device)
     student.eval().to(device)
     teacher.eval().to(device)

@@ -11,7 +11,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from psaq import cancel
-from psaq.errors import SynthesisDivergedError
+from psaq.errors import ConfigError, SynthesisDivergedError
 from psaq.families import family_of
 from psaq.synth.acceleration import Compiled, autocast
 from psaq.synth.entropy import KdeSettings, block_entropies
@@ -70,7 +70,13 @@ def optimize_samples(config, ctx: SynthesisContext, use_entropy: bool) -> Synthe
     g = torch.Generator().manual_seed(config.seed)
     dtype = next(model.parameters()).dtype  # images live in the model's float type
     images = torch.randn((config.num_samples, *spec.input_size), generator=g).to(device=device, dtype=dtype)
-    labels = torch.randint(0, spec.num_classes, (config.num_samples,), generator=g).to(device)
+    if spec.num_classes < 1 and config.ce_weight:
+        raise ConfigError(f"synthesis mode '{config.method}' draws a class label per image for its cross-entropy term, "
+                          "but the model has no classifier head (num_classes=0); set synthesis.ce_weight: 0 "
+                          "(the patch-similarity and TV priors only) or calibrate on gaussian or real images")
+    # a headless backbone (num_classes=0) has no labels to draw; its cross-entropy term is off (above)
+    labels = torch.randint(0, spec.num_classes, (config.num_samples,), generator=g).to(device) \
+        if spec.num_classes > 0 else None
     lo_tv, hi_tv = config.tv_target_range
     tv_target = (lo_tv + (hi_tv - lo_tv) * float(torch.rand(1, generator=g))) * tv_target_scale(images.shape)
     lo, hi = spec.pixel_bounds(device=device, dtype=dtype)
@@ -102,7 +108,8 @@ def optimize_samples(config, ctx: SynthesisContext, use_entropy: bool) -> Synthe
                     with autocast(config.precision, device):
                         logits = compiled.model(x)
                     # bf16 logits get a float32 loss; float64 ones keep theirs
-                    ce = F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), labels)
+                    ce = F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), labels) \
+                        if labels is not None else torch.zeros((), device=device, dtype=dtype)
                     tv = (total_variation(x) - tv_target).abs()
                     if use_entropy:
                         entropy = block_entropies(hooks.take(), config.num_samples, prefix,
@@ -129,4 +136,6 @@ def optimize_samples(config, ctx: SynthesisContext, use_entropy: bool) -> Synthe
                                     ce=f"{history['ce'][-1]:.3f}", tv=f"{history['tv'][-1]:.1f}")
         bar.close()
     wall = time.perf_counter() - started
+    if labels is None:
+        labels = torch.full((config.num_samples,), -1, dtype=torch.long)  # as the label-free modes say "none"
     return SynthesisResult(images.detach().float().cpu(), labels.cpu(), history, wall_s=wall, steps=step)

@@ -215,3 +215,16 @@ def test_straight_through_gradients_stop_where_the_forward_clips():
     x = torch.tensor([-2.0, -0.5, 0.0, 0.3, 0.69, 5.0], requires_grad=True)
     q(x).sum().backward()
     assert x.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 1.0, 0.0]
+
+
+def test_a_headless_backbone_is_refused_in_one_line_not_given_a_kl_over_features():
+    from tests.tiny import tiny_vit
+
+    teacher = tiny_vit(num_classes=0)
+    images = torch.randn(4, 3, 32, 32)
+    # no classifier: the official set's head_input has no place, the compact set quantizes what there is
+    student = calibrate(quantize_(copy.deepcopy(teacher), QuantConfig(w_bits=4, a_bits=8, sites="compact")), images)
+    with pytest.raises(ConfigError, match="no classifier head \\(num_classes=0\\)") as err:
+        adapt(student, teacher, images, SynthesisConfig(), AdaptiveConfig(rounds=1, sample_steps=1, student_steps=1),
+              TINY_SPEC, progress=False)
+    assert "\n" not in str(err.value)

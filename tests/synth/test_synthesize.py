@@ -149,3 +149,17 @@ def test_a_batch_that_cannot_fit_is_refused_before_allocating(monkeypatch):
     monkeypatch.setattr(memory, "available_bytes", lambda device: 10 * 2**30)
     with pytest.raises(ConfigError, match=r"num_samples 1000000000 of 3x32x32 images needs at least .* GiB .* and 10.0 GiB"):
         synthesize(tiny_vit(), SynthesisConfig(num_samples=10**9), TINY_SPEC, "cpu", progress=False)
+
+
+def test_a_headless_backbone_gets_label_free_psaq_images_or_one_line():
+    import dataclasses
+
+    torch.manual_seed(0)
+    model = tiny_vit(num_classes=0)
+    spec = dataclasses.replace(TINY_SPEC, num_classes=0)
+    with pytest.raises(ConfigError, match="no classifier head \\(num_classes=0\\); set synthesis.ce_weight: 0") as err:
+        synthesize(model, SynthesisConfig(**FAST), spec, "cpu", progress=False)
+    assert "\n" not in str(err.value)
+    result = synthesize(model, SynthesisConfig(**FAST, ce_weight=0.0), spec, "cpu", progress=False)
+    assert (result.labels == -1).all() and set(result.history["ce"]) == {0.0}
+    assert sum(result.history["loss"][-5:]) < sum(result.history["loss"][:5])  # the priors alone still move the images
