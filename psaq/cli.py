@@ -156,6 +156,9 @@ def _add_run_args(p: argparse.ArgumentParser, base=None, source: str | None = No
     v.add_argument("--v2-rounds", type=int, help=f"teacher-student rounds {d('v2_rounds')}")
     v.add_argument("--v2-student", metavar="{weights+scales,weights,scales}",
                    help=f"what the student learns in each round {d('v2_student')}")
+    v.add_argument("--v2-discrepancy", metavar="{logits,features}",
+                   help="what the student is compared with the teacher on: the classifier's logits (KL) or the "
+                   f"backbone's output tokens (a headless backbone has only these) {d('v2_discrepancy')}")
     s = p.add_argument_group("calibration data")
     s.add_argument("--calib", help=f"calibration mode, see below {d('calib')}")
     s.add_argument("--seed", type=int, help=f"synthesis seed {d('seed')}")

@@ -40,6 +40,7 @@ OVERRIDES: dict[str, tuple[str, str]] = {
     "reconstruct_iters": ("reconstruct", "iters"),
     "v2_rounds": ("adaptive", "rounds"),
     "v2_student": ("adaptive", "student"),
+    "v2_discrepancy": ("adaptive", "discrepancy"),
     "device": ("runtime", "device"),
     "dataset": ("runtime", "dataset"),
     "calib_dataset": ("runtime", "calib_dataset"),

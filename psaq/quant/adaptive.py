@@ -52,6 +52,9 @@ from psaq.synth.optimize import default_lr
 from psaq.synth.priors import jitter_and_flip, scaled_jitter, total_variation, tv_target_scale
 
 STUDENT_PARTS = ("weights+scales", "weights", "scales")
+# logits: KL(T ‖ S) between the classifier's softmaxes; features: the backbone's output tokens
+# (``forward_features``), relative squared error: task-independent, and what a headless backbone has
+DISCREPANCIES = ("logits", "features")
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,7 @@ class AdaptiveConfig:
     # the share of the starting samples the rounds never touch: the student is checked on them
     # after every round, and kept at its best there if its discrepancy ends above where it started
     holdout: float = 0.25
+    discrepancy: str = "logits"  # what the teacher and the student are compared on (DISCREPANCIES)
 
     def __post_init__(self) -> None:
         for name in ("rounds", "sample_steps", "student_steps"):
@@ -87,6 +91,8 @@ class AdaptiveConfig:
             raise ConfigError(f"adaptive.discrepancy_weight must be >= 0, got {self.discrepancy_weight}")
         if self.sample_lr is not None and not self.sample_lr > 0:
             raise ConfigError(f"adaptive.sample_lr must be positive or null, got {self.sample_lr}")
+        if self.discrepancy not in DISCREPANCIES:
+            raise ConfigError(f"adaptive.discrepancy must be one of {', '.join(DISCREPANCIES)}, got {self.discrepancy!r}")
         if self.student not in STUDENT_PARTS:
             raise ConfigError(f"adaptive.student must be one of {', '.join(STUDENT_PARTS)}, got {self.student!r}")
         check_seed("adaptive.seed", self.seed)
@@ -97,6 +103,24 @@ def discrepancy(teacher_logits: torch.Tensor, student_logits: torch.Tensor, temp
     t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
     s = F.log_softmax(student_logits.float() / temperature, dim=-1)
     return F.kl_div(s, t, reduction="batchmean", log_target=True)
+
+
+def feature_discrepancy(teacher_features: torch.Tensor, student_features: torch.Tensor) -> torch.Tensor:
+    """‖S − T‖² / ‖T‖² per image over all its tokens and channels, mean over images: 0 when the
+    student's features are the teacher's, 1 when they are zero; no classifier involved."""
+    t = teacher_features.float().flatten(1)
+    s = student_features.float().flatten(1)
+    return ((s - t).pow(2).sum(1) / t.pow(2).sum(1).clamp_min(1e-12)).mean()
+
+
+def outputs(model: nn.Module, x: torch.Tensor, kind: str) -> torch.Tensor:
+    """What the discrepancy ``kind`` compares: the logits, or the backbone's output tokens."""
+    return model(x) if kind == "logits" else model.forward_features(x)
+
+
+def compare(teacher_out: torch.Tensor, student_out: torch.Tensor, kind: str, temperature: float = 1.0) -> torch.Tensor:
+    return discrepancy(teacher_out, student_out, temperature) if kind == "logits" \
+        else feature_discrepancy(teacher_out, student_out)
 
 
 class _LatentWeights:
@@ -146,12 +170,12 @@ def _requires_grad(params: list[torch.Tensor], flag: bool) -> None:
 
 @torch.no_grad()
 def measure(teacher: nn.Module, student: nn.Module, images: torch.Tensor, temperature: float = 1.0,
-            batch_size: int = 64) -> float:
-    """KL(T ‖ S) on ``images`` as they are (no views), mean over images."""
+            batch_size: int = 64, kind: str = "logits") -> float:
+    """The discrepancy ``kind`` on ``images`` as they are (no views), mean over images."""
     total = 0.0
     for i in range(0, images.shape[0], batch_size):
         x = images[i : i + batch_size]
-        total += float(discrepancy(teacher(x), student(x), temperature)) * x.shape[0]
+        total += float(compare(outputs(teacher, x, kind), outputs(student, x, kind), kind, temperature)) * x.shape[0]
     return total / images.shape[0]
 
 
@@ -168,10 +192,11 @@ def adapt(student: nn.Module, teacher: nn.Module, images: torch.Tensor, synth: S
     student's discrepancy on them ends above where it started, the student of the round where it
     was lowest is kept, and a warning says so: the rounds never hand back a student further from
     the teacher than calibration left it, on images it did not learn from."""
-    if getattr(teacher, "num_classes", None) == 0:
-        raise ConfigError(f"psaq-v2's teacher-student discrepancy is a KL between classification logits, but "
-                          f"{type(teacher).__name__} has no classifier head (num_classes=0); quantize a headless "
-                          "backbone with psaq, gaussian or real images (psaq with synthesis.ce_weight: 0)")
+    kind = cfg.discrepancy
+    if kind == "logits" and getattr(teacher, "num_classes", None) == 0:
+        raise ConfigError(f"psaq-v2's discrepancy 'logits' is a KL between classification logits, but "
+                          f"{type(teacher).__name__} has no classifier head (num_classes=0); set "
+                          "adaptive.discrepancy: features (the backbone's output tokens)")
     device = torch.device(device)
     student.eval().to(device)
     teacher.eval().to(device)
@@ -204,11 +229,11 @@ def adapt(student: nn.Module, teacher: nn.Module, images: torch.Tensor, synth: S
                       {"params": [a.learned_scale for a in acts], "lr": cfg.scale_lr}]
             student_params = [p for group in groups for p in group["params"]]
             student_opt = torch.optim.Adam([gr for gr in groups if gr["params"]])
-            checked = _HeldOut(teacher, student, held, cfg.temperature, student_params)
+            checked = _HeldOut(teacher, student, held, cfg.temperature, student_params, kind)
             if checked.active:
                 history["discrepancy_heldout"].append(checked.start)
             for _ in range(cfg.rounds):
-                history["discrepancy_start"].append(measure(teacher, student, x.detach(), cfg.temperature))
+                history["discrepancy_start"].append(measure(teacher, student, x.detach(), cfg.temperature, kind=kind))
                 # (a) hard samples under the patch-similarity prior; the student is fixed
                 _requires_grad(student_params, False)
                 # a fresh Adam each round: the student its moments were attacking has changed since
@@ -218,9 +243,9 @@ def adapt(student: nn.Module, teacher: nn.Module, images: torch.Tensor, synth: S
                     for _ in range(cfg.sample_steps):
                         cancel.check()
                         view = jitter_and_flip(x, max_shift, synth.flip_prob, g)
-                        t_logits = teacher(view)
+                        t_out = outputs(teacher, view, kind)
                         entropy = block_entropies(hooks.take(), x.shape[0], prefix, synth.entropy_estimator, kde).sum()
-                        disc = discrepancy(t_logits, student(view), cfg.temperature)
+                        disc = compare(t_out, outputs(student, view, kind), kind, cfg.temperature)
                         tv = (total_variation(view) - tv_target).abs()
                         loss = -synth.entropy_weight * entropy - cfg.discrepancy_weight * disc + synth.tv_weight * tv
                         _check_finite(loss, "samples")
@@ -231,7 +256,8 @@ def adapt(student: nn.Module, teacher: nn.Module, images: torch.Tensor, synth: S
                             x.copy_(torch.maximum(torch.minimum(x, hi), lo))
                         bar.update(1)
                 history["entropy"].append(float(entropy.detach()))
-                history["discrepancy_after_samples"].append(measure(teacher, student, x.detach(), cfg.temperature))
+                history["discrepancy_after_samples"].append(measure(teacher, student, x.detach(), cfg.temperature,
+                                                                    kind=kind))
                 # (b) the student agrees with the teacher on them
                 _requires_grad(student_params, True)
                 fixed = x.detach()
@@ -240,8 +266,8 @@ def adapt(student: nn.Module, teacher: nn.Module, images: torch.Tensor, synth: S
                     cancel.check()
                     view = jitter_and_flip(fixed, max_shift, synth.flip_prob, g)
                     with torch.no_grad():
-                        t_logits = teacher(view)
-                    loss = discrepancy(t_logits, student(view), cfg.temperature)
+                        t_out = outputs(teacher, view, kind)
+                    loss = compare(t_out, outputs(student, view, kind), kind, cfg.temperature)
                     _check_finite(loss, "student")
                     student_opt.zero_grad(set_to_none=True)
                     loss.backward()
@@ -250,7 +276,7 @@ def adapt(student: nn.Module, teacher: nn.Module, images: torch.Tensor, synth: S
                     bar.update(1)
                 _requires_grad(student_params, False)
                 history["student_loss"].append(sum(losses) / len(losses))
-                history["discrepancy_after_student"].append(measure(teacher, student, fixed, cfg.temperature))
+                history["discrepancy_after_student"].append(measure(teacher, student, fixed, cfg.temperature, kind=kind))
                 if checked.active:
                     history["discrepancy_heldout"].append(checked.after_round())
                 bar.set_postfix(kl=f"{history['discrepancy_after_student'][-1]:.4f}")
@@ -272,15 +298,16 @@ class _HeldOut:
     """The student checked on samples the rounds never touch, and its best state by that check."""
 
     def __init__(self, teacher: nn.Module, student: nn.Module, held: torch.Tensor, temperature: float,
-                 params: list[torch.Tensor]):
+                 params: list[torch.Tensor], kind: str):
         self.teacher, self.student, self.held, self.temperature, self.params = teacher, student, held, temperature, params
+        self.kind = kind
         self.active = held.shape[0] > 0
         self.start = self._measure() if self.active else float("nan")
         self.best, self.best_round, self.last, self.round = self.start, 0, self.start, 0
         self.state = self._snapshot()
 
     def _measure(self) -> float:
-        return measure(self.teacher, self.student, self.held, self.temperature)
+        return measure(self.teacher, self.student, self.held, self.temperature, kind=self.kind)
 
     def _snapshot(self) -> list[torch.Tensor]:
         return [p.detach().clone() for p in self.params]

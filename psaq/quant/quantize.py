@@ -76,7 +76,10 @@ def quantize_(
     if result is not model:
         raise ConfigError(f"the top-level {type(model).__name__} cannot be wrapped in place; wrap its parent instead")
     if filter_fn is None:
-        plan.check_complete(type(model).__name__)
+        # a headless backbone (timm's num_classes=0) has no classifier, so no classifier input; its
+        # output (the pooled features) takes the output site's quantizer as logits would
+        headless = getattr(model, "num_classes", None) == 0
+        plan.check_complete(type(model).__name__, ("head_input",) if headless else ())
     give_fold_targets_a_bias(model, {s.site for s in plan.specs.values() if s.granularity == "folded-channel"})
     # quantizer buffers (scales, zero points) in the model's float type, as the official code keeps them
     dtype = next(model.parameters()).dtype

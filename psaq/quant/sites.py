@@ -172,9 +172,10 @@ class SitePlan:
         """The quantizers of this plan at a module's taps: what a family's wrapper holds."""
         return Taps(self, sites)
 
-    def check_complete(self, model_name: str) -> None:
-        """Every spec of the set must have found its tensor: a site quantized nowhere is a silent no-op."""
-        missing = [s for s in self.specs if not self.placed[s]]
+    def check_complete(self, model_name: str, absent: tuple[str, ...] = ()) -> None:
+        """Every spec of the set must have found its tensor: a site quantized nowhere is a silent no-op.
+        ``absent``: sites the model lacks by construction (a headless backbone has no classifier input)."""
+        missing = [s for s in self.specs if not self.placed[s] and s not in absent]
         if missing:
             raise ConfigError(f"quantizer site(s) {', '.join(missing)} of set '{self.set_name}' found no place in "
                               f"{model_name}, a model of the '{self.family.name if self.family else 'custom'}' family")

@@ -10,7 +10,7 @@ import torch
 from psaq.datasets.digits import DIGITS_SPEC
 from psaq.errors import ConfigError
 from psaq.quant import QuantConfig, calibrate, quantize_
-from psaq.quant.adaptive import AdaptiveConfig, adapt, discrepancy, measure
+from psaq.quant.adaptive import AdaptiveConfig, adapt, discrepancy, feature_discrepancy, measure
 from psaq.quant.layers import QuantConv2d, QuantLinear
 from psaq.quant.quantizers import ActQuantizer
 from psaq.synth import SynthesisConfig
@@ -224,7 +224,45 @@ def test_a_headless_backbone_is_refused_in_one_line_not_given_a_kl_over_features
     images = torch.randn(4, 3, 32, 32)
     # no classifier: the official set's head_input has no place, the compact set quantizes what there is
     student = calibrate(quantize_(copy.deepcopy(teacher), QuantConfig(w_bits=4, a_bits=8, sites="compact")), images)
-    with pytest.raises(ConfigError, match="no classifier head \\(num_classes=0\\)") as err:
+    with pytest.raises(ConfigError, match="no classifier head \\(num_classes=0\\); set adaptive.discrepancy: features") as err:
         adapt(student, teacher, images, SynthesisConfig(), AdaptiveConfig(rounds=1, sample_steps=1, student_steps=1),
               TINY_SPEC, progress=False)
     assert "\n" not in str(err.value)
+
+
+def test_the_feature_discrepancy_is_the_relative_squared_error_of_the_tokens():
+    t, s = torch.randn(3, 5, 7, dtype=torch.float64), torch.randn(3, 5, 7, dtype=torch.float64)
+    want = (((s - t) ** 2).sum((1, 2)) / (t ** 2).sum((1, 2))).mean()
+    torch.testing.assert_close(feature_discrepancy(t, s).double(), want, atol=1e-6, rtol=1e-6)
+    assert feature_discrepancy(t, t).item() == 0.0 and feature_discrepancy(t, torch.zeros_like(t)).item() == 1.0
+
+
+@pytest.mark.parametrize("factory", ["tiny_vit", "tiny_swin"])
+def test_a_headless_backbone_runs_v2_on_its_features_and_exports_them(tmp_path, factory):
+    """num_classes=0: no logits, no labels. The student learns the teacher's output tokens on
+    label-free samples, the paper's default sites find their places (the classifier's input aside),
+    and the exported model outputs the simulated model's features."""
+    import numpy as np
+
+    import tests.tiny
+    from psaq.quant.onnx_export import export_onnx, ort_session
+
+    torch.manual_seed(0)
+    teacher = getattr(tests.tiny, factory)(num_classes=0)
+    images = torch.randn(8, 3, 32, 32).clamp(-1, 1)
+    cfg = QuantConfig(w_bits=4, a_bits=8)
+    student = calibrate(quantize_(copy.deepcopy(teacher), cfg), images)
+    before = {n: p.detach().clone() for n, p in student.named_parameters()}
+    out, h = adapt(student, teacher, images, SynthesisConfig(**STILL, ce_weight=0.0),
+                   AdaptiveConfig(rounds=2, sample_steps=2, student_steps=5, discrepancy="features", weight_lr=1e-3),
+                   TINY_SPEC, progress=False)
+    assert out.shape == images.shape and all(0 <= v < 1 for v in h["discrepancy_heldout"])
+    assert measure(teacher, student, images[-2:], kind="features") <= h["discrepancy_heldout"][0] * (1 + 1e-4) + 1e-7
+    assert any(not torch.equal(p, before[n]) for n, p in student.named_parameters()) or h["kept_round"][0] == 0
+    x = torch.randn(6, 3, 32, 32)
+    with torch.no_grad():
+        sim = student(x).numpy()
+    assert sim.shape == (6, teacher.num_features)
+    onnx_out = ort_session(export_onnx(student, cfg, x[:1], tmp_path / "headless.onnx")).run(None, {"images": x.numpy()})[0]
+    level = (sim.max() - sim.min()) / 255  # the output site quantizes the features at 8 bits
+    assert (np.abs(onnx_out - sim) <= 3 * level).mean() >= 0.9
