@@ -33,6 +33,7 @@ import time
 from collections import defaultdict
 
 import torch
+import yaml
 from tables import add_output_args, measure_and_write, paired_runs  # benchmarks/tables.py
 
 import psaq.families.builtin  # noqa: F401 - registers the ViT/DeiT and Swin families
@@ -208,11 +209,22 @@ def main() -> None:
     ap.add_argument("--checkpoint", action="append", default=[], metavar="NAME=FILE",
                     help="weights of a model to use as they are (e.g. the ones an earlier run trained)")
     ap.add_argument("--quick", action="store_true", help="50 steps, 20 iterations, 2 V2 rounds")
+    ap.add_argument("--v2", action="append", default=[], metavar="KEY=VALUE",
+                    help="an adaptive: setting for every way that runs V2's loop (e.g. holdout=0)")
+    ap.add_argument("--unclipped-ste", action="store_true",
+                    help="straight-through gradients pass where the forward clips too (psaq's V2 before the fix)")
     add_output_args(ap)
     args = ap.parse_args()
     args.adaptive = {}
     if args.quick:
         args.steps, args.iters, args.adaptive = 50, 20, {"rounds": 2}
+    for item in args.v2:
+        key, value = item.split("=", 1)
+        args.adaptive[key] = yaml.safe_load(value)
+    if args.unclipped_ste:
+        from psaq.quant.quantizers import ActQuantizer
+
+        ActQuantizer.clip_straight_through = False
     measure_and_write("v2", args, run, render)
 
 

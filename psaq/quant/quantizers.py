@@ -40,6 +40,9 @@ class ActQuantizer(nn.Module):
 
     learnable_scale = True
     onnx_export = "qdq"
+    # straight-through gradients stop where the forward clips; False passes them everywhere (how
+    # psaq's V2 ran before, kept to measure the change: benchmarks/v2.py --unclipped-ste)
+    clip_straight_through = True
 
     def __init__(self, bits: int, observer: str = "minmax", site: str = "", axis: int | None = None,
                  folded: bool = False, **observer_options):
@@ -103,7 +106,9 @@ class ActQuantizer(nn.Module):
             out = (q - self.zero_point) * scale
         else:
             out = fake_quantize(x, self.scale, self.zero_point, self.qmin, self.qmax).to(x.dtype)
-            if self.straight_through:
+            if self.straight_through and not self.clip_straight_through:
+                out = x + (out - x).detach()  # the identity everywhere: psaq's V2 before the fix (measured against it)
+            elif self.straight_through:
                 # the gradient passes where the grid reaches and stops where the forward clips, as
                 # LSQ's does: passed through a clipped value it pushes the weights that make it ever
                 # further past the range, which the forward never shows (V2's weights-only student

@@ -215,6 +215,10 @@ def test_straight_through_gradients_stop_where_the_forward_clips():
     x = torch.tensor([-2.0, -0.5, 0.0, 0.3, 0.69, 5.0], requires_grad=True)
     q(x).sum().backward()
     assert x.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 1.0, 0.0]
+    q.clip_straight_through = False  # how V2 ran before (kept to measure the change): the identity everywhere
+    x.grad = None
+    q(x).sum().backward()
+    assert x.grad.tolist() == [1.0] * 6
 
 
 def test_a_headless_backbone_is_refused_in_one_line_not_given_a_kl_over_features():
