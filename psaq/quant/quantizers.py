@@ -115,8 +115,8 @@ class ActQuantizer(nn.Module):
                 # left its teacher that way on a Swin at W4A4)
                 lo = ((self.qmin - self.zero_point) * self.scale).to(x.dtype)
                 hi = ((self.qmax - self.zero_point) * self.scale).to(x.dtype)
-                inside = torch.maximum(torch.minimum(x, hi), lo)
-                out = inside + (out - inside).detach()
+                reached = ((x >= lo) & (x <= hi)).to(x.dtype)
+                out = out.detach() + (x - x.detach()) * reached
         if self.drop_prob and self.training:
             keep = torch.rand_like(x) < self.drop_prob
             out = torch.where(keep, x, out)

@@ -41,7 +41,7 @@ def test_an_error_inside_still_restores_every_part():
     assert act.learned_scale is None and wq.soft_rounding is None and not act.straight_through and act.drop_prob == 0.0
 
 
-def test_straight_through_keeps_the_values_and_passes_the_gradient():
+def test_straight_through_keeps_the_values_and_passes_the_gradient_where_the_grid_reaches():
     act = _calibrated()
     x = torch.linspace(-1, 1, 11, requires_grad=True)
     plain = act(x).detach()
@@ -49,7 +49,11 @@ def test_straight_through_keeps_the_values_and_passes_the_gradient():
         out = act(x)
         out.sum().backward()
     assert torch.equal(out.detach(), plain)  # the official values
-    assert torch.equal(x.grad, torch.ones_like(x))
+    lo = float((act.qmin - act.zero_point) * act.scale)
+    hi = float((act.qmax - act.zero_point) * act.scale)
+    reached = ((x >= lo) & (x <= hi)).float()
+    assert 0 < reached.sum() < len(x)  # the calibrated range clips some of these values
+    assert torch.equal(x.grad, reached)  # 1 where the grid reaches, 0 where the forward clips
     x.grad = None
     act(x).sum().backward()  # after: the official rounding has no gradient again
     assert torch.equal(x.grad, torch.zeros_like(x))
