@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from tables import add_output_args, digits_model, measure_and_write  # benchmarks/tables.py
 
-import psaq.families.builtin  # noqa: F401 - registers the ViT/DeiT and Swin families
+import psaq.families.builtin  # noqa: F401 - registers the built-in families (ViT/DeiT, Swin, BEiT)
 from psaq.data import first_images
 from psaq.evaluation import evaluate
 from psaq.quant import QuantConfig

@@ -42,7 +42,7 @@ import onnx
 import timm
 import torch
 
-import psaq.families.builtin  # noqa: F401 - registers the ViT/DeiT and Swin families
+import psaq.families.builtin  # noqa: F401 - registers the built-in families (ViT/DeiT, Swin, BEiT)
 from psaq.data import first_images
 from psaq.models import ModelConfig
 from psaq.stages import model as model_stage

@@ -27,7 +27,7 @@ from collections import defaultdict
 import torch
 from tables import add_output_args, digits_model, measure_and_write, paired_runs  # benchmarks/tables.py
 
-import psaq.families.builtin  # noqa: F401 - registers the ViT/DeiT and Swin families
+import psaq.families.builtin  # noqa: F401 - registers the built-in families (ViT/DeiT, Swin, BEiT)
 from psaq.evaluation import evaluate
 from psaq.quant import QuantConfig, quantized_copy
 from psaq.quant.reconstruct import ReconstructConfig, reconstruct

@@ -38,7 +38,7 @@ import torch._dynamo
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-import psaq.families.builtin  # noqa: F401 - registers the ViT/DeiT and Swin families
+import psaq.families.builtin  # noqa: F401 - registers the built-in families (ViT/DeiT, Swin, BEiT)
 from psaq.data import InputSpec
 from psaq.evaluation import evaluate
 from psaq.models import ModelConfig

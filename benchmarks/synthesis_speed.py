@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from official_loop import DEFAULT_SNAPSHOT, official_step_seconds
 
-import psaq.families.builtin  # noqa: F401 - registers the ViT/DeiT and Swin families
+import psaq.families.builtin  # noqa: F401 - registers the built-in families (ViT/DeiT, Swin, BEiT)
 from psaq.allocator import keep_freed_memory
 from psaq.cores import choose_threads
 from psaq.data import loader

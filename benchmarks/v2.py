@@ -36,7 +36,7 @@ import torch
 import yaml
 from tables import add_output_args, measure_and_write, paired_runs  # benchmarks/tables.py
 
-import psaq.families.builtin  # noqa: F401 - registers the ViT/DeiT and Swin families
+import psaq.families.builtin  # noqa: F401 - registers the built-in families (ViT/DeiT, Swin, BEiT)
 from psaq.evaluation import evaluate
 from psaq.models import ModelConfig
 from psaq.quant import QuantConfig, quantized_copy

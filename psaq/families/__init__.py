@@ -93,7 +93,7 @@ def families() -> Iterator[Family]:
     # by name, not an import statement: the code hash of a module (its cache key, psaq.codehash)
     # follows import statements, and quantization and synthesis code must not be keyed by the family
     # files; the stages that run families import psaq.families.builtin themselves, and are
-    importlib.import_module("psaq.families.builtin")  # registers ViT/DeiT and Swin; a no-op after
+    importlib.import_module("psaq.families.builtin")  # registers the built-in families; a no-op after
     return (FAMILIES.get(name) for name in FAMILIES)
 
 

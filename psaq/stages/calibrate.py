@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-import psaq.families.builtin  # noqa: F401 - registers the ViT/DeiT and Swin families quantized and hooked here
+import psaq.families.builtin  # noqa: F401 - registers the built-in families (ViT/DeiT, Swin, BEiT) quantized and hooked here
 from psaq.device import resolve_device
 from psaq.errors import SampleSetError
 from psaq.io import read_samples

@@ -6,7 +6,7 @@ import copy
 
 import torch
 
-import psaq.families.builtin  # noqa: F401 - registers the ViT/DeiT and Swin families quantized and hooked here
+import psaq.families.builtin  # noqa: F401 - registers the built-in families (ViT/DeiT, Swin, BEiT) quantized and hooked here
 from psaq.device import resolve_device
 from psaq.evaluation import EvalConfig, evaluate
 from psaq.io import read_json, write_json

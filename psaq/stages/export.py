@@ -8,7 +8,7 @@ import json
 
 import torch
 
-import psaq.families.builtin  # noqa: F401 - registers the ViT/DeiT and Swin families quantized and hooked here
+import psaq.families.builtin  # noqa: F401 - registers the built-in families (ViT/DeiT, Swin, BEiT) quantized and hooked here
 from psaq.models import ModelConfig
 from psaq.quant.integer_weights import save_integer_model
 from psaq.quant.onnx_export import ExportConfig, export_onnx

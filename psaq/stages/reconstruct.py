@@ -12,7 +12,7 @@ import copy
 import dataclasses
 import json
 
-import psaq.families.builtin  # noqa: F401 - registers the ViT/DeiT and Swin families quantized and hooked here
+import psaq.families.builtin  # noqa: F401 - registers the built-in families (ViT/DeiT, Swin, BEiT) quantized and hooked here
 from psaq.device import resolve_device
 from psaq.io import read_samples
 from psaq.models import ModelConfig

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-import psaq.families.builtin  # noqa: F401 - registers the ViT/DeiT and Swin families quantized and hooked here
+import psaq.families.builtin  # noqa: F401 - registers the built-in families (ViT/DeiT, Swin, BEiT) quantized and hooked here
 from psaq.data import first_images
 from psaq.device import resolve_device
 from psaq.evaluation import ranked
