@@ -16,6 +16,7 @@ family re-keys no other family's results.
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -61,8 +62,9 @@ class Family:
 
     @property
     def module(self) -> str:
-        """The module that defines this family (its wrappers): its code keys the family's results."""
-        return next(iter(self.wrappers.values())).__module__
+        """The module that registered this family: its code keys the family's results (a family may
+        reuse another's wrappers, so theirs do not say where it lives)."""
+        return _REGISTERED_BY.get(self.name) or next(iter(self.wrappers.values())).__module__
 
     @property
     def quantized_block_types(self) -> tuple[type[nn.Module], ...]:
@@ -74,6 +76,7 @@ class Family:
 
 
 FAMILIES: Registry[Family] = Registry("model family")
+_REGISTERED_BY: dict[str, str] = {}  # family name → the module whose code called ``register``
 
 
 def register(family: Family) -> Family:
@@ -84,7 +87,9 @@ def register(family: Family) -> Family:
     if undeclared:
         raise ValueError(f"family '{family.name}' uses site(s) {', '.join(undeclared)} that are neither core "
                          "sites nor in its site_names")
-    return FAMILIES.register(family.name)(family)
+    registered = FAMILIES.register(family.name)(family)
+    _REGISTERED_BY[family.name] = sys._getframe(1).f_globals.get("__name__", "")
+    return registered
 
 
 def families() -> Iterator[Family]:

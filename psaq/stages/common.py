@@ -13,7 +13,7 @@ from torch import nn
 
 from psaq.device import resolve_device
 from psaq.errors import ArtifactError
-from psaq.codehash import code_hash
+from psaq.codehash import PACKAGES, code_hash, source_hash
 from psaq.models import MODELS, LoadedModel, ModelConfig, load_model
 from psaq.store import Store, stable_hash
 
@@ -57,8 +57,20 @@ def plugin_code(model: ModelConfig, weights: Weights) -> dict:
     code = dataset_code(model)
     if weights.family is not None:
         list(families())  # the built-in families registered
-        code["family"] = code_hash(FAMILIES.get(weights.family).module)
+        code["family"] = module_code(FAMILIES.get(weights.family).module)
     return code
+
+
+def module_code(module: str) -> str:
+    """A psaq module's code hash; a family a user registered from a module of their own is keyed
+    by that module's file, so an edit there re-keys its results too."""
+    if module.split(".")[0] in PACKAGES:
+        return code_hash(module)
+    import inspect
+    import sys
+
+    path = inspect.getsourcefile(sys.modules[module]) if module in sys.modules else None
+    return source_hash(path) if path else f"unhashable module {module}"
 
 
 def state_sha256(model: nn.Module) -> str:

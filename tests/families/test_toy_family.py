@@ -106,3 +106,12 @@ def test_beit_lives_in_its_own_file_and_one_line_of_builtin():
     assert sorted(named) == ["psaq/families/beit.py", "psaq/families/builtin.py"]
     builtin = _code(REPO / "psaq" / "families" / "builtin.py")
     assert len([line for line in builtin.splitlines() if re.search("beit", line, re.IGNORECASE)]) == 1
+
+
+def test_a_family_registered_outside_psaq_is_keyed_by_its_own_file(toy):
+    from psaq.codehash import source_hash
+    from psaq.models import ModelConfig
+    from psaq.stages.common import Weights, identity
+
+    key = identity(ModelConfig("toy"), Weights("random", "0" * 64, family="toy"))
+    assert key["family"] == source_hash(__file__)  # an edit to this file re-keys the toy family's results
