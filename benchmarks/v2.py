@@ -43,6 +43,7 @@ from psaq.quant import QuantConfig, quantized_copy
 from psaq.quant.adaptive import AdaptiveConfig, adapt
 from psaq.quant.reconstruct import ReconstructConfig, reconstruct
 from psaq.report import accuracy_table, fmt_mean_std, markdown_table
+from psaq.setting import BitSetting
 from psaq.sources import eval_loader, model_data, real_source
 from psaq.stages import model as model_stage
 from psaq.stats import pack_correct
@@ -58,11 +59,6 @@ RECIPES = {"paper": dict(sites="official", act_observer="minmax"), "repq": dict(
 PAIRS = [("psaq-v2", "psaq"), ("psaq-v2", "psaq+student"), ("psaq+student", "psaq"), ("psaq+lsq", "psaq"),
          ("psaq-v2", "psaq-v2-w"), ("psaq-v2-w", "psaq"), ("psaq-v2", "psaq+recon"), ("psaq-v2", "real"),
          ("psaq+recon", "psaq")]
-
-
-def bits(setting: str) -> tuple[int, int]:
-    w, a = setting[1:].split("A")
-    return int(w), int(a)
 
 
 def _timed(times, name, fn):
@@ -132,7 +128,8 @@ def run(args) -> dict:
             (_, v1), (v2_cfg, v2_init) = synth("psaq"), synth("psaq-v2")
             real = synth("real")[1] if "real" in args.ways else None
             for setting in args.settings:
-                w, a = bits(setting)
+                parsed = BitSetting.parse(setting)
+                w, a = parsed.w_bits, parsed.a_bits
                 for recipe in args.recipes:
                     qcfg = QuantConfig(w_bits=w, a_bits=a, **RECIPES[recipe])
                     models = {}

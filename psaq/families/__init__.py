@@ -64,7 +64,7 @@ class Family:
     def module(self) -> str:
         """The module that registered this family: its code keys the family's results (a family may
         reuse another's wrappers, so theirs do not say where it lives)."""
-        return _REGISTERED_BY.get(self.name) or next(iter(self.wrappers.values())).__module__
+        return _REGISTERED_BY[self.name]
 
     @property
     def quantized_block_types(self) -> tuple[type[nn.Module], ...]:

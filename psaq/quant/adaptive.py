@@ -202,9 +202,8 @@ def adapt(student: nn.Module, teacher: nn.Module, images: torch.Tensor, synth: S
     teacher.eval().to(device)
     dtype = next(teacher.parameters()).dtype
     g = torch.Generator().manual_seed(cfg.seed)
-    n_hold = min(int(images.shape[0] * cfg.holdout), images.shape[0] - 1)
-    if cfg.holdout and n_hold < 1:
-        n_hold = 1 if images.shape[0] > 1 else 0
+    # at least one image held out when asked for, and at least one left to the rounds
+    n_hold = min(max(int(images.shape[0] * cfg.holdout), 1 if cfg.holdout else 0), images.shape[0] - 1)
     held = images[images.shape[0] - n_hold:].to(device=device, dtype=dtype)
     x = images[: images.shape[0] - n_hold].to(device=device, dtype=dtype).clone().requires_grad_(True)
     lo, hi = spec.pixel_bounds(device=device, dtype=dtype)

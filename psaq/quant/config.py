@@ -8,6 +8,7 @@ from psaq.errors import ConfigError
 from psaq.quant.observers import OBSERVERS
 from psaq.quant.primitives import check_bits
 from psaq.quant.sites import SITE_SETS
+from psaq.setting import BitSetting
 
 
 @dataclass(frozen=True)
@@ -42,4 +43,4 @@ class QuantConfig:
 
     @property
     def tag(self) -> str:
-        return f"W{self.w_bits}A{self.a_bits}"
+        return BitSetting(self.w_bits, self.a_bits).tag

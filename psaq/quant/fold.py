@@ -13,6 +13,8 @@ The weights' scales are taken again from W'.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 
@@ -20,25 +22,32 @@ from psaq.families import family_of
 from psaq.quant.quantizers import ActQuantizer
 
 
-def give_fold_targets_a_bias(model: nn.Module, folded_sites) -> int:
+def _folded(model: nn.Module) -> Iterator[tuple[ActQuantizer, nn.LayerNorm, list[nn.Module]]]:
+    """Each folded-channel quantizer at a block's LayerNorm output, with that LayerNorm and the
+    linear layers reading it (where they sit in a block is the family's ``fold_paths``)."""
+    family = family_of(model)
+    for block in model.modules():
+        if not isinstance(block, family.quantized_block_types):
+            continue
+        for site, (norm_path, linear_paths) in family.fold_paths.items():
+            key = site.replace(".", "_")
+            q = block.taps.quantizers[key] if key in block.taps.quantizers else None
+            if q is not None and q.folded:
+                yield q, block.get_submodule(norm_path), [block.get_submodule(p) for p in linear_paths]
+
+
+def give_fold_targets_a_bias(model: nn.Module) -> int:
     """Folding moves −W·(s·r₂) into the bias of each linear layer reading a folded LayerNorm. A
     layer without a bias (a qkv whose biases are added apart, a ViT built with ``qkv_bias=False``)
     gets a zero one when it is wrapped, which changes no output, so that the shift is not dropped
     and a saved model loads into the same structure. Returns how many were given one."""
-    family = family_of(model)
     count = 0
-    for block in model.modules():
-        if not isinstance(block, family.quantized_block_types):
-            continue
-        for site, (_, linear_paths) in family.fold_paths.items():
-            if site not in folded_sites:
-                continue
-            for path in linear_paths:
-                linear = block.get_submodule(path).linear
-                if linear.bias is None:
-                    w = linear.weight
-                    linear.bias = nn.Parameter(torch.zeros(w.shape[0], dtype=w.dtype, device=w.device))
-                    count += 1
+    for _, _, linears in _folded(model):
+        for lin in linears:
+            if lin.linear.bias is None:
+                w = lin.linear.weight
+                lin.linear.bias = nn.Parameter(torch.zeros(w.shape[0], dtype=w.dtype, device=w.device))
+                count += 1
     return count
 
 
@@ -48,20 +57,10 @@ def folding_pending(model: nn.Module) -> bool:
 
 @torch.no_grad()
 def fold_norm_scales(model: nn.Module) -> int:
-    """Fold every calibrated folded-channel quantizer; returns how many were folded. Where the
-    LayerNorm and the linear layers reading it sit in a block is the family's ``fold_paths``."""
-    family = family_of(model)
+    """Fold every calibrated folded-channel quantizer; returns how many were folded."""
     count = 0
-    for block in model.modules():
-        if not isinstance(block, family.quantized_block_types):
-            continue
-        for site, (norm_path, linear_paths) in family.fold_paths.items():
-            key = site.replace(".", "_")
-            q = block.taps.quantizers[key] if key in block.taps.quantizers else None
-            if q is None or not q.folded or q.scale.numel() == 1:
-                continue
-            norm = block.get_submodule(norm_path)
-            linears = [block.get_submodule(p) for p in linear_paths]
+    for q, norm, linears in _folded(model):
+        if q.scale.numel() > 1:  # calibrated per channel, not folded yet
             _fold(q, norm, linears)
             count += 1
     return count

@@ -80,7 +80,7 @@ def quantize_(
         # output (the pooled features) takes the output site's quantizer as logits would
         headless = getattr(model, "num_classes", None) == 0
         plan.check_complete(type(model).__name__, ("head_input",) if headless else ())
-    give_fold_targets_a_bias(model, {s.site for s in plan.specs.values() if s.granularity == "folded-channel"})
+    give_fold_targets_a_bias(model)
     # quantizer buffers (scales, zero points) in the model's float type, as the official code keeps them
     dtype = next(model.parameters()).dtype
     for m in model.modules():
