@@ -23,7 +23,7 @@ from psaq.allocator import keep_freed_memory
 from psaq.cli import ArgumentParser
 from psaq.cores import choose_threads
 from psaq.params import Params, load_params
-from psaq.pipeline import Point, grid_points, record, submit_points
+from psaq.pipeline import Point, grid_points, record, refuse_label_needs, submit_points
 from tasks import stages
 from psaq.models.loader import require_known
 from tasks.services import check_mlflow, check_prefect, check_sources
@@ -155,10 +155,12 @@ def task_runner(params: Params, dask: bool = False, dask_address: str | None = N
                                           "processes": True, "host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"})
 
 
-def preflight(params: Params, allow_large_grid: bool = False) -> None:
+def preflight(params: Params, allow_large_grid: bool = False, points: list[Point] | None = None) -> None:
     """Refuse bad input and unreachable services before any work starts: the grid's size, the
-    data folders, the MLflow store and the Prefect server."""
-    grid_points(params, allow_large_grid)
+    calibration modes a headless backbone cannot take, the data folders, the MLflow store and the
+    Prefect server. ``points``: what the run will run (default: the grid's)."""
+    grid = grid_points(params, allow_large_grid)
+    refuse_label_needs(params, grid if points is None else points)
     require_known(params.model.name)
     check_sources(params)
     check_prefect()

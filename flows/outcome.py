@@ -39,6 +39,10 @@ def one_line_failures(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def point_summary(model: str, rec: dict) -> str:
+    if "feature_cosine" in rec:  # a headless backbone: k-NN over its own features
+        return (f"{model} (headless) {rec['bits']} {rec['method']} seed {rec['seed']}: k-NN top-1 {rec['top1']:.2f} % "
+                f"(FP32 {rec['fp32_top1']:.2f} %, agreement {rec['agreement']:.2f} %), feature cosine "
+                f"{rec['feature_cosine']:.4f}; metrics {rec['metrics']}")
     return (f"{model} {rec['bits']} {rec['method']} seed {rec['seed']}: top-1 {rec['top1']:.2f} % "
             f"(FP32 {rec['fp32_top1']:.2f} %, agreement {rec['agreement']:.2f} %); metrics {rec['metrics']}")
 

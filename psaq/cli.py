@@ -132,6 +132,11 @@ def _add_run_args(p: argparse.ArgumentParser, base=None, source: str | None = No
     m.add_argument("--pretrained", action="store_true", help="timm pretrained weights from its cache or hub")
     m.add_argument("--random-weights", action="store_true",
                    help="run a timm model on its random initial weights, on purpose (tests, speed); otherwise refused")
+    m.add_argument("--headless", action="store_true", default=None,
+                   help="quantize the backbone alone: the classifier is removed after the weights load (a model built "
+                   "with num_classes=0 is headless already); scored by k-NN top-1 over its features and their cosine "
+                   "with the float backbone's. Label-free calibration only: gaussian, real, or psaq-v2 with "
+                   "--v2-discrepancy features")
     m.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="timm keyword override, repeatable (img_size=64, num_classes=10, …)")
     m.add_argument("--train-seed", type=int, help=f"which self-trained digits-vit {d('train_seed')}")
@@ -274,16 +279,26 @@ def _print_result(params, point, rec: dict) -> None:
     rounds = history(rec["quantized"])
     if "adaptive.discrepancy_start" in rounds:  # V2: how far the student moved toward the teacher
         kl = rounds["adaptive.discrepancy_start"][0], rounds["adaptive.discrepancy_after_student"][-1]
+        what = ("feature error ‖S − T‖²/‖T‖²" if params.adaptive.discrepancy == "features"
+                else "KL(teacher || student)")
         print(f"psaq-v2       {len(rounds['adaptive.entropy'])} rounds in {rounds['adaptive.wall_s'][0]:.0f} s; "
-              f"KL(teacher || student) on its samples {kl[0]:.4f} → {kl[1]:.4f}")
+              f"{what} on its samples {kl[0]:.4f} → {kl[1]:.4f}")
         held, kept = rounds.get("adaptive.discrepancy_heldout"), rounds.get("adaptive.kept_round", [None])[0]
         if held:
             print(f"              on held-out samples {held[0]:.4f} → {held[-1]:.4f}" + (
                 f"; that is above its start: kept round {int(kept)}'s student ({held[int(kept)]:.4f}; round 0 is "
                 "the calibrated one)" if kept is not None and kept != len(rounds["adaptive.entropy"]) else ""))
-    print(f"FP32          top-1 {rec['fp32_top1']:6.2f}  top-5 {rec['fp32_top5']:6.2f}")
-    print(f"{point.bits:<13} top-1 {rec['top1']:6.2f}  top-5 {rec['top5']:6.2f}  agreement with FP32 {rec['agreement']:6.2f}"
-          f"  ({point.observer} ranges, {params.quant.sites} sites)")
+    if "feature_cosine" in rec:  # a headless backbone: k-NN over its own features
+        print(f"backbone      no classifier: k-NN top-1, {params.eval.knn_k} neighbours among {int(rec['knn_index'])} "
+              "training images, each model indexing with its own features")
+        print(f"FP32          k-NN top-1 {rec['fp32_top1']:6.2f}  top-5 {rec['fp32_top5']:6.2f}")
+        print(f"{point.bits:<13} k-NN top-1 {rec['top1']:6.2f}  top-5 {rec['top5']:6.2f}  agreement with FP32 "
+              f"{rec['agreement']:6.2f}  feature cosine {rec['feature_cosine']:.4f}  ({point.observer} ranges, "
+              f"{params.quant.sites} sites)")
+    else:
+        print(f"FP32          top-1 {rec['fp32_top1']:6.2f}  top-5 {rec['fp32_top5']:6.2f}")
+        print(f"{point.bits:<13} top-1 {rec['top1']:6.2f}  top-5 {rec['top5']:6.2f}  agreement with FP32 "
+              f"{rec['agreement']:6.2f}  ({point.observer} ranges, {params.quant.sites} sites)")
     if rec.get("tied"):
         print(f"ties          {int(rec['tied'])} image(s) with two classes sharing the highest logit: counted for the "
               "lower class index, here and in every check")
@@ -351,30 +366,44 @@ def _export(args: argparse.Namespace) -> int:
     example = torch.zeros((1, *loaded.spec.input_size))
     fp32_path = export_fp32_onnx(loaded.model.cpu(), example, out / f"{params.model.name}-fp32-{weights.sha256[:16]}.onnx")
     session = ort_session(onnx_path)
+    headless = loaded.spec.headless
     correct = agree = total = 0
-    max_diff = 0.0
+    max_diff = cosine = 0.0
     with torch.no_grad():
-        for x, y in eval_loader(model_data(loaded, params.runtime.dataset)):
+        for x, y in eval_loader(model_data(loaded, params.runtime.dataset,
+                                           params.runtime.calib_dataset if headless else None)):
             sim = qmodel(x).numpy()
             got = session.run(None, {"images": x.numpy()})[0]
             max_diff = max(max_diff, float(np.abs(got - sim).max()))
+            total += len(y)
+            if headless:  # features, not logits: how closely the file's follow the simulated model's
+                cosine += float(torch.nn.functional.cosine_similarity(torch.from_numpy(got).double(),
+                                                                      torch.from_numpy(sim).double()).sum())
+                continue
             predicted = ranked(torch.from_numpy(got))[:, 0]
             correct += int((predicted == y).sum())
             agree += int((predicted == ranked(torch.from_numpy(sim))[:, 0]).sum())
-            total += len(y)
     import tempfile
 
     with tempfile.TemporaryDirectory() as scratch:  # the optimized graph is looked at, not kept
         ops = integer_ops(onnx_path, scratch)
     integer = {k: v for k, v in ops.items() if k in INTEGER_OPS}
     fp32_size = fp32_path.stat().st_size
-    print(f"ONNX          top-1 {100 * correct / total:6.2f}  agreement with simulated {100 * agree / total:6.2f}  "
-          f"largest logit difference {max_diff:.4f}")
+    if headless:
+        print(f"ONNX          features: cosine with the simulated model's {cosine / total:.6f}, largest difference "
+              f"{max_diff:.4f} (mean over {total} test images)")
+    else:
+        print(f"ONNX          top-1 {100 * correct / total:6.2f}  agreement with simulated {100 * agree / total:6.2f}  "
+              f"largest logit difference {max_diff:.4f}")
     print(f"integer kernels in ONNX Runtime: {integer or 'none'}")
     for path in (onnx_path, int_path):
         size = path.stat().st_size
         print(f"wrote {path}  {size / 1e6:.2f} MB  ({fp32_size / size:.2f}x smaller than the FP32 ONNX)")
     print(f"wrote {fp32_path}  {fp32_size / 1e6:.2f} MB  (the float model, for comparison)")
+    if headless:
+        print(f"\nThe file outputs the backbone's pooled features ({session.get_outputs()[0].shape[-1]} per image); its "
+              "preprocessing is in the file's metadata.")
+        return 0
     print("\nTo run it on a folder of class folders without psaq (ONNX Runtime, NumPy and Pillow; the preprocessing "
           "and class names are in the file's metadata):\n")
     print(example_program(onnx_path, _image_folder(params.runtime.dataset)))

@@ -124,8 +124,10 @@ class DataSource:
 
 def _builtin_source(name: str, spec: InputSpec) -> DataSource:
     entry = DATASETS.get(name)
+    # a headless backbone takes any class count: its labels serve the k-NN evaluation only
+    classes = entry.spec.num_classes if spec.headless else spec.num_classes
     if (entry.spec.input_size, entry.spec.mean, entry.spec.std, entry.spec.num_classes) != \
-            (spec.input_size, spec.mean, spec.std, spec.num_classes):
+            (spec.input_size, spec.mean, spec.std, classes):
         raise DatasetError(f"dataset '{name}' gives {entry.spec.num_classes} classes of {entry.spec.input_size} images "
                            f"normalized with mean {entry.spec.mean}, std {entry.spec.std}; the model takes "
                            f"{spec.num_classes} classes of {spec.input_size} with mean {spec.mean}, std {spec.std}")
@@ -177,6 +179,11 @@ def open_data(spec: InputSpec, dataset: str | None, calib_dataset: str | None = 
             raise DatasetError(f"{len(linked)} image(s) of the calibration folder '{roots.calib_dir}' are files of the "
                                f"evaluation folder (links or mounts), e.g. '{linked[0][0]}' is '{linked[0][1]}': "
                                "calibrating on test images would inflate the real baseline")
+        if spec.headless and calib.classes != evaluation.classes:
+            raise DatasetError(f"the class folders of '{roots.calib_dir}' and '{roots.eval_dir}' differ "
+                               f"({len(calib.classes)} against {len(evaluation.classes)}, e.g. "
+                               f"'{sorted(set(calib.classes) ^ set(evaluation.classes))[0]}'): a headless backbone is "
+                               "scored by k-NN, whose training images must carry the test images' labels")
         calib_set = FolderDataset(calib, transform, mode)
         calib_desc = f"{calib.root} ({len(calib.samples)} images)"
     skipped = (f"; {len(evaluation.skipped)} link(s) out of their class folder skipped, e.g. {evaluation.skipped[0]}"

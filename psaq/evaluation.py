@@ -17,10 +17,26 @@ from psaq.errors import ConfigError
 class EvalConfig:
     batch_size: int = 128
     limit: int | None = None  # evaluate only the first N images (quick looks)
+    # a headless backbone (no classifier) is scored by k-NN over its pooled features
+    # (``psaq.feature_evaluation``): neighbours, vote temperature, training images in the index
+    knn_k: int = 20
+    knn_temperature: float = 0.07
+    knn_index: int | None = 10000
+
+    def key(self, headless: bool) -> dict:
+        """The settings a result depends on: the k-NN ones for a headless backbone only."""
+        return {k: v for k, v in self.__dict__.items() if headless or not k.startswith("knn_")}
 
     def __post_init__(self) -> None:
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ConfigError(f"eval.batch_size must be a positive integer, got {self.batch_size!r}")
+        if not isinstance(self.knn_k, int) or self.knn_k < 1:
+            raise ConfigError(f"eval.knn_k must be a positive integer, got {self.knn_k!r}")
+        if not isinstance(self.knn_temperature, (int, float)) or not self.knn_temperature > 0:
+            raise ConfigError(f"eval.knn_temperature must be a positive number, got {self.knn_temperature!r}")
+        if self.knn_index is not None and (not isinstance(self.knn_index, int) or self.knn_index < 1):
+            raise ConfigError(f"eval.knn_index must be a positive integer or null (every training image), "
+                              f"got {self.knn_index!r}")
         if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
             raise ConfigError(f"eval.limit must be a positive integer or null, got {self.limit!r}")
 

@@ -105,7 +105,8 @@ class ClassFolders:
 
 
 def scan_class_folders(root: str | Path, num_classes: int, class_names: tuple[str, ...] | None = None) -> ClassFolders:
-    """Scan ``root/<class>/<image>`` and check it against a model with ``num_classes`` outputs.
+    """Scan ``root/<class>/<image>`` and check it against a model with ``num_classes`` outputs
+    (0: a headless backbone, whose labels serve the k-NN evaluation only).
 
     With ``class_names`` (the model's, in output order) folders are matched by name, so a
     folder order that differs from the model's still gets the right labels."""
@@ -117,7 +118,7 @@ def scan_class_folders(root: str | Path, num_classes: int, class_names: tuple[st
     names = [e.name for e in _visible_dirs(path)]
     if not names:
         raise DatasetError(f"dataset path '{path}' has no class folders (expected {path}/<class>/<image>)")
-    if len(names) != num_classes:
+    if num_classes and len(names) != num_classes:  # 0: a headless backbone, any class count
         hint = ""
         if set(names) == {EVAL_SPLIT, CALIB_SPLIT} or set(names) <= {EVAL_SPLIT, CALIB_SPLIT, "test"}:
             hint = f"; it looks like a dataset root: pass the root that holds {CALIB_SPLIT}/ and {EVAL_SPLIT}/"

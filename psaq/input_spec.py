@@ -21,6 +21,11 @@ class InputSpec:
     interpolation: str = "bilinear"
     class_names: tuple[str, ...] | None = None  # in output order, when the model or checkpoint says
 
+    @property
+    def headless(self) -> bool:
+        """A backbone without a classifier (timm's ``num_classes=0``): it outputs pooled features."""
+        return self.num_classes == 0
+
     def pixel_bounds(self, device=None, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-channel bounds, shape (1, C, 1, 1), of pixels in [0, 1] after normalization."""
         mean = torch.tensor(self.mean, device=device, dtype=dtype).view(1, -1, 1, 1)

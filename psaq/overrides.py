@@ -20,6 +20,7 @@ OVERRIDES: dict[str, tuple[str, str]] = {
     "model_args": ("model", "model_args"),
     "pretrained": ("model", "pretrained"),
     "random_weights": ("model", "random_weights"),
+    "headless": ("model", "headless"),
     "w_bits": ("quant", "w_bits"),
     "a_bits": ("quant", "a_bits"),
     "act_observer": ("quant", "act_observer"),

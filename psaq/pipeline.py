@@ -29,6 +29,7 @@ from psaq.stages.graph import GRAPH, READS_OUTSIDE, RUN, producer
 from psaq.stages.stage import Point
 from psaq.store import Store
 from psaq.synth import SynthesisConfig
+from psaq.synth.methods import method_of
 
 MAX_POINTS = 500  # a grid above this asks for an explicit go-ahead
 
@@ -181,10 +182,29 @@ def runs_at(stage: str, params: Params, point: Point) -> bool:
     return stage != "export" or params.grid.exports(point.method)
 
 
+def refuse_label_needs(params: Params, points: list[Point]) -> None:
+    """A backbone declared headless (``model.headless``, or ``num_classes: 0`` in its arguments) has
+    no classifier: a calibration mode that needs one is refused before any stage runs, not after
+    its samples are made. (A timm model headless by its own default is refused where it is used.)"""
+    if not (params.model.headless or params.model.model_args.get("num_classes") == 0):
+        return
+    for name in dict.fromkeys(p.method for p in points):
+        mode = method_of(name)
+        if mode.draws_labels and params.synthesis.ce_weight:
+            raise ConfigError(f"calibration mode '{name}' draws a class per image for its cross-entropy term, but the "
+                              "headless backbone has no classifier; calibrate with gaussian, real or psaq-v2 (with "
+                              "adaptive.discrepancy: features), or set synthesis.ce_weight: 0")
+        if mode.co_evolves and params.adaptive.discrepancy == "logits":
+            raise ConfigError(f"calibration mode '{name}' compares the student with the teacher on classifier logits "
+                              "(adaptive.discrepancy: logits), but the headless backbone has none; set "
+                              "adaptive.discrepancy: features (--v2-discrepancy features)")
+
+
 def submit_points(submit, params: Params, points: list[Point], progress: bool = True) -> list[dict]:
     """Every stage of every point, in graph order, each run once per value of its own grid
     dimensions (one model and one FP32 evaluation per training seed, one sample set per
     training seed, method and seed). Returns a job per point: its point and each stage's result."""
+    refuse_label_needs(params, points)
     results: dict[str, dict[tuple, Any]] = {name: {} for name in GRAPH}
     stages = point_stages(params)
     for name in stages:  # stage by stage: a stage's problems (an unknown model, say) are reported before the next starts

@@ -218,7 +218,8 @@ def _log_point(uri, experiment, parent_id, name, params, record, history, files)
                                                     MADE_BY_TAG: made_by(client.get_run(parent_id))})
     now = int(time.time() * 1000)
     metrics = {"eval.top1": record["top1"], "eval.top5": record["top5"], "eval.agreement": record["agreement"],
-               "eval.fp32_top1": record["fp32_top1"], "synthesis.wall_s": record.get("synthesis_wall_s"),
+               "eval.fp32_top1": record["fp32_top1"], "eval.feature_cosine": record.get("feature_cosine"),
+               "eval.knn_index": record.get("knn_index"), "synthesis.wall_s": record.get("synthesis_wall_s"),
                "synthesis.steps_per_s": record.get("steps_per_s")}
     batch = [Metric(k, float(v), now, 0) for k, v in metrics.items() if v is not None]
     for curve, values in history.items():  # section.key names, e.g. synthesis.loss, reconstruct.loss.blocks.0

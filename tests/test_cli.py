@@ -3,6 +3,7 @@
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -317,3 +318,38 @@ def test_a_gray_model_on_a_folder_with_a_rotated_photo(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0, out
     assert "10 test images" in out and "1 test image(s) carry an EXIF orientation tag" in out
+
+
+def test_a_headless_backbone_from_the_command_line(dataset_root, checkpoint, capsys):
+    """A classifier's checkpoint quantized as a backbone: its head removed, scored by k-NN over its
+    own features with train/ as the index; label-needing modes refused before any stage."""
+    args = ["quantize", *VIT_ARGS, "--checkpoint", str(checkpoint), "--dataset", str(dataset_root), "--headless",
+            "--num-samples", "4", "--steps", "3", "--device", "cpu", "--quiet"]
+    assert main([*args, "--calib", "gaussian"]) == 0
+    out = capsys.readouterr().out
+    assert "no classifier: k-NN top-1, 20 neighbours among 12 training images" in out
+    assert re.search(r"FP32          k-NN top-1 +[\d.]+", out)
+    assert re.search(r"W8A8          k-NN top-1 +[\d.]+ .* feature cosine 0\.9\d+", out)
+    assert main([*args, "--calib", "psaq"]) == 2
+    err = capsys.readouterr().err
+    assert "'psaq' draws a class per image" in err and err.count("\n") == 1
+    assert not list(Path("data").glob("samples/*psaq*"))  # refused before its samples were made
+    assert main([*args, "--calib", "psaq-v2"]) == 2
+    assert "--v2-discrepancy features" in capsys.readouterr().err
+    (Path("params.yaml")).write_text("adaptive:\n  sample_steps: 2\n  student_steps: 3\n")
+    assert main([*args, "--calib", "psaq-v2", "--v2-discrepancy", "features", "--v2-rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "feature error ‖S − T‖²/‖T‖² on its samples" in out and "feature cosine" in out
+
+
+def test_a_headless_export_checks_features_not_classes(dataset_root, checkpoint, capsys, tmp_path):
+    args = ["export", *VIT_ARGS, "--checkpoint", str(checkpoint), "--dataset", str(dataset_root), "--headless",
+            "--calib", "gaussian", "--num-samples", "4", "--device", "cpu", "--quiet", "--out", str(tmp_path / "out")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    cosine = float(re.search(r"features: cosine with the simulated model's ([\d.]+)", out).group(1))
+    assert cosine > 0.999 and "outputs the backbone's pooled features (48 per image)" in out
+    import onnxruntime as ort
+
+    [onnx] = (tmp_path / "out").glob("vit_tiny*-W8A8-*.onnx")
+    assert ort.InferenceSession(str(onnx)).get_outputs()[0].shape[-1] == 48

@@ -384,3 +384,26 @@ def test_exif_rotated_images_are_read_as_stored_and_counted(tmp_path):
     for i in range(len(data.eval_set)):
         data.eval_set[i]
     assert [p.rsplit("/", 1)[-1] for p in data.eval_set.rotated] == ["rotated.jpg"]
+
+
+def test_a_headless_backbone_takes_any_class_count_with_matching_splits(tmp_path):
+    """Its labels serve the k-NN index only: any number of class folders, but train/ and val/
+    must name the same classes (the labels follow folder order)."""
+    import dataclasses
+
+    headless = dataclasses.replace(DIGITS_SPEC, num_classes=0, class_names=None)
+    save_digits_as_pngs(tmp_path / "root" / "val", "test", limit=30)
+    save_digits_as_pngs(tmp_path / "root" / "train", "train", limit=40)
+    classes = sorted(p.name for p in (tmp_path / "root" / "val").iterdir())
+    data = open_data(headless, str(tmp_path / "root"))
+    assert len(data.eval_set) == 30 and len(data.calib_set) == 40
+    assert len(open_data(headless, "digits").eval_set) == 360  # a built-in dataset, whatever its class count
+    extra = tmp_path / "root" / "train" / "zz-extra"
+    extra.mkdir()
+    import shutil
+
+    shutil.copyfile(sorted((tmp_path / "root" / "train" / classes[0]).iterdir())[0], extra / "copied.png")
+    with pytest.raises(DatasetError, match="class folders of .* differ .*'zz-extra'.*must carry the test images' labels"):
+        open_data(headless, str(tmp_path / "root"))
+    with pytest.raises(DatasetError, match="has 11 class folders but the model has 10 outputs"):
+        open_data(DIGITS_SPEC, str(tmp_path / "root"))

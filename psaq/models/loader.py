@@ -55,6 +55,9 @@ class ModelConfig:
     ``train_seed``: which self-trained digits-vit to use when no checkpoint is given.
     ``random_weights``: run a timm model on its random initial weights, on purpose (tests,
     speed measurements); without it a timm model with no weights is refused.
+    ``headless``: the backbone alone: the classifier is removed once the weights are loaded (a
+    checkpoint with a head loads as it is); the model outputs its pooled features. A model built
+    with ``num_classes=0`` is headless already.
     """
 
     name: str = "digits-vit"
@@ -63,6 +66,7 @@ class ModelConfig:
     model_args: dict = field(default_factory=dict)
     train_seed: int = 0
     random_weights: bool = False
+    headless: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -70,7 +74,7 @@ class ModelConfig:
         if not isinstance(self.model_args, dict):
             raise ConfigError(f"model_args must be a mapping, got {type(self.model_args).__name__}")
         check_seed("train_seed", self.train_seed)
-        for flag in ("pretrained", "random_weights"):
+        for flag in ("pretrained", "random_weights", "headless"):
             if not isinstance(getattr(self, flag), bool):
                 raise ConfigError(f"{flag} must be true or false, got {getattr(self, flag)!r}")
         if self.checkpoint is not None and not isinstance(self.checkpoint, str):
@@ -228,6 +232,9 @@ def load_model(config: ModelConfig, device: str | torch.device = "cpu", dtype: t
             spec = dataclasses.replace(spec, class_names=tuple(names))
     if not config.random_weights:
         check_finite_weights(model, f"checkpoint '{checkpoint}'" if checkpoint else f"the weights of '{config.name}'")
+    if config.headless and spec.num_classes:
+        model.reset_classifier(0)
+        spec = dataclasses.replace(spec, num_classes=0, class_names=None)
     model.to(device=device, dtype=dtype).eval()
     # the spec travels with the model (and its copies), so psaq.input_spec(model) needs no guess
     # from timm's config, which knows nothing of psaq's models' normalization

@@ -196,7 +196,7 @@ def adapt(student: nn.Module, teacher: nn.Module, images: torch.Tensor, synth: S
     if kind == "logits" and getattr(teacher, "num_classes", None) == 0:
         raise ConfigError(f"psaq-v2's discrepancy 'logits' is a KL between classification logits, but "
                           f"{type(teacher).__name__} has no classifier head (num_classes=0); set "
-                          "adaptive.discrepancy: features (the backbone's output tokens)")
+                          "adaptive.discrepancy: features (the backbone's output tokens; --v2-discrepancy features)")
     device = torch.device(device)
     student.eval().to(device)
     teacher.eval().to(device)

@@ -26,6 +26,7 @@ class Weights:
     sha256: str  # a user's checkpoint: the file's hash; otherwise the tensors' (``state_sha256``)
     path: str | None = None
     family: str | None = None  # the model's family (``psaq.families``); None where none registered fits
+    headless: bool = False  # no classifier: scored by k-NN over its features (``psaq.feature_evaluation``)
 
 
 def family_name(model: nn.Module) -> str | None:
@@ -86,7 +87,7 @@ def identity(model: ModelConfig, weights: Weights) -> dict:
     """What a stage's output depends on about the model: architecture, weight content, and the
     code of its family and dataset."""
     return {"name": model.name, "model_args": model.model_args, "weights": weights.sha256,
-            **plugin_code(model, weights)}
+            **({"headless": True} if weights.headless else {}), **plugin_code(model, weights)}
 
 
 def device_kind(device: str | torch.device | None) -> str:

@@ -1,4 +1,5 @@
-"""Stage ``evaluate``: the quantized model's top-1/top-5, agreement with FP32, per-image results."""
+"""Stage ``evaluate``: the quantized model's top-1/top-5, agreement with FP32, per-image results (a
+headless backbone's by k-NN over its own features, and its tokens' cosine with the float ones)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,16 @@ import torch
 
 import psaq.families.builtin  # noqa: F401 - registers the built-in families (ViT/DeiT, Swin, BEiT) quantized and hooked here
 from psaq.device import resolve_device
-from psaq.evaluation import EvalConfig, evaluate
+from psaq.evaluation import EvalConfig
 from psaq.io import read_json, write_json
 from psaq.models import ModelConfig
 from psaq.quant.serialize import load_quantized
 from psaq.stages.stage import POINT, POINT_STEM, Stage
+from psaq.scoring import score
 from psaq.stages.common import Weights, artifact_path, device_kind, identity, load
 from psaq.stats import pack_correct
 from psaq.store import Artifact, Store
-from psaq.sources import eval_loader, model_data, require_unchanged
+from psaq.sources import model_data, require_unchanged
 
 
 STAGE = Stage("evaluate", __name__, ("eval", "runtime"), ("model", "data", "fp32", "reconstruct"), POINT,
@@ -24,19 +26,21 @@ STAGE = Stage("evaluate", __name__, ("eval", "runtime"), ("model", "data", "fp32
 
 
 def run(store: Store, model: ModelConfig, weights: Weights, quantized: Artifact, fp32: Artifact, eval_cfg: EvalConfig,
-        data_fp: dict, dataset: str | None, stem: str, device: str = "auto") -> tuple[Artifact, bool]:
+        data_fp: dict, dataset: str | None, calib_dataset: str | None, stem: str,
+        device: str = "auto") -> tuple[Artifact, bool]:
+    index = (data_fp["calib"],) if weights.headless else ()
     out = artifact_path(store, STAGE, stem, ".json", identity(model, weights), quantized, fp32,
-                        eval_cfg.__dict__, data_fp["eval"], device_kind(device))
+                        eval_cfg.key(weights.headless), data_fp["eval"], *index, device_kind(device))
 
     def write(tmp):
         dev = resolve_device(device)
         loaded = load(model, weights, dev)
         reference = read_json(fp32.verify())
         qmodel = load_quantized(copy.deepcopy(loaded.model), quantized.verify())
-        data = model_data(loaded, dataset)
-        res = evaluate(qmodel, eval_loader(data, eval_cfg.batch_size), dev, torch.tensor(reference["predictions"]),
-                       eval_cfg.limit)
-        require_unchanged(model, dataset, None, data_fp, data=data)
+        # a headless backbone's k-NN index comes from the training images (a root's train/, or calib_dataset)
+        data = model_data(loaded, dataset, calib_dataset if weights.headless else None)
+        res = score(qmodel, loaded.model, data, eval_cfg, dev, torch.tensor(reference["predictions"]))
+        require_unchanged(model, dataset, calib_dataset if weights.headless else None, data_fp, ("eval", "calib") if weights.headless else ("eval",), data)
         write_json(tmp, {**res.metrics(), "fp32_top1": reference["top1"], "fp32_top5": reference["top5"],
                          "correct": pack_correct(res.correct.numpy()), "exif_rotated": reference.get("exif_rotated", 0)})
 

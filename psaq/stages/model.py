@@ -47,12 +47,12 @@ def run(store: Store, model: ModelConfig, train: TrainConfig, progress: bool = T
         path = Path(model.checkpoint).expanduser().resolve()
         loaded = load_model(dataclasses.replace(model, checkpoint=str(path)))  # refuses a bad file now
         # the hash of the bytes loaded
-        return Weights("checkpoint", loaded.checkpoint_sha256, str(path), family_name(loaded.model)), False
+        return Weights("checkpoint", loaded.checkpoint_sha256, str(path), family_name(loaded.model), loaded.spec.headless), False
     if model.pretrained and model.name in TRAINERS:  # the weights psaq ships for its own model, checked by hash
         path = shipped_weights(model.name, model.train_seed, model.model_args)
         loaded = load_model(dataclasses.replace(model, checkpoint=str(path)))
         # identity by tensors, as a model trained here: the same recipe's tensors key the same results
-        return Weights("shipped", state_sha256(loaded.model), str(path), family_name(loaded.model)), False
+        return Weights("shipped", state_sha256(loaded.model), str(path), family_name(loaded.model), loaded.spec.headless), False
     trainer = TRAINERS.get(model.name) if model.name in TRAINERS else None
     if trainer is not None and not model.random_weights:
         check_supported(create_architecture(model), model.name)  # refuse bad model_args before training
@@ -71,10 +71,10 @@ def run(store: Store, model: ModelConfig, train: TrainConfig, progress: bool = T
         # identity by tensors: safetensors writes its metadata in no fixed order, so equal weights can
         # differ in file bytes (the store still verifies the file's bytes before every reuse)
         loaded = load_model(dataclasses.replace(model, checkpoint=artifact.path))
-        return Weights("trained", state_sha256(loaded.model), artifact.path, family_name(loaded.model)), built
+        return Weights("trained", state_sha256(loaded.model), artifact.path, family_name(loaded.model), loaded.spec.headless), built
     loaded = load_model(model)  # timm's cache, or a seeded random init; refuses no weights
     return Weights("pretrained" if model.pretrained else "random", state_sha256(loaded.model), None,
-                   family_name(loaded.model)), False
+                   family_name(loaded.model), loaded.spec.headless), False
 
 
 def load(store: Store | str, model: ModelConfig, device: str | torch.device = "cpu", progress: bool = True,

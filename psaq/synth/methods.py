@@ -25,6 +25,7 @@ class SynthMethod:
     needs_data: bool = False  # reads training images (not data-free: a baseline)
     iterates: bool = False  # optimizes its images step by step (its cost is synthesis steps)
     co_evolves: bool = False  # after calibration, its samples and the quantized model evolve together
+    draws_labels: bool = False  # draws a class per image for a cross-entropy term (synthesis.ce_weight > 0)
 
     def __call__(self, config, ctx: SynthesisContext) -> SynthesisResult:
         return self.run(config, ctx)
@@ -82,13 +83,13 @@ def real(config, ctx: SynthesisContext) -> SynthesisResult:
     return SynthesisResult(images.float().cpu(), labels.cpu(), wall_s=time.perf_counter() - started)
 
 
-@method("psaq", iterates=True)
+@method("psaq", iterates=True, draws_labels=True)
 def psaq(config, ctx: SynthesisContext) -> SynthesisResult:
     """Patch-similarity entropy + cross-entropy + TV prior (PSAQ-ViT)."""
     return optimize_samples(config, ctx, use_entropy=True)
 
 
-@method("psaq-noent", iterates=True)
+@method("psaq-noent", iterates=True, draws_labels=True)
 def psaq_noent(config, ctx: SynthesisContext) -> SynthesisResult:
     """The ablation: the same optimization without the entropy term."""
     return optimize_samples(config, ctx, use_entropy=False)
@@ -102,7 +103,7 @@ def psaq_v2(config, ctx: SynthesisContext) -> SynthesisResult:
     return optimize_samples(dataclasses.replace(config, ce_weight=0.0), ctx, use_entropy=True)
 
 
-@method("psaq-unique-pairs", iterates=True)
+@method("psaq-unique-pairs", iterates=True, draws_labels=True)
 def psaq_unique_pairs(config, ctx: SynthesisContext) -> SynthesisResult:
     """psaq with psaq's own entropy estimator (``entropy_estimator: unique-pairs``), as a grid method
     so that a benchmark can pair it with the official estimator on the same models and seeds."""

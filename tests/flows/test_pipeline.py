@@ -213,3 +213,24 @@ def test_every_deployment_parameter_is_described_in_the_served_schema(module, na
     properties = parameter_schema(fn).model_dump()["properties"]
     assert properties and all(p.get("description") for p in properties.values()), \
         [k for k, p in properties.items() if not p.get("description")]
+
+
+@pytest.mark.cost(20)
+def test_a_headless_backbone_through_the_deployment_parameter(project):
+    """``-p headless=true``: the quantize flow scores the backbone by k-NN and logs its feature
+    cosine to MLflow; a label-needing mode fails the run in one line before any work."""
+    from flows.quantize import quantize
+
+    params = write_params(project)
+    state = quantize(calib="psaq", headless=True, params_path=str(params), return_state=True)
+    assert state.is_failed() and "'psaq' draws a class per image" in state.message
+    assert not (project / "data").exists()
+    state = quantize(calib="psaq-v2", headless=True, v2_discrepancy="features", params_path=str(params),
+                     return_state=True)
+    record = state.result()
+    assert 0.9 < record["feature_cosine"] <= 1.0 and record["knn_index"] > 0
+    assert state.is_completed() and "(headless)" in state.message and "k-NN top-1" in state.message
+    _, _, runs = mlflow_runs(project)
+    [point] = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert point.data.metrics["eval.feature_cosine"] == pytest.approx(record["feature_cosine"])
+    assert point.data.params["model.headless"] == "True" and point.data.params["adaptive.discrepancy"] == "features"
