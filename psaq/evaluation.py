@@ -74,6 +74,20 @@ class EvalResult:
         return out
 
 
+def batches(data: DataLoader, limit: int | None, desc: str, progress: bool = False):
+    """(images, labels) batches of ``data`` up to ``limit`` images in all (the last one cut),
+    with a progress bar; a stop request ends the work between batches."""
+    seen = 0
+    for images, labels in tqdm(data, desc=desc, disable=not progress, unit="batch"):
+        cancel.check()
+        if limit is not None and seen >= limit:
+            break
+        if limit is not None:
+            images, labels = images[: limit - seen], labels[: limit - seen]
+        seen += len(labels)
+        yield images, labels
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -83,15 +97,14 @@ def evaluate(
     limit: int | None = None,
     progress: bool = False,
 ) -> EvalResult:
+    if getattr(model, "num_classes", None) == 0:  # its outputs are features: a top-1 over them means nothing
+        raise ConfigError(f"{type(model).__name__} has no classifier (num_classes=0): score a headless backbone by "
+                          "k-NN over its features (psaq.feature_evaluation.evaluate_features, or psaq.evaluate with "
+                          "train=)")
     model.eval().to(device)
     correct1 = correct5 = seen = ties = 0
     preds, hits = [], []
-    for images, labels in tqdm(data, desc="evaluate", disable=not progress, unit="batch"):
-        cancel.check()
-        if limit is not None and seen >= limit:
-            break
-        if limit is not None:
-            images, labels = images[: limit - seen], labels[: limit - seen]
+    for images, labels in batches(data, limit, "evaluate", progress):
         logits = model(images.to(device)).float().cpu()
         topk = ranked(logits, min(5, logits.shape[1]))
         ties += int(tied_top(logits).sum())

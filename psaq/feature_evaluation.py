@@ -16,14 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
-from tqdm.auto import tqdm
 
-from psaq import cancel
 from psaq.data import loader
 from psaq.errors import ConfigError, DatasetError
-from psaq.evaluation import ranked
+from psaq.evaluation import batches, ranked
 
-SIMILARITY_CHUNK = 256  # test images per similarity block: 256 × a 60,000-image index is 60 MB of float32
+SIMILARITY_CHUNK = 256  # test images per similarity block: 256 × a 60,000-image index is 123 MB of float64
 
 
 @dataclass
@@ -36,6 +34,7 @@ class FeatureEvalResult:
     index_size: int
     agreement: float | None = None  # % of test images whose k-NN class equals the reference backbone's
     cosine: float | None = None  # mean over test images of the mean cosine per token with the reference's tokens
+    cosines: torch.Tensor | None = None  # that cosine per test image (float64, for paired comparisons)
 
     def metrics(self) -> dict[str, float]:
         out = {"top1": self.top1, "top5": self.top5, "count": float(self.count), "knn_index": float(self.index_size)}
@@ -65,8 +64,7 @@ def features(model: nn.Module, data: DataLoader, device: str | torch.device = "c
     """(pooled features (N, C) float32 on the CPU, labels (N,))."""
     model.eval().to(device)
     feats, labels = [], []
-    for images, y in tqdm(data, desc=desc, disable=not progress, unit="batch"):
-        cancel.check()
+    for images, y in batches(data, None, desc, progress):
         feats.append(outputs(model, images.to(device))[1].float().cpu())
         labels.append(y)
     return torch.cat(feats), torch.cat(labels)
@@ -119,12 +117,7 @@ def evaluate_features(model: nn.Module, test: DataLoader, train: Dataset | None,
                                    progress)
     queries, labels, cosines = [], [], []
     seen = 0
-    for images, y in tqdm(test, desc="k-NN queries", disable=not progress, unit="batch"):
-        cancel.check()
-        if limit is not None and seen >= limit:
-            break
-        if limit is not None:
-            images, y = images[: limit - seen], y[: limit - seen]
+    for images, y in batches(test, limit, "k-NN queries", progress):
         images = images.to(device)
         out, pooled = outputs(model, images)
         queries.append(pooled.float().cpu())
@@ -141,7 +134,8 @@ def evaluate_features(model: nn.Module, test: DataLoader, train: Dataset | None,
     agreement = None
     if reference_predictions is not None:
         agreement = 100.0 * float((top[:, 0] == reference_predictions[:seen]).float().mean())
+    per_image = torch.cat(cosines) if cosines else None
     return FeatureEvalResult(100.0 * float(correct.float().mean()),
                              100.0 * float((top == labels_t[:, None]).any(dim=1).float().mean()), seen, top[:, 0],
                              correct, len(index), agreement,
-                             float(torch.cat(cosines).mean()) if cosines else None)
+                             float(per_image.mean()) if per_image is not None else None, per_image)

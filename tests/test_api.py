@@ -58,3 +58,25 @@ def test_the_front_door_lists_its_verbs_and_none_is_shadowed():
     assert {"load_model", "synthesize", "quantize", "evaluate", "export_onnx"} <= set(dir(psaq))
     with pytest.raises(AttributeError):
         psaq.nosuch
+
+
+@pytest.mark.skipif(not HAVE_FASHION, reason="dataset-fashion-mnist is not installed (make setup installs it)")
+def test_a_headless_backbone_through_the_front_door():
+    """``headless=True`` loads the classifier's backbone; ``psaq.evaluate`` then scores it by k-NN
+    with ``train=`` as the index, and the classifier's top-1 refuses it in one line."""
+    import torch
+    from torch.utils.data import Subset
+
+    import psaq
+    from psaq.errors import ConfigError
+
+    backbone = psaq.load_model("fashion-vit", pretrained=True, headless=True)
+    torch.manual_seed(0)
+    quantized = psaq.quantize(backbone, torch.randn(8, 1, 28, 28))
+    test, train = psaq.test_data(backbone), Subset(psaq.train_data(backbone), range(500))
+    fp32 = psaq.evaluate(backbone, test, train=train, limit=300)
+    w8a8 = psaq.evaluate(quantized, test, train=train, reference=fp32, reference_model=backbone, limit=300)
+    assert isinstance(w8a8, psaq.FeatureEvalResult) and w8a8.index_size == 500 and w8a8.count == 300
+    assert fp32.top1 > 60 and 0.9 < w8a8.cosine < 1 and w8a8.agreement > 80
+    with pytest.raises(ConfigError, match="no classifier .* k-NN"):
+        psaq.evaluation.evaluate(backbone.model, test)
