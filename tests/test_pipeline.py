@@ -257,3 +257,26 @@ def test_a_folder_changed_while_a_run_reads_it_publishes_nothing(tmp_path, monke
     monkeypatch.setattr(data_module.FolderDataset, "__getitem__", read)
     records, _, _ = run(store, params, [Point.parse(0, "gaussian", 0, "W8A8", "minmax")])
     assert records[0]["count"] == 60
+
+
+def test_a_headless_grid_is_scored_by_knn_and_reported_as_such(tmp_path):
+    """model.headless through the inline runner: the fp32 and evaluate stages score k-NN over the
+    backbone's features (digits' train split as the index), the report names that metric and
+    puts no classifier agreement on images, and headless is part of the keys."""
+    from psaq.errors import ConfigError
+    from psaq.stages import report
+
+    store = Store(tmp_path)
+    classifier, _, _ = run(store, tiny(), [Point.parse(0, "gaussian", 0, "W8A8", "minmax")])
+    params = tiny(model={"headless": True}, grid={"methods": ["gaussian", "real"]})
+    points = [Point.parse(0, m, 0, "W8A8", "minmax") for m in ("gaussian", "real")]
+    records, log, jobs = run(store, params, points)
+    assert log["model"] == "reused"  # the same trained weights, the head removed after loading
+    for rec in records:
+        assert 0.9 < rec["feature_cosine"] <= 1.0 and rec["knn_index"] > 0 and "tied" not in rec
+        assert rec["metrics"] != classifier[0]["metrics"] and rec["fp32_top1"] != classifier[0]["fp32_top1"]
+    art, _ = report.run(store, **report_inputs(params, jobs, records), title="headless")
+    text = (Path(art.path) / "benchmark.md").read_text()
+    assert "## k-NN top-1 (%), mean ± std over runs" in text and "A headless backbone" in text
+    with pytest.raises(ConfigError, match="'psaq' draws a class per image"):
+        run(store, params, [Point.parse(0, "psaq", 0, "W8A8", "minmax")])

@@ -64,7 +64,7 @@ def setting_notes(columns: list[str]) -> dict[str, str]:
 def as_labelled(model, images: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
     """(images the model classifies as their label, labelled images); noise has no labels (-1)."""
     labelled = labels >= 0
-    if not bool(labelled.any()):
+    if not bool(labelled.any()) or getattr(model, "num_classes", None) == 0:  # a headless backbone classifies nothing
         return 0, 0
     predicted = ranked(model(images[labelled.to(images.device)]).cpu())[:, 0]
     return int((predicted == labels[labelled]).sum()), int(labelled.sum())
@@ -104,6 +104,7 @@ def run(store: Store, model: ModelConfig, weights: Weights, records: list[dict],
         similarity_histograms({name: patch_similarities(loaded.model, imgs.to(dev)) for name, (imgs, _) in sets.items()},
                               folder / "similarity.png", entropies=entropies)
         n_blocks = len(next(iter(entropies.values())))
+        metric = "k-NN top-1" if any("feature_cosine" in r for r in records) else "Top-1"
         models = sorted({r.get("train_seed", 0) for r in records})
         seeds = sorted({r["seed"] for r in records})
         text = "\n".join([
@@ -118,8 +119,11 @@ def run(store: Store, model: ModelConfig, weights: Weights, records: list[dict],
             "",
             NOTATION,
             "",
-            f"## Top-1 (%), mean ± std over runs (FP32 {summary['fp32_top1']:.2f})",
+            f"## {metric} (%), mean ± std over runs (FP32 {summary['fp32_top1']:.2f})",
             "",
+            *([f"A headless backbone: {metric} is the weighted vote of the nearest training images (`eval.knn_k`) by the "
+               "cosine of its pooled features, each model indexing with its own features; every "
+               "top-1 below is that k-NN top-1.", ""] if metric != "Top-1" else []),
             accuracy_table([{**r, "column": column_of(r)} for r in records], methods, columns, row_key="method",
                            fp32=summary["fp32_per_model"]),
             "",
