@@ -18,6 +18,8 @@ EPILOG = textwrap.dedent(
       psaq quantize --model vit_tiny_patch16_224 --model-arg img_size=64 --model-arg num_classes=10 \\
                     --checkpoint mine.pt --dataset ./val
       psaq quantize --model deit_base_patch16_224 --pretrained --device cuda --precision bf16 --compile all
+      psaq quantize --model fashion-vit --pretrained --headless --calib psaq-v2 --v2-discrepancy features
+                    (the backbone without its classifier: scored by k-NN top-1 and feature cosine)
       psaq quantize --model deit_small_patch16_224 --checkpoint deit_s.pth --dataset /data/imagenet --calib real
                     (a root holding train/ and val/: evaluates on val/, real draws from train/)
 
