@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from psaq.input_spec import is_headless
 from psaq.data import InputSpec, loader, open_data, spec_from_timm
 from psaq.errors import DatasetError
 from psaq.evaluation import EvalResult, evaluate as _evaluate
@@ -98,7 +99,7 @@ def evaluate(model: nn.Module | LoadedModel, data: DataLoader | tuple[torch.Tens
     if isinstance(data, tuple):
         data = loader(TensorDataset(*data), 128)
     predictions = reference.predictions if reference is not None else None
-    if getattr(net, "num_classes", None) == 0:
+    if is_headless(net):
         ref = reference_model.model if isinstance(reference_model, LoadedModel) else reference_model
         return evaluate_features(net, data, train, device=device, reference=ref, reference_predictions=predictions,
                                  limit=limit)

@@ -9,6 +9,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from psaq.input_spec import is_headless
 from psaq import cancel
 from psaq.errors import ConfigError
 
@@ -97,7 +98,7 @@ def evaluate(
     limit: int | None = None,
     progress: bool = False,
 ) -> EvalResult:
-    if getattr(model, "num_classes", None) == 0:  # its outputs are features: a top-1 over them means nothing
+    if is_headless(model):  # its outputs are features: a top-1 over them means nothing
         raise ConfigError(f"{type(model).__name__} has no classifier (num_classes=0): score a headless backbone by "
                           "k-NN over its features (psaq.feature_evaluation.evaluate_features, or psaq.evaluate with "
                           "train=)")

@@ -41,3 +41,8 @@ class InputSpec:
         return {"mode": "RGB" if channels == 3 else "L", "resize": math.floor(min(height, width) / self.crop_pct),
                 "crop": [height, width], "interpolation": self.interpolation, "scale": 1 / 255,
                 "mean": list(self.mean), "std": list(self.std), "layout": "NCHW"}
+
+
+def is_headless(model) -> bool:
+    """A model without a classifier (timm's ``num_classes=0``): it outputs pooled features, not logits."""
+    return getattr(model, "num_classes", None) == 0

@@ -9,12 +9,8 @@ from torch import nn
 from psaq.data import DataSource
 from psaq.evaluation import EvalConfig, EvalResult, evaluate
 from psaq.feature_evaluation import FeatureEvalResult, evaluate_features
+from psaq.input_spec import is_headless
 from psaq.sources import eval_loader
-
-
-def is_headless(model: nn.Module) -> bool:
-    """timm's ``num_classes=0``: the model outputs pooled features, not logits."""
-    return getattr(model, "num_classes", None) == 0
 
 
 def score(model: nn.Module, reference: nn.Module | None, data: DataSource, cfg: EvalConfig,

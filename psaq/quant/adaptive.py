@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from psaq.input_spec import is_headless
 from psaq import cancel
 from psaq.data import InputSpec
 from psaq.errors import ConfigError, SynthesisDivergedError, check_seed
@@ -193,7 +194,7 @@ def adapt(student: nn.Module, teacher: nn.Module, images: torch.Tensor, synth: S
     was lowest is kept, and a warning says so: the rounds never hand back a student further from
     the teacher than calibration left it, on images it did not learn from."""
     kind = cfg.discrepancy
-    if kind == "logits" and getattr(teacher, "num_classes", None) == 0:
+    if kind == "logits" and is_headless(teacher):
         raise ConfigError(f"psaq-v2's discrepancy 'logits' is a KL between classification logits, but "
                           f"{type(teacher).__name__} has no classifier head (num_classes=0); set "
                           "adaptive.discrepancy: features (the backbone's output tokens; --v2-discrepancy features)")

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from psaq.input_spec import is_headless
 from psaq import cancel
 from psaq.errors import ConfigError, NotCalibratedError
 from psaq.families import Family, family_of
@@ -78,7 +79,7 @@ def quantize_(
     if filter_fn is None:
         # a headless backbone (timm's num_classes=0) has no classifier, so no classifier input; its
         # output (the pooled features) takes the output site's quantizer as logits would
-        headless = getattr(model, "num_classes", None) == 0
+        headless = is_headless(model)
         plan.check_complete(type(model).__name__, ("head_input",) if headless else ())
     give_fold_targets_a_bias(model)
     # quantizer buffers (scales, zero points) in the model's float type, as the official code keeps them

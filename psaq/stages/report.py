@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 import psaq.families.builtin  # noqa: F401 - registers the built-in families (ViT/DeiT, Swin, BEiT) quantized and hooked here
+from psaq.input_spec import is_headless
 from psaq.data import first_images
 from psaq.device import resolve_device
 from psaq.evaluation import ranked
@@ -64,7 +65,7 @@ def setting_notes(columns: list[str]) -> dict[str, str]:
 def as_labelled(model, images: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
     """(images the model classifies as their label, labelled images); noise has no labels (-1)."""
     labelled = labels >= 0
-    if not bool(labelled.any()) or getattr(model, "num_classes", None) == 0:  # a headless backbone classifies nothing
+    if not bool(labelled.any()) or is_headless(model):  # a headless backbone classifies nothing
         return 0, 0
     predicted = ranked(model(images[labelled.to(images.device)]).cpu())[:, 0]
     return int((predicted == labels[labelled]).sum()), int(labelled.sum())
