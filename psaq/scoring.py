@@ -10,7 +10,28 @@ from psaq.data import DataSource
 from psaq.evaluation import EvalConfig, EvalResult, evaluate
 from psaq.feature_evaluation import FeatureEvalResult, evaluate_features
 from psaq.input_spec import is_headless
-from psaq.sources import eval_loader
+from psaq.models import LoadedModel, ModelConfig
+from psaq.sources import eval_loader, model_data, require_unchanged
+
+
+class ScoredImages:
+    """What a score reads, for the stages that score: the evaluation images, and for a headless
+    backbone also the training images its k-NN index is drawn from (a root's train/, or
+    ``calib_dataset``). Their fingerprints key the result, and are checked again after reading."""
+
+    def __init__(self, headless: bool, dataset: str | None, calib_dataset: str | None):
+        self.dataset = dataset
+        self.calib_dataset = calib_dataset if headless else None
+        self.parts = ("eval", "calib") if headless else ("eval",)
+
+    def key(self, data_fp: dict) -> tuple:
+        return tuple(data_fp[part] for part in self.parts)
+
+    def open(self, loaded: LoadedModel) -> DataSource:
+        return model_data(loaded, self.dataset, self.calib_dataset)
+
+    def check_unchanged(self, model: ModelConfig, data_fp: dict, data: DataSource) -> None:
+        require_unchanged(model, self.dataset, self.calib_dataset, data_fp, self.parts, data)
 
 
 def score(model: nn.Module, reference: nn.Module | None, data: DataSource, cfg: EvalConfig,

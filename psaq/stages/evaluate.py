@@ -14,11 +14,10 @@ from psaq.io import read_json, write_json
 from psaq.models import ModelConfig
 from psaq.quant.serialize import load_quantized
 from psaq.stages.stage import POINT, POINT_STEM, Stage
-from psaq.scoring import score
+from psaq.scoring import ScoredImages, score
 from psaq.stages.common import Weights, artifact_path, device_kind, identity, load
 from psaq.stats import pack_correct
 from psaq.store import Artifact, Store
-from psaq.sources import model_data, require_unchanged
 
 
 STAGE = Stage("evaluate", __name__, ("eval", "runtime"), ("model", "data", "fp32", "reconstruct"), POINT,
@@ -28,19 +27,18 @@ STAGE = Stage("evaluate", __name__, ("eval", "runtime"), ("model", "data", "fp32
 def run(store: Store, model: ModelConfig, weights: Weights, quantized: Artifact, fp32: Artifact, eval_cfg: EvalConfig,
         data_fp: dict, dataset: str | None, calib_dataset: str | None, stem: str,
         device: str = "auto") -> tuple[Artifact, bool]:
-    index = (data_fp["calib"],) if weights.headless else ()
+    images = ScoredImages(weights.headless, dataset, calib_dataset)
     out = artifact_path(store, STAGE, stem, ".json", identity(model, weights), quantized, fp32,
-                        eval_cfg.key(weights.headless), data_fp["eval"], *index, device_kind(device))
+                        eval_cfg.key(weights.headless), *images.key(data_fp), device_kind(device))
 
     def write(tmp):
         dev = resolve_device(device)
         loaded = load(model, weights, dev)
         reference = read_json(fp32.verify())
         qmodel = load_quantized(copy.deepcopy(loaded.model), quantized.verify())
-        # a headless backbone's k-NN index comes from the training images (a root's train/, or calib_dataset)
-        data = model_data(loaded, dataset, calib_dataset if weights.headless else None)
+        data = images.open(loaded)
         res = score(qmodel, loaded.model, data, eval_cfg, dev, torch.tensor(reference["predictions"]))
-        require_unchanged(model, dataset, calib_dataset if weights.headless else None, data_fp, ("eval", "calib") if weights.headless else ("eval",), data)
+        images.check_unchanged(model, data_fp, data)
         write_json(tmp, {**res.metrics(), "fp32_top1": reference["top1"], "fp32_top5": reference["top5"],
                          "correct": pack_correct(res.correct.numpy()), "exif_rotated": reference.get("exif_rotated", 0)})
 

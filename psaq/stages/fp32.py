@@ -8,11 +8,10 @@ from psaq.evaluation import EvalConfig
 from psaq.io import write_json
 from psaq.models import ModelConfig
 from psaq.stages.stage import Stage
-from psaq.scoring import score
+from psaq.scoring import ScoredImages, score
 from psaq.stages.common import Weights, artifact_path, device_kind, identity, load
 from psaq.stats import pack_correct
 from psaq.store import Artifact, Store
-from psaq.sources import model_data, require_unchanged
 
 
 STAGE = Stage("fp32", __name__, ("eval", "runtime"), ("model", "data"), ("train_seed",),
@@ -21,18 +20,16 @@ STAGE = Stage("fp32", __name__, ("eval", "runtime"), ("model", "data"), ("train_
 
 def run(store: Store, model: ModelConfig, weights: Weights, eval_cfg: EvalConfig, data_fp: dict, dataset: str | None,
         calib_dataset: str | None, device: str = "auto", progress: bool = False) -> tuple[Artifact, bool]:
-    # a headless backbone's index is drawn from the training images: their fingerprint keys it
-    index = (data_fp["calib"],) if weights.headless else ()
+    images = ScoredImages(weights.headless, dataset, calib_dataset)
     out = artifact_path(store, STAGE, model.name, ".json", identity(model, weights), eval_cfg.key(weights.headless),
-                        data_fp["eval"], *index, device_kind(device))
+                        *images.key(data_fp), device_kind(device))
 
     def write(tmp):
         dev = resolve_device(device)
         loaded = load(model, weights, dev)
-        # a headless backbone's k-NN index comes from the training images (a root's train/, or calib_dataset)
-        data = model_data(loaded, dataset, calib_dataset if weights.headless else None)
+        data = images.open(loaded)
         res = score(loaded.model, None, data, eval_cfg, dev, progress=progress)
-        require_unchanged(model, dataset, calib_dataset if weights.headless else None, data_fp, ("eval", "calib") if weights.headless else ("eval",), data)
+        images.check_unchanged(model, data_fp, data)
         write_json(tmp, {**res.metrics(), "predictions": res.predictions.tolist(),
                          "correct": pack_correct(res.correct.numpy()),
                          "exif_rotated": len(getattr(data.eval_set, "rotated", ()))})
