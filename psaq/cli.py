@@ -285,11 +285,15 @@ def _print_result(params, point, rec: dict) -> None:
                 else "KL(teacher || student)")
         print(f"psaq-v2       {len(rounds['adaptive.entropy'])} rounds in {rounds['adaptive.wall_s'][0]:.0f} s; "
               f"{what} on its samples {kl[0]:.4f} → {kl[1]:.4f}")
-        held, kept = rounds.get("adaptive.discrepancy_heldout"), rounds.get("adaptive.kept_round", [None])[0]
-        if held:
-            print(f"              on held-out samples {held[0]:.4f} → {held[-1]:.4f}" + (
-                f"; that is above its start: kept round {int(kept)}'s student ({held[int(kept)]:.4f}; round 0 is "
-                "the calibrated one)" if kept is not None and kept != len(rounds["adaptive.entropy"]) else ""))
+        kept = rounds.get("adaptive.kept_round", [None])[0]
+        for key, where in (("heldout", "on held-out samples"), ("noise", "on the noise probe")):
+            seen = rounds.get(f"adaptive.discrepancy_{key}")
+            if seen:
+                print(f"              {where:<19} {seen[0]:.4f} → {seen[-1]:.4f}"
+                      + ("  (above its start)" if seen[-1] > seen[0] else ""))
+        if kept is not None and kept != len(rounds["adaptive.entropy"]):
+            print(f"              kept round {int(kept)}'s student, where the checks were lowest (round 0 is the "
+                  "calibrated one)")
     if "feature_cosine" in rec:  # a headless backbone: k-NN over its own features
         print(f"backbone      no classifier: k-NN top-1, {params.eval.knn_k} neighbours among {int(rec['knn_index'])} "
               "training images, each model indexing with its own features")

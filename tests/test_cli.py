@@ -75,6 +75,7 @@ def test_psaq_v2_from_the_command_line_on_a_timm_model(project, dataset_root, ch
     out = capsys.readouterr().out
     assert code == 0 and "stage         reconstruct built" in out and "W4A8          top-1" in out
     assert "psaq-v2       2 rounds in" in out and "KL(teacher || student) on its samples" in out
+    assert "on held-out samples" in out and "on the noise probe" in out  # the two checks the student never trains on
 
 
 def test_the_four_bit_recipe_from_the_command_line(dataset_root, checkpoint, capsys):
