@@ -21,16 +21,21 @@ psaq is the learned activation scales alone.
 
 Prints an estimate before it starts (from timed steps of each part on this machine), then top-1
 mean ± std over models' seeds, paired differences with 95 % bootstrap intervals (over runs and
-test images), and the wall time of each part. Writes benchmarks/results/v2.{md,json}.
+test images), V2's two checks per run (the student's KL on held-out samples and on the noise probe,
+and the round it kept; ``--before`` an earlier v2.json puts that run's top-1 beside each), and the
+wall time of each part. Writes benchmarks/results/v2.{md,json}.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import copy
+import dataclasses
+import json
 import time
+import warnings
 from collections import defaultdict
+from pathlib import Path
 
 import torch
 import yaml
@@ -132,7 +137,7 @@ def run(args) -> dict:
                 w, a = parsed.w_bits, parsed.a_bits
                 for recipe in args.recipes:
                     qcfg = QuantConfig(w_bits=w, a_bits=a, **RECIPES[recipe])
-                    models = {}
+                    models, checks = {}, {}
                     images = {"psaq": v1, "psaq-v2": v2_init}
                     models["psaq"] = _timed(times, "calibrate", lambda: quantized_copy(loaded.model, qcfg, v1, device))
                     if "psaq+recon" in args.ways:
@@ -146,17 +151,26 @@ def run(args) -> dict:
                         models[way] = quantized_copy(loaded.model, qcfg, images[start], device)
                         cfg = AdaptiveConfig(**{**args.adaptive, "seed": seed, "student": parts,
                                                 **({} if co_evolve else {"sample_steps": 0})})
-                        _timed(times, f"{way} rounds", lambda: adapt(
-                            models[way], loaded.model, images[start], v2_cfg, cfg, loaded.spec, device, progress=False))
+                        with warnings.catch_warnings(record=True) as said:
+                            warnings.simplefilter("always")
+                            _, rounds = _timed(times, f"{way} rounds", lambda: adapt(
+                                models[way], loaded.model, images[start], v2_cfg, cfg, loaded.spec, device, False))
+                        # what the checks saw, per round, and whether the run warned (kept an earlier round)
+                        checks[way] = dict(heldout=rounds["discrepancy_heldout"], noise=rounds["discrepancy_noise"],
+                                           kept_round=rounds["kept_round"][0], rounds=cfg.rounds,
+                                           warned=any("psaq-v2" in str(w.message) for w in said))
                     if "real" in args.ways:
                         models["real"] = quantized_copy(loaded.model, qcfg, real, device)
                     models = {w: models[w] for w in args.ways}
                     for way, q in models.items():
                         res = _timed(times, "evaluate", lambda: evaluate(q, batches, device, fp.predictions))
                         records.append(dict(model=name, seed=seed, way=way, recipe=recipe, column=setting,
-                                            top1=res.top1, correct=pack_correct(res.correct.numpy()), count=res.count))
+                                            top1=res.top1, correct=pack_correct(res.correct.numpy()), count=res.count,
+                                            **({"checks": checks[way]} if way in checks else {})))
                     print(f"  {name} seed {seed} {setting} {recipe}: "
-                          + ", ".join(f"{r['way']} {r['top1']:.2f}" for r in records[-len(models):])
+                          + ", ".join(f"{r['way']} {r['top1']:.2f}" + (
+                              f" (kept round {r['checks']['kept_round']}, warned)" if r.get("checks", {}).get("warned")
+                              else "") for r in records[-len(models):])
                           + f" ({time.perf_counter() - started:.0f} s)", flush=True)
     return dict(records=records, fp32=fp32, stage_s=dict(times), wall_s=time.perf_counter() - started,
                 estimate_s=total, models=args.models, seeds=args.seeds, steps=args.steps, iters=args.iters, ways=args.ways,
@@ -169,7 +183,26 @@ def paired(records, model, recipe, a, b, column):
     return paired_runs(records, lambda r: r["seed"], dict(same, way=a), dict(same, way=b))
 
 
-def render(result: dict) -> str:
+def checks_table(records: list[dict], before: dict | None) -> str:
+    """Per run of V2's loop: what its two checks saw, the round it kept, and its top-1 (with the
+    top-1 of the same run in ``before``, an earlier result, where it holds one)."""
+    earlier = {(r["model"], r["seed"], r["way"], r["recipe"], r["column"]): r["top1"]
+               for r in (before or {}).get("records", [])}
+    then = f"top-1 in the earlier run ({before['threads']} thread(s))" if before else "top-1 in an earlier run"
+    rows = []
+    for r in (r for r in records if "checks" in r):
+        c = r["checks"]
+        held = f"{c['heldout'][0]:.4f} → {c['heldout'][-1]:.4f}" if c["heldout"] else "–"
+        noise = f"{c['noise'][0]:.4f} → {c['noise'][-1]:.4f}" if c["noise"] else "–"
+        old = earlier.get((r["model"], r["seed"], r["way"], r["recipe"], r["column"]))
+        rows.append([r["model"], r["way"], f"{r['column']} {r['recipe']}", str(r["seed"]), held, noise,
+                     f"{c['kept_round']} of {c['rounds']}" + (" (warned)" if c["warned"] else ""),
+                     "–" if old is None else f"{old:.2f}", f"{r['top1']:.2f}"])
+    return markdown_table(["model", "way", "setting", "seed", "held-out KL (start → last round)",
+                           "noise KL (start → last round)", "kept round", then, "top-1"], rows)
+
+
+def render(result: dict, before: dict | None = None) -> str:
     records = result["records"]
     settings = [s for s in SETTINGS if any(r["column"] == s for r in records)]
     recipes = [r for r in RECIPES if any(x["recipe"] == r for x in records)]
@@ -186,6 +219,10 @@ def render(result: dict) -> str:
         table = [[f"{a} − {b} · {rc}"] + [str(paired(records, model, rc, a, b, c) or "–") for c in settings]
                  for rc in recipes for a, b in PAIRS if a in ways and b in ways]
         out += [markdown_table(["difference", *settings], table), ""]
+    if any("checks" in r for r in records):
+        out += ["#### V2's checks per run: the student's KL from the teacher on held-out samples and on the noise "
+                "probe, before the first round and after the last, and the round kept\n",
+                checks_table(records, before), ""]
     out += [f"#### Time per part (s, this CPU, {result['threads']} thread(s); per bit setting and recipe except "
             f"synthesis; estimated beforehand {result['estimate_s'] / 60:.0f} min, took {result['wall_s'] / 60:.0f} min)\n",
             markdown_table(["part", "seconds"], [[k, fmt_mean_std(v, 1)] for k, v in result["stage_s"].items()])]
@@ -210,6 +247,9 @@ def main() -> None:
                     help="an adaptive: setting for every way that runs V2's loop (e.g. holdout=0)")
     ap.add_argument("--unclipped-ste", action="store_true",
                     help="straight-through gradients pass where the forward clips too (psaq's V2 before the fix)")
+    ap.add_argument("--before", metavar="JSON",
+                    help="an earlier run's v2.json: its top-1 per run goes beside this run's in the checks table "
+                         "(the same seed on another thread count can differ by points: float sums reorder)")
     add_output_args(ap)
     args = ap.parse_args()
     args.adaptive = {}
@@ -222,7 +262,8 @@ def main() -> None:
         from psaq.quant.quantizers import ActQuantizer
 
         ActQuantizer.clip_straight_through = False
-    measure_and_write("v2", args, run, render)
+    before = json.loads(Path(args.before).read_text()) if args.before else None
+    measure_and_write("v2", args, run, lambda result: render(result, before))
 
 
 if __name__ == "__main__":
