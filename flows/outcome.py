@@ -40,11 +40,23 @@ def one_line_failures(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def point_summary(model: str, rec: dict) -> str:
     if "feature_cosine" in rec:  # a headless backbone: k-NN over its own features
-        return (f"{model} (headless) {rec['bits']} {rec['method']} seed {rec['seed']}: k-NN top-1 {rec['top1']:.2f} % "
+        text = (f"{model} (headless) {rec['bits']} {rec['method']} seed {rec['seed']}: k-NN top-1 {rec['top1']:.2f} % "
                 f"(FP32 {rec['fp32_top1']:.2f} %, agreement {rec['agreement']:.2f} %), feature cosine "
                 f"{rec['feature_cosine']:.4f}; metrics {rec['metrics']}")
-    return (f"{model} {rec['bits']} {rec['method']} seed {rec['seed']}: top-1 {rec['top1']:.2f} % "
-            f"(FP32 {rec['fp32_top1']:.2f} %, agreement {rec['agreement']:.2f} %); metrics {rec['metrics']}")
+    else:
+        text = (f"{model} {rec['bits']} {rec['method']} seed {rec['seed']}: top-1 {rec['top1']:.2f} % "
+                f"(FP32 {rec['fp32_top1']:.2f} %, agreement {rec['agreement']:.2f} %); metrics {rec['metrics']}")
+    return text + v2_warning(rec)
+
+
+def v2_warning(rec: dict) -> str:
+    """What the run's summary adds when V2's checks kept an earlier round: the warning the
+    command line prints, where a deployment run's watcher sees it."""
+    from psaq.stages.reconstruct import history, kept_round
+
+    kept = kept_round(history(rec["quantized"])) if rec.get("quantized") else None
+    return (f"; warning: psaq-v2 kept round {kept[0]} of {kept[1]} (its student ended further from the teacher "
+            "on images it never trained on; round 0 is the calibrated one)") if kept else ""
 
 
 def grid_summary(model: str, records: list[dict], report: str | None = None) -> str:
@@ -58,6 +70,10 @@ def grid_summary(model: str, records: list[dict], report: str | None = None) -> 
     fp32 = statistics.fmean(r["fp32_top1"] for r in records) if records else float("nan")
     parts = [f"{model}: {len(records)} points, mean top-1 % (FP32 {fp32:.2f})"]
     parts += [f"{bits}: " + ", ".join(cells_) for bits, cells_ in by_bits.items()]
+    kept = sum(bool(v2_warning(rec)) for rec in records)
+    if kept:
+        parts.append(f"warning: psaq-v2 kept an earlier round than its last in {kept} point(s) (its student ended "
+                     "further from the teacher on images it never trained on)")
     if report:
         parts.append(f"report {report}")
     return "; ".join(parts)

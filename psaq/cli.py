@@ -276,7 +276,7 @@ def _print_result(params, point, rec: dict) -> None:
               else f"{point.method} images synthesized from the model (no data)")
     steps = f", {rec['synthesis_steps']} steps at {rec['steps_per_s']:.1f} steps/s" if rec.get("steps_per_s") else ""
     print(f"calibrated on {synth.num_samples} {source}, seed {point.seed}{steps}")
-    from psaq.stages.reconstruct import history
+    from psaq.stages.reconstruct import history, kept_round
 
     rounds = history(rec["quantized"])
     if "adaptive.discrepancy_start" in rounds:  # V2: how far the student moved toward the teacher
@@ -285,15 +285,15 @@ def _print_result(params, point, rec: dict) -> None:
                 else "KL(teacher || student)")
         print(f"psaq-v2       {len(rounds['adaptive.entropy'])} rounds in {rounds['adaptive.wall_s'][0]:.0f} s; "
               f"{what} on its samples {kl[0]:.4f} → {kl[1]:.4f}")
-        kept = rounds.get("adaptive.kept_round", [None])[0]
         for key, where in (("heldout", "on held-out samples"), ("noise", "on the noise probe")):
             seen = rounds.get(f"adaptive.discrepancy_{key}")
             if seen:
                 print(f"              {where:<19} {seen[0]:.4f} → {seen[-1]:.4f}"
                       + ("  (above its start)" if seen[-1] > seen[0] else ""))
-        if kept is not None and kept != len(rounds["adaptive.entropy"]):
-            print(f"              kept round {int(kept)}'s student, where the checks were lowest (round 0 is the "
-                  "calibrated one)")
+        kept = kept_round(rounds)
+        if kept:
+            print(f"warning       psaq-v2 kept round {kept[0]} of {kept[1]}: its student, where the checks were "
+                  "lowest (round 0 is the calibrated one)")
     if "feature_cosine" in rec:  # a headless backbone: k-NN over its own features
         print(f"backbone      no classifier: k-NN top-1, {params.eval.knn_k} neighbours among {int(rec['knn_index'])} "
               "training images, each model indexing with its own features")

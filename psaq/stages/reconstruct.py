@@ -71,3 +71,10 @@ def history(path: str) -> dict[str, list[float]]:
     with safe_open(path, framework="pt") as f:
         raw = (f.metadata() or {}).get(HISTORY_KEY)
     return json.loads(raw) if raw else {}
+
+
+def kept_round(rounds: dict[str, list[float]]) -> tuple[int, int] | None:
+    """(round kept, rounds run) when V2's checks handed back an earlier round's student than its
+    last (a check ended above its start); None when they did not, or V2 did not run."""
+    kept, run = rounds.get(f"{ADAPTIVE_PREFIX}kept_round"), len(rounds.get(f"{ADAPTIVE_PREFIX}entropy", []))
+    return (int(kept[0]), run) if kept and int(kept[0]) != run else None

@@ -81,3 +81,37 @@ def test_a_failed_runs_psaq_error_is_logged_without_its_traceback():
         logger.removeHandler(handler)
     assert seen == ["Engine execution exited with unexpected exception RuntimeError"]
     assert sum(type(f).__name__ == "_DropPsaqTracebacks" for f in logger.filters) == 1
+
+
+def _quantized_file(tmp_path, rounds: dict) -> str:
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    from psaq.stages.reconstruct import HISTORY_KEY
+
+    path = tmp_path / "quantized.safetensors"
+    save_file({"w": torch.zeros(1)}, str(path), metadata={HISTORY_KEY: json.dumps(rounds)})
+    return str(path)
+
+
+def test_a_v2_run_that_kept_an_earlier_round_says_so_in_its_summaries(tmp_path):
+    kept = dict(rec("psaq-v2", "W4A4", 0, 70.0), quantized=_quantized_file(
+        tmp_path, {"adaptive.entropy": [1.0] * 5, "adaptive.kept_round": [2]}))
+    assert point_summary("fashion-swin", kept).endswith(
+        "; warning: psaq-v2 kept round 2 of 5 (its student ended further from the teacher on images it never "
+        "trained on; round 0 is the calibrated one)")
+    assert "warning: psaq-v2 kept an earlier round than its last in 1 point(s)" in grid_summary(
+        "fashion-swin", [kept, rec("psaq", "W4A4", 0, 76.0)])
+
+
+def test_a_v2_run_that_ended_at_its_last_round_and_other_runs_carry_no_warning(tmp_path):
+    (tmp_path / "a").mkdir()
+    last = dict(rec("psaq-v2", "W4A4", 0, 74.0), quantized=_quantized_file(
+        tmp_path / "a", {"adaptive.entropy": [1.0] * 5, "adaptive.kept_round": [5]}))
+    (tmp_path / "b").mkdir()
+    calibrated = dict(rec("psaq", "W4A4", 0, 66.0), quantized=_quantized_file(tmp_path / "b", {}))
+    for r in (last, calibrated, rec("psaq", "W4A4", 1, 66.0)):
+        assert "warning" not in point_summary("fashion-vit", r)
+    assert "warning" not in grid_summary("fashion-vit", [last, calibrated])
