@@ -32,19 +32,16 @@ from collections import defaultdict
 
 import numpy as np
 import torch
-from tables import add_output_args, measure_and_write, paired_runs  # benchmarks/tables.py
+from tables import add_output_args, load_given, measure_and_write, paired_runs  # benchmarks/tables.py
 
 import psaq.families.builtin  # noqa: F401 - registers the built-in families (ViT/DeiT, Swin, BEiT)
 from psaq.evaluation import EvalConfig
 from psaq.feature_evaluation import evaluate_features
-from psaq.models import ModelConfig
-from psaq.models.shipped import shipped_seeds
 from psaq.quant import QuantConfig, quantized_copy
 from psaq.quant.adaptive import AdaptiveConfig, adapt
 from psaq.report import fmt_mean_std, markdown_table
 from psaq.setting import BitSetting
 from psaq.sources import eval_loader, model_data, real_source
-from psaq.stages import model as model_stage
 from psaq.stats import pack_correct, paired_difference
 from psaq.synth import SynthesisConfig, synthesize
 
@@ -65,9 +62,8 @@ def _timed(times, name, fn):
 def _models(args, name, device):
     """(the classifier, the same weights headless): psaq's shipped or trained weights, or a checkpoint."""
     checkpoint = dict(item.split("=", 1) for item in args.checkpoint).get(name)
-    cfg = ModelConfig(name, checkpoint=checkpoint, pretrained=checkpoint is None and bool(shipped_seeds(name)))
-    return (model_stage.load(args.cache_dir, cfg, device),
-            model_stage.load(args.cache_dir, dataclasses.replace(cfg, headless=True), device))
+    return (load_given(args.cache_dir, name, checkpoint, device),
+            load_given(args.cache_dir, name, checkpoint, device, headless=True))
 
 
 def _score(q, backbone, data, cfg: EvalConfig, device, reference=None):

@@ -9,6 +9,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+def add_model_args(ap: argparse.ArgumentParser, default: str = "fashion-vit") -> None:
+    """The one-model probes' arguments: which of psaq's models, and whose weights."""
+    ap.add_argument("--model", default=default)
+    ap.add_argument("--checkpoint", help="weights to use as they are (fashion-swin ships none)")
+    ap.add_argument("--cache-dir", default=".")
+
+
+def load_given(cache_dir: str, name: str, checkpoint: str | None = None, device="cpu", headless: bool = False):
+    """psaq's model ``name`` with the weights a benchmark is given: ``checkpoint`` as it is, else the
+    weights psaq ships for it, else the pipeline's trained ones (cached under ``cache_dir``)."""
+    from psaq.models import ModelConfig
+    from psaq.models.shipped import shipped_seeds
+    from psaq.stages import model as model_stage
+
+    config = ModelConfig(name, checkpoint=checkpoint, headless=headless,
+                         pretrained=checkpoint is None and bool(shipped_seeds(name)))
+    return model_stage.load(cache_dir, config, device)
+
+
 def paired_runs(records: list[dict], key: Callable[[dict], object], a: dict, b: dict):
     """The paired top-1 difference of the runs matching ``a`` minus those matching ``b`` (each a
     field → value filter), matched on ``key(record)``; None when no run is in both."""

@@ -14,30 +14,24 @@ from __future__ import annotations
 import argparse
 
 import torch
+from tables import add_model_args, load_given  # benchmarks/tables.py
 
 import psaq.families.builtin  # noqa: F401 - registers the built-in families (ViT/DeiT, Swin, BEiT)
 import psaq.quant.adaptive as adaptive
 from psaq.feature_evaluation import cosine_per_token, outputs
-from psaq.models import ModelConfig
-from psaq.models.shipped import shipped_seeds
 from psaq.quant import QuantConfig, quantized_copy
 from psaq.sources import eval_loader, model_data
-from psaq.stages import model as model_stage
 from psaq.synth import SynthesisConfig, synthesize
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="fashion-vit")
-    ap.add_argument("--checkpoint", help="weights to use as they are (fashion-swin ships none)")
-    ap.add_argument("--cache-dir", default=".")
+    add_model_args(ap)
     ap.add_argument("--seed", type=int, default=0, help="synthesis seed, and V2's")
     ap.add_argument("--steps", type=int, default=200, help="synthesis steps per round (2 rounds)")
     ap.add_argument("--test", type=int, default=1000, help="test images scored each round")
     args = ap.parse_args()
-    config = ModelConfig(args.model, checkpoint=args.checkpoint, headless=True,
-                         pretrained=args.checkpoint is None and bool(shipped_seeds(args.model)))
-    loaded = model_stage.load(args.cache_dir, config, "cpu")
+    loaded = load_given(args.cache_dir, args.model, args.checkpoint, headless=True)
     teacher, spec = loaded.model, loaded.spec
     test = torch.cat([x for x, _ in eval_loader(model_data(loaded, None), 250)])[: args.test]
     synth = SynthesisConfig(method="psaq-v2", seed=args.seed, steps_per_round=args.steps,

@@ -17,15 +17,13 @@ import argparse
 import copy
 
 import torch
+from tables import add_model_args, load_given  # benchmarks/tables.py
 
 import psaq.families.builtin  # noqa: F401 - registers the built-in families (ViT/DeiT, Swin, BEiT)
 from psaq.evaluation import evaluate
-from psaq.models import ModelConfig
-from psaq.models.shipped import shipped_seeds
 from psaq.quant import QuantConfig, quantized_copy
 from psaq.quant.adaptive import AdaptiveConfig, adapt
 from psaq.sources import eval_loader, model_data
-from psaq.stages import model as model_stage
 from psaq.synth import SynthesisConfig, synthesize
 
 
@@ -37,15 +35,11 @@ def kl_and_agreement(teacher, student, images: torch.Tensor) -> tuple[float, flo
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="fashion-vit")
-    ap.add_argument("--checkpoint", help="weights to use as they are (fashion-swin ships none)")
-    ap.add_argument("--cache-dir", default=".")
+    add_model_args(ap)
     ap.add_argument("--steps", type=int, default=200, help="synthesis steps per round (2 rounds)")
     args = ap.parse_args()
     device = torch.device("cpu")
-    config = ModelConfig(args.model, checkpoint=args.checkpoint,
-                         pretrained=args.checkpoint is None and bool(shipped_seeds(args.model)))
-    loaded = model_stage.load(args.cache_dir, config, device)
+    loaded = load_given(args.cache_dir, args.model, args.checkpoint, device)
     teacher, spec = loaded.model, loaded.spec
     test = eval_loader(model_data(loaded, None))
 
